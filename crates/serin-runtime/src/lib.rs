@@ -1,0 +1,12 @@
+//! Shared runtime of serin's controllers (`serin` and `serin-sync`): telemetry, the admin HTTP
+//! server, leader election on a Lease, the rustls crypto provider, shutdown signals, common
+//! command-line arguments and structural-schema validation.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod args;
+pub mod leader;
+pub mod schema;
+pub mod shutdown;
+pub mod telemetry;
+pub mod tls;

@@ -1,0 +1,1320 @@
+//! The `Canary` resource (`canaries.flagger.app/v1beta1`): spec and status with every field of
+//! Flagger's CRD, and the defaults Flagger derives from them (service names, interval, threshold,
+//! max weight, progress deadline, strategy). No I/O.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use k8s_openapi::apimachinery::pkg::{apis::meta::v1::Time, util::intstr::IntOrString};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::api::{
+    istio::{CorsPolicy, Headers, HttpMatchRequest, HttpRetry, HttpRewrite, StringMatch, TrafficPolicy},
+    schema::{self, string_enum},
+};
+
+/// Builtin metric: the share of non-5xx requests to the canary, in percent.
+pub const METRIC_REQUEST_SUCCESS_RATE: &str = "request-success-rate";
+/// Builtin metric: the P99 request duration of the canary, in milliseconds.
+pub const METRIC_REQUEST_DURATION: &str = "request-duration";
+/// Default analysis interval when none (or an unparsable one) is given.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+/// The shortest analysis interval; shorter ones are clamped to it.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(10);
+/// Default `progressDeadlineSeconds`.
+pub const DEFAULT_PROGRESS_DEADLINE_SECONDS: i32 = 600;
+/// Default `maxWeight`.
+pub const DEFAULT_MAX_WEIGHT: i32 = 100;
+/// Default session affinity cookie `Max-Age`.
+pub const DEFAULT_COOKIE_MAX_AGE: i32 = 86400;
+/// Default webhook timeout.
+pub const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default interval of builtin metrics.
+pub const DEFAULT_METRIC_INTERVAL: &str = "1m";
+/// The condition type Flagger writes.
+pub const CONDITION_PROMOTED: &str = "Promoted";
+
+/// Every mesh or ingress provider Flagger's CRD accepts in `spec.provider`.
+pub const PROVIDERS: &[&str] = &[
+    "apisix",
+    "appmesh",
+    "appmesh:v1beta2",
+    "contour",
+    "gatewayapi:v1",
+    "gatewayapi:v1beta1",
+    "gloo",
+    "istio",
+    "knative",
+    "kubernetes",
+    "kuma",
+    "linkerd",
+    "nginx",
+    "osm",
+    "skipper",
+    "smi:v1alpha1",
+    "smi:v1alpha2",
+    "smi:v1alpha3",
+    "traefik",
+];
+
+string_enum!(
+    provider_enum,
+    [
+        "apisix",
+        "appmesh",
+        "appmesh:v1beta2",
+        "contour",
+        "gatewayapi:v1",
+        "gatewayapi:v1beta1",
+        "gloo",
+        "istio",
+        "knative",
+        "kubernetes",
+        "kuma",
+        "linkerd",
+        "nginx",
+        "osm",
+        "skipper",
+        "smi:v1alpha1",
+        "smi:v1alpha2",
+        "smi:v1alpha3",
+        "traefik"
+    ]
+);
+string_enum!(target_kind_enum, ["DaemonSet", "Deployment", "Service"]);
+string_enum!(autoscaler_kind_enum, ["HorizontalPodAutoscaler", "ScaledObject"]);
+string_enum!(ingress_kind_enum, ["Ingress"]);
+string_enum!(route_kind_enum, ["ApisixRoute"]);
+string_enum!(upstream_kind_enum, ["Upstream"]);
+string_enum!(
+    traffic_distribution_enum,
+    ["PreferClose", "PreferSameZone", "PreferSameNode"]
+);
+string_enum!(severity_enum, ["", "info", "warn", "error"]);
+string_enum!(
+    webhook_type_enum,
+    [
+        "",
+        "confirm-rollout",
+        "pre-rollout",
+        "rollout",
+        "confirm-promotion",
+        "post-rollout",
+        "event",
+        "rollback",
+        "confirm-traffic-increase"
+    ]
+);
+string_enum!(same_site_enum, ["Strict", "Lax", "None"]);
+
+/// A Canary: progressive delivery of a target workload.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "flagger.app",
+    version = "v1beta1",
+    kind = "Canary",
+    namespaced,
+    status = "CanaryStatus",
+    category = "all",
+    doc = "Canary is the Schema for the Canary API.",
+    annotation("helm.sh/resource-policy", "keep"),
+    printcolumn(name = "Status", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Weight", type_ = "string", json_path = ".status.canaryWeight"),
+    printcolumn(
+        name = "Suspended",
+        type_ = "boolean",
+        json_path = ".spec.suspend",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "FailedChecks",
+        type_ = "string",
+        json_path = ".status.failedChecks",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Interval",
+        type_ = "string",
+        json_path = ".spec.analysis.interval",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Mirror",
+        type_ = "boolean",
+        json_path = ".spec.analysis.mirror",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "StepWeight",
+        type_ = "string",
+        json_path = ".spec.analysis.stepWeight",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "StepWeights",
+        type_ = "string",
+        json_path = ".spec.analysis.stepWeights",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "MaxWeight",
+        type_ = "string",
+        json_path = ".spec.analysis.maxWeight",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "LastTransitionTime",
+        type_ = "string",
+        json_path = ".status.lastTransitionTime"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct CanarySpec {
+    /// Traffic management provider; overrides `--mesh-provider`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "provider_enum")]
+    pub provider: Option<String>,
+    /// Prometheus URL for builtin metrics and inline queries; overrides `--metrics-server`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_server: Option<String>,
+    /// Seconds the canary may take to make progress before it is rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::number")]
+    pub progress_deadline_seconds: Option<i32>,
+    /// The workload to canary.
+    pub target_ref: TargetRef,
+    /// The workload's autoscaler, copied for the primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaler_ref: Option<AutoscalerRef>,
+    /// Ingress reference (nginx provider).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_ref: Option<IngressRef>,
+    /// ApisixRoute reference (apisix provider).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_ref: Option<RouteRef>,
+    /// Upstream reference (gloo provider).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_ref: Option<UpstreamRef>,
+    /// The Services and routing serin generates.
+    #[serde(default)]
+    pub service: CanaryService,
+    /// Promote without analysis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_analysis: Option<bool>,
+    /// Restore the target and routing when the Canary is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revert_on_deletion: Option<bool>,
+    /// Pause all work on this Canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<bool>,
+    /// How a new revision is analysed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<CanaryAnalysis>,
+}
+
+/// Reference to the target workload.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetRef {
+    pub api_version: String,
+    #[schemars(schema_with = "target_kind_enum")]
+    pub kind: String,
+    pub name: String,
+}
+
+/// Reference to the target's autoscaler.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalerRef {
+    pub api_version: String,
+    #[schemars(schema_with = "autoscaler_kind_enum")]
+    pub kind: String,
+    pub name: String,
+    /// KEDA queries for the primary ScaledObject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_scaler_queries: Option<BTreeMap<String, String>>,
+    /// Replica bounds for the primary's autoscaler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_scaler_replicas: Option<ScalerReplicas>,
+}
+
+/// Replica bounds for the primary's autoscaler.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalerReplicas {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub min_replicas: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_replicas: Option<i32>,
+}
+
+/// Reference to an Ingress (nginx provider).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressRef {
+    pub api_version: String,
+    #[schemars(schema_with = "ingress_kind_enum")]
+    pub kind: String,
+    pub name: String,
+}
+
+/// Reference to an ApisixRoute (apisix provider).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteRef {
+    pub api_version: String,
+    #[schemars(schema_with = "route_kind_enum")]
+    pub kind: String,
+    pub name: String,
+}
+
+/// Reference to a Gloo Upstream (gloo provider).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamRef {
+    pub api_version: String,
+    #[schemars(schema_with = "upstream_kind_enum")]
+    pub kind: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// The apex, primary and canary Services and the routing generated for them.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryService {
+    /// Apex Service name; defaults to the target's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Service port.
+    #[serde(default)]
+    #[schemars(schema_with = "schema::number")]
+    pub port: i32,
+    /// Service port name (default `http`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_name: Option<String>,
+    /// Application protocol; `tcp` switches the Istio router to TCP routes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_protocol: Option<String>,
+    /// Service traffic distribution preference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "traffic_distribution_enum")]
+    pub traffic_distribution: Option<String>,
+    /// Container port, by number or name (default: `port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_port: Option<IntOrString>,
+    /// Add every container port to the generated Services.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_discovery: Option<bool>,
+    /// Generate headless Services (`clusterIP: None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headless: Option<bool>,
+    /// Istio HTTP route timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Gateway API backend timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_timeout: Option<String>,
+    /// App Mesh mesh name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh_name: Option<String>,
+    /// App Mesh backends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backends: Option<Vec<String>>,
+    /// VirtualService hosts; the apex name is added unless present or `*`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<String>>,
+    /// Generate a delegate VirtualService (no hosts, no gateways).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegation: Option<bool>,
+    /// Istio match conditions for the generated routes.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub match_: Option<Vec<HttpMatchRequest>>,
+    /// Istio retry policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<HttpRetry>,
+    /// Istio rewrite rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<HttpRewrite>,
+    /// Gateway API request mirrors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Vec<GatewayMirror>>,
+    /// Header operations on the generated routes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Headers>,
+    /// Istio gateways; `mesh` is used when empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateways: Option<Vec<String>>,
+    /// Gateway API parent references.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub gateway_refs: Option<Vec<ParentReference>>,
+    /// Istio CORS policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors_policy: Option<CorsPolicy>,
+    /// Istio traffic policy, copied into both DestinationRules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_policy: Option<TrafficPolicy>,
+    /// Metadata for the apex Service and the VirtualService.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apex: Option<CustomMetadata>,
+    /// Metadata for the primary Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<CustomMetadata>,
+    /// Metadata for the canary Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CustomMetadata>,
+    /// Label and annotation keys on generated Services that serin leaves alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmanaged_metadata: Option<UnmanagedMetadata>,
+}
+
+/// Labels and annotations for a generated object.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomMetadata {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// Label and annotation keys serin preserves on generated objects.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UnmanagedMetadata {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<String>>,
+}
+
+/// A Gateway API request mirror.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayMirror {
+    pub backend_ref: BackendObjectReference,
+}
+
+/// Gateway API `BackendObjectReference`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendObjectReference {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("pattern" = GROUP_PATTERN, "default" = ""))]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("pattern" = KIND_PATTERN, "default" = "Service"))]
+    pub kind: Option<String>,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("pattern" = NAMESPACE_PATTERN))]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub port: Option<i32>,
+}
+
+const GROUP_PATTERN: &str = r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+const KIND_PATTERN: &str = "^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$";
+const NAMESPACE_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+const SECTION_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
+/// Gateway API `ParentReference`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentReference {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("pattern" = GROUP_PATTERN, "default" = "gateway.networking.k8s.io"))]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("pattern" = KIND_PATTERN, "default" = "Gateway"))]
+    pub kind: Option<String>,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("pattern" = NAMESPACE_PATTERN))]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("pattern" = SECTION_PATTERN))]
+    pub section_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub port: Option<i32>,
+}
+
+/// How a new revision is analysed: schedule, steps, checks, hooks and alerts.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("oneOf" = [
+    {"required": ["interval", "threshold", "iterations"]},
+    {"required": ["interval", "threshold", "stepWeight"]},
+    {"required": ["interval", "threshold", "stepWeights"]},
+]))]
+pub struct CanaryAnalysis {
+    /// Schedule interval, such as `1m` or `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::duration")]
+    pub interval: Option<String>,
+    /// Number of checks for A/B testing and Blue/Green.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::number")]
+    pub iterations: Option<i32>,
+    /// Failed checks tolerated before rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::number")]
+    pub threshold: Option<i32>,
+    /// Highest canary weight before promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::number")]
+    pub max_weight: Option<i32>,
+    /// Weight added at each step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::number")]
+    pub step_weight: Option<i32>,
+    /// Explicit weight steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::number_array")]
+    pub step_weights: Option<Vec<i32>>,
+    /// Weight moved back to the primary at each promotion step (0: all at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::number")]
+    pub step_weight_promotion: Option<i32>,
+    /// Mirror traffic to the canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<bool>,
+    /// Percentage of traffic mirrored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::number")]
+    pub mirror_weight: Option<i32>,
+    /// Percent of the primary's updated replicas that must be available (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::number")]
+    pub primary_ready_threshold: Option<i32>,
+    /// Percent of the canary's updated replicas that must be available (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::number")]
+    pub canary_ready_threshold: Option<i32>,
+    /// A/B testing match conditions.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub match_: Option<Vec<AnalysisMatch>>,
+    /// Checks run at every interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Vec<CanaryMetric>>,
+    /// Where notifications go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<Vec<CanaryAlert>>,
+    /// Hooks called during the analysis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhooks: Option<Vec<CanaryWebhook>>,
+    /// Cookie-based session affinity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_affinity: Option<SessionAffinity>,
+}
+
+/// An A/B testing match condition (Flagger accepts headers, query parameters and source labels).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, StringMatch>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_params: Option<BTreeMap<String, StringMatch>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_labels: Option<BTreeMap<String, String>>,
+}
+
+/// A metric check.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryMetric {
+    pub name: String,
+    /// Query window, such as `1m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::duration")]
+    pub interval: Option<String>,
+    /// Deprecated single threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// Accepted range of the value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold_range: Option<ThresholdRange>,
+    /// Deprecated inline PromQL query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// The MetricTemplate to render.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_ref: Option<CrossNamespaceRef>,
+    /// Values for `{{ variables.* }}` in the template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_variables: Option<BTreeMap<String, String>>,
+}
+
+/// Accepted range of a metric value.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ThresholdRange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+}
+
+/// A reference by name, in the Canary's namespace unless `namespace` is set.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CrossNamespaceRef {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// An alert routed to an AlertProvider.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryAlert {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "severity_enum")]
+    pub severity: Option<String>,
+    pub provider_ref: CrossNamespaceRef,
+}
+
+/// A webhook called during the analysis.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryWebhook {
+    pub name: String,
+    /// When it is called; empty means `rollout`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "webhook_type_enum")]
+    pub type_: Option<String>,
+    /// Do not send alerts for this webhook's failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mute_alert: Option<bool>,
+    #[schemars(schema_with = "schema::url")]
+    pub url: String,
+    /// Request timeout (default `10s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::duration")]
+    pub timeout: Option<String>,
+    /// Retries on failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::number")]
+    pub retries: Option<i32>,
+    /// Skip TLS verification.
+    #[serde(default, rename = "disableTLS", skip_serializing_if = "Option::is_none")]
+    pub disable_tls: Option<bool>,
+    /// Sent in the payload's `metadata`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+/// Cookie-based session affinity.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionAffinity {
+    pub cookie_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_cookie_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_only: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "cookie_max_age")]
+    pub max_age: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitioned: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "same_site_enum")]
+    pub same_site: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure: Option<bool>,
+}
+
+fn cookie_max_age(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "number", "default": DEFAULT_COOKIE_MAX_AGE })
+}
+
+/// The phase of a Canary, as Flagger names it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum CanaryPhase {
+    /// No phase written yet.
+    #[default]
+    #[serde(rename = "")]
+    Unset,
+    Initializing,
+    Initialized,
+    Waiting,
+    Progressing,
+    WaitingPromotion,
+    Promoting,
+    Finalising,
+    Succeeded,
+    Failed,
+    Terminating,
+    Terminated,
+}
+
+impl CanaryPhase {
+    /// Every phase, in the order Flagger declares them.
+    pub const ALL: [CanaryPhase; 12] = [
+        Self::Unset,
+        Self::Initializing,
+        Self::Initialized,
+        Self::Waiting,
+        Self::Progressing,
+        Self::WaitingPromotion,
+        Self::Promoting,
+        Self::Finalising,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Terminating,
+        Self::Terminated,
+    ];
+
+    /// The name written to `status.phase`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unset => "",
+            Self::Initializing => "Initializing",
+            Self::Initialized => "Initialized",
+            Self::Waiting => "Waiting",
+            Self::Progressing => "Progressing",
+            Self::WaitingPromotion => "WaitingPromotion",
+            Self::Promoting => "Promoting",
+            Self::Finalising => "Finalising",
+            Self::Succeeded => "Succeeded",
+            Self::Failed => "Failed",
+            Self::Terminating => "Terminating",
+            Self::Terminated => "Terminated",
+        }
+    }
+
+    /// An analysis or promotion is under way.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            Self::Waiting | Self::Progressing | Self::WaitingPromotion | Self::Promoting | Self::Finalising
+        )
+    }
+
+    /// The `Promoted` condition for this phase: status and message, Flagger's texts.
+    /// `kind` is the target's kind. `None` for phases Flagger writes no condition for.
+    pub fn promoted_condition(self, kind: &str) -> Option<(&'static str, String)> {
+        let (status, message) = match self {
+            Self::Initializing => (
+                "Unknown",
+                format!("New {kind} detected, starting initialization."),
+            ),
+            Self::Initialized => ("True", format!("{kind} initialization completed.")),
+            Self::Waiting | Self::WaitingPromotion => ("Unknown", "Waiting for approval.".to_owned()),
+            Self::Progressing => (
+                "Unknown",
+                "New revision detected, progressing canary analysis.".to_owned(),
+            ),
+            Self::Promoting => (
+                "Unknown",
+                "Canary analysis completed, starting primary rolling update.".to_owned(),
+            ),
+            Self::Finalising => (
+                "Unknown",
+                "Canary analysis completed, routing all traffic to primary.".to_owned(),
+            ),
+            Self::Succeeded => (
+                "True",
+                "Canary analysis completed successfully, promotion finished.".to_owned(),
+            ),
+            Self::Failed => ("False", format!("Canary analysis failed, {kind} scaled to zero.")),
+            Self::Unset | Self::Terminating | Self::Terminated => return None,
+        };
+        Some((status, message))
+    }
+}
+
+impl std::fmt::Display for CanaryPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The observed state of a Canary. `phase`, `failedChecks`, `canaryWeight` and `iterations` are
+/// always written, as Flagger writes them.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStatus {
+    #[serde(default)]
+    pub phase: CanaryPhase,
+    #[serde(default)]
+    #[schemars(schema_with = "schema::number")]
+    pub failed_checks: i32,
+    #[serde(default)]
+    #[schemars(schema_with = "schema::number")]
+    pub canary_weight: i32,
+    #[serde(default)]
+    #[schemars(schema_with = "schema::number")]
+    pub iterations: i32,
+    /// `configmap/<name>` or `secret/<name>` to the checksum of its data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracked_configs: Option<BTreeMap<String, String>>,
+    /// Hash of the target's pod template last seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_applied_spec: Option<String>,
+    /// Hash of the target's pod template last promoted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_promoted_spec: Option<String>,
+    /// Time of the last status write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::date_time")]
+    pub last_transition_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_affinity_cookie: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_session_affinity_cookie: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_session_affinity_cookie: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Vec<CanaryCondition>>,
+}
+
+/// A status condition. Flagger writes one type, `Promoted`, with `reason` set to the phase.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryCondition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::date_time")]
+    pub last_update_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::date_time")]
+    pub last_transition_time: Option<Time>,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The traffic strategy a Canary's analysis follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeploymentStrategy {
+    /// Weighted traffic shifting.
+    Canary,
+    /// Header/cookie matched traffic for a number of iterations.
+    AbTesting,
+    /// Analysis without traffic, then a switch.
+    BlueGreen,
+}
+
+impl DeploymentStrategy {
+    /// The name Flagger uses (`canary`, `ab-testing`, `blue-green`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Canary => "canary",
+            Self::AbTesting => "ab-testing",
+            Self::BlueGreen => "blue-green",
+        }
+    }
+}
+
+/// The apex, primary and canary Service names of a Canary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceNames {
+    pub apex: String,
+    pub primary: String,
+    pub canary: String,
+}
+
+/// Parses a Flagger duration: digits followed by `s`, `m` or `h` (Go's `time.ParseDuration`
+/// forms that Flagger users write, including compound ones such as `1m30s` and fractions such as
+/// `1.5m`). Returns `None` for anything else.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    if text == "0" {
+        return Some(Duration::ZERO);
+    }
+    let mut total = 0f64;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if number_len == 0 {
+            return None;
+        }
+        let value: f64 = rest[..number_len].parse().ok()?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += value * seconds;
+    }
+    Some(Duration::from_secs_f64(total))
+}
+
+impl Canary {
+    /// Apex, primary and canary Service names (`GetServiceNames`).
+    pub fn service_names(&self) -> ServiceNames {
+        let apex = self
+            .spec
+            .service
+            .name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| self.spec.target_ref.name.clone());
+        ServiceNames {
+            primary: format!("{apex}-primary"),
+            canary: format!("{apex}-canary"),
+            apex,
+        }
+    }
+}
+
+impl CanarySpec {
+    fn analysis(&self) -> Option<&CanaryAnalysis> {
+        self.analysis.as_ref()
+    }
+
+    /// The analysis interval: 60 s when unset or unparsable, at least 10 s.
+    pub fn analysis_interval(&self) -> Duration {
+        self.analysis()
+            .and_then(|a| a.interval.as_deref())
+            .and_then(parse_duration)
+            .map_or(DEFAULT_INTERVAL, |d| d.max(MIN_INTERVAL))
+    }
+
+    /// Failed checks tolerated before rollback; 0 or unset means 1.
+    pub fn analysis_threshold(&self) -> i32 {
+        match self.analysis().and_then(|a| a.threshold) {
+            Some(t) if t > 0 => t,
+            _ => 1,
+        }
+    }
+
+    /// The highest canary weight: `maxWeight`, else the last of `stepWeights` (capped at 100),
+    /// else 100.
+    pub fn max_weight(&self) -> i32 {
+        let analysis = self.analysis();
+        if let Some(w) = analysis.and_then(|a| a.max_weight).filter(|w| *w > 0) {
+            return w;
+        }
+        if let Some(last) = analysis
+            .and_then(|a| a.step_weights.as_ref())
+            .and_then(|s| s.last())
+        {
+            return (*last).min(DEFAULT_MAX_WEIGHT);
+        }
+        DEFAULT_MAX_WEIGHT
+    }
+
+    /// Seconds the canary may take to make progress (default 600).
+    pub fn progress_deadline_seconds(&self) -> i32 {
+        self.progress_deadline_seconds
+            .unwrap_or(DEFAULT_PROGRESS_DEADLINE_SECONDS)
+    }
+
+    /// The strategy: A/B testing with match and iterations, Blue/Green with iterations only,
+    /// canary otherwise.
+    pub fn deployment_strategy(&self) -> DeploymentStrategy {
+        let Some(analysis) = self.analysis() else {
+            return DeploymentStrategy::Canary;
+        };
+        let iterations = analysis.iterations.unwrap_or(0);
+        let has_match = analysis.match_.as_ref().is_some_and(|m| !m.is_empty());
+        if has_match && iterations > 0 {
+            DeploymentStrategy::AbTesting
+        } else if iterations > 0 {
+            DeploymentStrategy::BlueGreen
+        } else {
+            DeploymentStrategy::Canary
+        }
+    }
+
+    /// Analysis is skipped when there is none or `skipAnalysis` is set.
+    pub fn skip_analysis(&self) -> bool {
+        self.analysis.is_none() || self.skip_analysis.unwrap_or(false)
+    }
+
+    /// `suspend` is set.
+    pub fn is_suspended(&self) -> bool {
+        self.suspend.unwrap_or(false)
+    }
+
+    /// `revertOnDeletion` is set.
+    pub fn reverts_on_deletion(&self) -> bool {
+        self.revert_on_deletion.unwrap_or(false)
+    }
+
+    /// Percent of the primary's updated replicas that must be available (default 100).
+    pub fn primary_ready_threshold(&self) -> i32 {
+        self.analysis()
+            .and_then(|a| a.primary_ready_threshold)
+            .unwrap_or(100)
+    }
+
+    /// Percent of the canary's updated replicas that must be available (default 100).
+    pub fn canary_ready_threshold(&self) -> i32 {
+        self.analysis()
+            .and_then(|a| a.canary_ready_threshold)
+            .unwrap_or(100)
+    }
+}
+
+impl CanaryWebhook {
+    /// The webhook type; empty means `rollout`.
+    pub fn hook_type(&self) -> &str {
+        match self.type_.as_deref() {
+            None | Some("") => "rollout",
+            Some(t) => t,
+        }
+    }
+
+    /// The request timeout (default 10 s).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+            .as_deref()
+            .and_then(parse_duration)
+            .unwrap_or(DEFAULT_WEBHOOK_TIMEOUT)
+    }
+}
+
+impl SessionAffinity {
+    /// Cookie `Max-Age` in seconds (default 86400).
+    pub fn max_age(&self) -> i32 {
+        self.max_age.filter(|a| *a > 0).unwrap_or(DEFAULT_COOKIE_MAX_AGE)
+    }
+
+    /// A `Set-Cookie` value as Flagger builds it:
+    /// `<name=value>; Max-Age=<n>[; Domain=d][; HttpOnly][; Partitioned][; Path=p][; SameSite=s][; Secure]`.
+    pub fn build_cookie(&self, name_value: &str, max_age: i32) -> String {
+        let mut cookie = format!("{name_value}; Max-Age={max_age}");
+        if let Some(domain) = self.domain.as_deref().filter(|d| !d.is_empty()) {
+            cookie.push_str(&format!("; Domain={domain}"));
+        }
+        if self.http_only.unwrap_or(false) {
+            cookie.push_str("; HttpOnly");
+        }
+        if self.partitioned.unwrap_or(false) {
+            cookie.push_str("; Partitioned");
+        }
+        if let Some(path) = self.path.as_deref().filter(|p| !p.is_empty()) {
+            cookie.push_str(&format!("; Path={path}"));
+        }
+        if let Some(same_site) = self.same_site.as_deref().filter(|s| !s.is_empty()) {
+            cookie.push_str(&format!("; SameSite={same_site}"));
+        }
+        if self.secure.unwrap_or(false) {
+            cookie.push_str("; Secure");
+        }
+        cookie
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canary(analysis: Option<CanaryAnalysis>) -> Canary {
+        Canary::new(
+            "podinfo",
+            CanarySpec {
+                target_ref: TargetRef {
+                    api_version: "apps/v1".into(),
+                    kind: "Deployment".into(),
+                    name: "podinfo".into(),
+                },
+                analysis,
+                ..Default::default()
+            },
+        )
+    }
+
+    fn analysis() -> CanaryAnalysis {
+        CanaryAnalysis::default()
+    }
+
+    #[test]
+    fn service_names_default_to_target_name() {
+        let mut c = canary(None);
+        assert_eq!(
+            c.service_names(),
+            ServiceNames {
+                apex: "podinfo".into(),
+                primary: "podinfo-primary".into(),
+                canary: "podinfo-canary".into()
+            }
+        );
+        c.spec.service.name = Some("frontend".into());
+        assert_eq!(c.service_names().apex, "frontend");
+        assert_eq!(c.service_names().primary, "frontend-primary");
+        assert_eq!(c.service_names().canary, "frontend-canary");
+        c.spec.service.name = Some(String::new());
+        assert_eq!(c.service_names().apex, "podinfo");
+    }
+
+    #[test]
+    fn interval_defaults_and_clamps() {
+        let cases: &[(Option<&str>, u64)] = &[
+            (None, 60),
+            (Some("1m"), 60),
+            (Some("30s"), 30),
+            (Some("5s"), 10),
+            (Some("10s"), 10),
+            (Some("2m"), 120),
+            (Some("1m30s"), 90),
+            (Some("nonsense"), 60),
+            (Some(""), 60),
+        ];
+        for (interval, want) in cases {
+            let c = canary(Some(CanaryAnalysis {
+                interval: interval.map(str::to_owned),
+                ..analysis()
+            }));
+            assert_eq!(
+                c.spec.analysis_interval(),
+                Duration::from_secs(*want),
+                "interval {interval:?}"
+            );
+        }
+        assert_eq!(canary(None).spec.analysis_interval(), DEFAULT_INTERVAL);
+    }
+
+    #[test]
+    fn threshold_zero_means_one() {
+        for (threshold, want) in [(None, 1), (Some(0), 1), (Some(-3), 1), (Some(1), 1), (Some(5), 5)] {
+            let c = canary(Some(CanaryAnalysis {
+                threshold,
+                ..analysis()
+            }));
+            assert_eq!(c.spec.analysis_threshold(), want, "threshold {threshold:?}");
+        }
+    }
+
+    #[test]
+    fn max_weight_defaults() {
+        let cases: &[(Option<i32>, Option<Vec<i32>>, i32)] = &[
+            (None, None, 100),
+            (Some(50), None, 50),
+            (Some(0), None, 100),
+            (None, Some(vec![1, 5, 30]), 30),
+            (None, Some(vec![10, 120]), 100),
+            (Some(40), Some(vec![10, 20]), 40),
+            (None, Some(vec![]), 100),
+        ];
+        for (max_weight, step_weights, want) in cases {
+            let c = canary(Some(CanaryAnalysis {
+                max_weight: *max_weight,
+                step_weights: step_weights.clone(),
+                ..analysis()
+            }));
+            assert_eq!(
+                c.spec.max_weight(),
+                *want,
+                "maxWeight {max_weight:?} stepWeights {step_weights:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn progress_deadline_defaults_to_600() {
+        let mut c = canary(None);
+        assert_eq!(c.spec.progress_deadline_seconds(), 600);
+        c.spec.progress_deadline_seconds = Some(60);
+        assert_eq!(c.spec.progress_deadline_seconds(), 60);
+    }
+
+    #[test]
+    fn strategy_from_iterations_and_match() {
+        let with_match = Some(vec![AnalysisMatch {
+            headers: Some(BTreeMap::from([(
+                "x-canary".to_owned(),
+                StringMatch {
+                    exact: Some("insider".into()),
+                    ..Default::default()
+                },
+            )])),
+            ..Default::default()
+        }]);
+        let cases = [
+            (None, None, DeploymentStrategy::Canary),
+            (Some(0), with_match.clone(), DeploymentStrategy::Canary),
+            (Some(5), None, DeploymentStrategy::BlueGreen),
+            (Some(5), Some(vec![]), DeploymentStrategy::BlueGreen),
+            (Some(5), with_match.clone(), DeploymentStrategy::AbTesting),
+            (None, with_match, DeploymentStrategy::Canary),
+        ];
+        for (iterations, match_, want) in cases {
+            let c = canary(Some(CanaryAnalysis {
+                iterations,
+                match_: match_.clone(),
+                ..analysis()
+            }));
+            assert_eq!(
+                c.spec.deployment_strategy(),
+                want,
+                "iterations {iterations:?} match {match_:?}"
+            );
+        }
+        assert_eq!(
+            canary(None).spec.deployment_strategy(),
+            DeploymentStrategy::Canary
+        );
+        assert_eq!(DeploymentStrategy::AbTesting.as_str(), "ab-testing");
+        assert_eq!(DeploymentStrategy::BlueGreen.as_str(), "blue-green");
+    }
+
+    #[test]
+    fn skip_analysis_without_analysis() {
+        let mut c = canary(None);
+        assert!(c.spec.skip_analysis());
+        c.spec.analysis = Some(analysis());
+        assert!(!c.spec.skip_analysis());
+        c.spec.skip_analysis = Some(true);
+        assert!(c.spec.skip_analysis());
+    }
+
+    #[test]
+    fn promoted_condition_texts() {
+        let cases = [
+            (
+                CanaryPhase::Initializing,
+                "Unknown",
+                "New Deployment detected, starting initialization.",
+            ),
+            (
+                CanaryPhase::Initialized,
+                "True",
+                "Deployment initialization completed.",
+            ),
+            (CanaryPhase::Waiting, "Unknown", "Waiting for approval."),
+            (CanaryPhase::WaitingPromotion, "Unknown", "Waiting for approval."),
+            (
+                CanaryPhase::Progressing,
+                "Unknown",
+                "New revision detected, progressing canary analysis.",
+            ),
+            (
+                CanaryPhase::Promoting,
+                "Unknown",
+                "Canary analysis completed, starting primary rolling update.",
+            ),
+            (
+                CanaryPhase::Finalising,
+                "Unknown",
+                "Canary analysis completed, routing all traffic to primary.",
+            ),
+            (
+                CanaryPhase::Succeeded,
+                "True",
+                "Canary analysis completed successfully, promotion finished.",
+            ),
+            (
+                CanaryPhase::Failed,
+                "False",
+                "Canary analysis failed, Deployment scaled to zero.",
+            ),
+        ];
+        for (phase, status, message) in cases {
+            assert_eq!(
+                phase.promoted_condition("Deployment"),
+                Some((status, message.to_owned())),
+                "{phase}"
+            );
+        }
+        assert_eq!(CanaryPhase::Terminating.promoted_condition("Deployment"), None);
+    }
+
+    #[test]
+    fn phase_names_round_trip() {
+        for phase in CanaryPhase::ALL {
+            let json = serde_json::to_value(phase).expect("serializes");
+            assert_eq!(json, serde_json::Value::String(phase.as_str().to_owned()));
+            let back: CanaryPhase = serde_json::from_value(json).expect("parses");
+            assert_eq!(back, phase);
+        }
+    }
+
+    #[test]
+    fn status_always_writes_counters() {
+        let json = serde_json::to_value(CanaryStatus::default()).expect("serializes");
+        for key in ["phase", "failedChecks", "canaryWeight", "iterations"] {
+            assert!(json.get(key).is_some(), "{key} missing from {json}");
+        }
+        assert_eq!(json["phase"], "");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1.5m"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
+        for bad in ["", "m", "1", "1x", "-1m", "1m x"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn webhook_defaults() {
+        let hook = CanaryWebhook {
+            name: "a".into(),
+            url: "http://x/".into(),
+            ..Default::default()
+        };
+        assert_eq!(hook.hook_type(), "rollout");
+        assert_eq!(hook.timeout(), Duration::from_secs(10));
+        let hook = CanaryWebhook {
+            type_: Some("pre-rollout".into()),
+            timeout: Some("30s".into()),
+            ..hook
+        };
+        assert_eq!(hook.hook_type(), "pre-rollout");
+        assert_eq!(hook.timeout(), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn cookies_as_flagger_builds_them() {
+        let mut affinity = SessionAffinity {
+            cookie_name: "flagger-cookie".into(),
+            ..Default::default()
+        };
+        assert_eq!(affinity.max_age(), 86400);
+        assert_eq!(
+            affinity.build_cookie("flagger-cookie=abc", 86400),
+            "flagger-cookie=abc; Max-Age=86400"
+        );
+        affinity.domain = Some("example.com".into());
+        affinity.http_only = Some(true);
+        affinity.partitioned = Some(true);
+        affinity.path = Some("/".into());
+        affinity.same_site = Some("Strict".into());
+        affinity.secure = Some(true);
+        affinity.max_age = Some(60);
+        assert_eq!(affinity.max_age(), 60);
+        assert_eq!(
+            affinity.build_cookie("c=v", -1),
+            "c=v; Max-Age=-1; Domain=example.com; HttpOnly; Partitioned; Path=/; SameSite=Strict; Secure"
+        );
+    }
+}

@@ -1,0 +1,31 @@
+//! Resource types: Flagger's `flagger.app/v1beta1` CRDs (Canary, MetricTemplate, AlertProvider)
+//! and the Istio objects serin writes. No I/O.
+
+pub mod alert_provider;
+pub mod canary;
+pub mod istio;
+pub mod metric_template;
+pub mod schema;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+pub use alert_provider::{AlertProvider, AlertProviderSpec};
+pub use canary::{Canary, CanaryPhase, CanarySpec, CanaryStatus};
+pub use metric_template::{MetricTemplate, MetricTemplateSpec};
+
+/// The three CRDs serin serves, in the order `serin crd` prints them.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    vec![Canary::crd(), MetricTemplate::crd(), AlertProvider::crd()]
+}
+
+/// The CRDs as multi-document YAML, exactly as committed in `crds/`.
+pub fn crds_yaml() -> Result<Vec<(String, String)>, serde_yaml::Error> {
+    crds()
+        .into_iter()
+        .map(|crd| {
+            let file = format!("{}.yaml", crd.spec.names.plural);
+            serde_yaml::to_string(&crd).map(|yaml| (file, yaml))
+        })
+        .collect()
+}

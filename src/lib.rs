@@ -1,0 +1,5 @@
+//! serin: a progressive delivery controller for Kubernetes that accepts Flagger's
+//! `flagger.app/v1beta1` resources unchanged.
+#![forbid(unsafe_code)]
+
+pub mod api;
