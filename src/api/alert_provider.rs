@@ -26,12 +26,13 @@ string_enum!(
     category = "all",
     doc = "AlertProvider is the Schema for the AlertProvider API.",
     annotation("helm.sh/resource-policy", "keep"),
-    printcolumn(name = "Type", type_ = "string", json_path = ".spec.type")
+    printcolumn = r#"{"name":"Type","type":"string","jsonPath":".spec.type"}"#
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("oneOf" = [{"required": ["type", "address"]}, {"required": ["type", "secretRef"]}]))]
 pub struct AlertProviderSpec {
-    #[serde(rename = "type")]
+    /// Required through the `oneOf` above, as in Flagger's CRD.
+    #[serde(default, rename = "type")]
     #[schemars(schema_with = "alert_provider_enum")]
     pub type_: String,
     /// Channel (default `general`).

@@ -119,57 +119,19 @@ string_enum!(same_site_enum, ["Strict", "Lax", "None"]);
     category = "all",
     doc = "Canary is the Schema for the Canary API.",
     annotation("helm.sh/resource-policy", "keep"),
-    printcolumn(name = "Status", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Weight", type_ = "string", json_path = ".status.canaryWeight"),
-    printcolumn(
-        name = "Suspended",
-        type_ = "boolean",
-        json_path = ".spec.suspend",
-        priority = "1"
-    ),
-    printcolumn(
-        name = "FailedChecks",
-        type_ = "string",
-        json_path = ".status.failedChecks",
-        priority = "1"
-    ),
-    printcolumn(
-        name = "Interval",
-        type_ = "string",
-        json_path = ".spec.analysis.interval",
-        priority = "1"
-    ),
-    printcolumn(
-        name = "Mirror",
-        type_ = "boolean",
-        json_path = ".spec.analysis.mirror",
-        priority = "1"
-    ),
-    printcolumn(
-        name = "StepWeight",
-        type_ = "string",
-        json_path = ".spec.analysis.stepWeight",
-        priority = "1"
-    ),
-    printcolumn(
-        name = "StepWeights",
-        type_ = "string",
-        json_path = ".spec.analysis.stepWeights",
-        priority = "1"
-    ),
-    printcolumn(
-        name = "MaxWeight",
-        type_ = "string",
-        json_path = ".spec.analysis.maxWeight",
-        priority = "1"
-    ),
-    printcolumn(
-        name = "LastTransitionTime",
-        type_ = "string",
-        json_path = ".status.lastTransitionTime"
-    )
+    printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Weight","type":"string","jsonPath":".status.canaryWeight"}"#,
+    printcolumn = r#"{"name":"Suspended","type":"boolean","jsonPath":".spec.suspend","priority":1}"#,
+    printcolumn = r#"{"name":"FailedChecks","type":"string","jsonPath":".status.failedChecks","priority":1}"#,
+    printcolumn = r#"{"name":"Interval","type":"string","jsonPath":".spec.analysis.interval","priority":1}"#,
+    printcolumn = r#"{"name":"Mirror","type":"boolean","jsonPath":".spec.analysis.mirror","priority":1}"#,
+    printcolumn = r#"{"name":"StepWeight","type":"string","jsonPath":".spec.analysis.stepWeight","priority":1}"#,
+    printcolumn = r#"{"name":"StepWeights","type":"string","jsonPath":".spec.analysis.stepWeights","priority":1}"#,
+    printcolumn = r#"{"name":"MaxWeight","type":"string","jsonPath":".spec.analysis.maxWeight","priority":1}"#,
+    printcolumn = r#"{"name":"LastTransitionTime","type":"string","jsonPath":".status.lastTransitionTime"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("required" = ["targetRef", "analysis"]))]
 pub struct CanarySpec {
     /// Traffic management provider; overrides `--mesh-provider`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -208,7 +170,8 @@ pub struct CanarySpec {
     /// Pause all work on this Canary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspend: Option<bool>,
-    /// How a new revision is analysed.
+    /// How a new revision is analysed (required by the CRD; a Canary read without one skips
+    /// analysis, as Flagger does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<CanaryAnalysis>,
 }
@@ -244,10 +207,10 @@ pub struct AutoscalerRef {
 #[serde(rename_all = "camelCase")]
 pub struct ScalerReplicas {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(extend("minimum" = 1))]
     pub min_replicas: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(extend("minimum" = 1))]
     pub max_replicas: Option<i32>,
 }
 
@@ -286,6 +249,7 @@ pub struct UpstreamRef {
 /// The apex, primary and canary Services and the routing generated for them.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("required" = ["port"]))]
 pub struct CanaryService {
     /// Apex Service name; defaults to the target's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -342,6 +306,7 @@ pub struct CanaryService {
     pub rewrite: Option<HttpRewrite>,
     /// Gateway API request mirrors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "gateway_mirrors")]
     pub mirror: Option<Vec<GatewayMirror>>,
     /// Header operations on the generated routes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -397,7 +362,16 @@ pub struct UnmanagedMetadata {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewayMirror {
+    #[serde(default)]
     pub backend_ref: BackendObjectReference,
+}
+
+/// Flagger's CRD puts `required: [backendRef]` on the mirror array itself rather than on its
+/// items; the API server ignores `required` on arrays, so serin declares it the same way to accept
+/// exactly what Flagger accepts.
+fn gateway_mirrors(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let items = generator.subschema_for::<GatewayMirror>();
+    schemars::json_schema!({ "type": "array", "required": ["backendRef"], "items": items })
 }
 
 /// Gateway API `BackendObjectReference`.
@@ -415,7 +389,7 @@ pub struct BackendObjectReference {
     #[schemars(extend("pattern" = NAMESPACE_PATTERN))]
     pub namespace: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(extend("minimum" = 1))]
     pub port: Option<i32>,
 }
 
@@ -442,7 +416,7 @@ pub struct ParentReference {
     #[schemars(extend("pattern" = SECTION_PATTERN))]
     pub section_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(extend("minimum" = 1))]
     pub port: Option<i32>,
 }
 
@@ -1111,7 +1085,8 @@ mod tests {
 
     #[test]
     fn max_weight_defaults() {
-        let cases: &[(Option<i32>, Option<Vec<i32>>, i32)] = &[
+        type Case = (Option<i32>, Option<Vec<i32>>, i32);
+        let cases: &[Case] = &[
             (None, None, 100),
             (Some(50), None, 50),
             (Some(0), None, 100),

@@ -52,7 +52,7 @@ string_enum!(
     category = "all",
     doc = "MetricTemplate is the Schema for the MetricTemplate API.",
     annotation("helm.sh/resource-policy", "keep"),
-    printcolumn(name = "Provider", type_ = "string", json_path = ".spec.provider.type")
+    printcolumn = r#"{"name":"Provider","type":"string","jsonPath":".spec.provider.type"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MetricTemplateSpec {

@@ -348,7 +348,7 @@ fn check_combinators(schema: &Value, value: &Value, path: &str, out: &mut Vec<Vi
         }
     }
     if let Some(options) = schema.get("anyOf").and_then(Value::as_array)
-        && !options.iter().any(|s| passes(s))
+        && !options.iter().any(&passes)
     {
         let described: Vec<String> = options.iter().map(describe).collect();
         push(

@@ -1,0 +1,44 @@
+# serin developer entry points. `make test` is the test command the README and CI use.
+CARGO ?= cargo
+NEXTEST_PROFILE ?= default
+
+.PHONY: all build test check fmt fmt-check clippy dup-check crds ci demo
+
+all: build
+
+build:
+	$(CARGO) build --workspace --all-targets
+
+## Every test of the workspace (unit, integration, Flagger compatibility).
+test:
+	$(CARGO) nextest run --workspace --all-targets --profile $(NEXTEST_PROFILE)
+
+fmt:
+	$(CARGO) fmt --all
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## Two versions of kube, k8s-openapi or opentelemetry in the graph fail the build.
+dup-check:
+	./scripts/check-duplicate-versions.sh
+
+## Static checks without tests.
+check: fmt-check clippy dup-check
+
+## Regenerate crds/ from the API types.
+crds:
+	$(CARGO) run -q -- crd --out-dir crds
+
+## What CI runs: static checks, then the tests.
+ci: check
+	$(MAKE) test NEXTEST_PROFILE=ci
+
+## A full canary rollout on the local test bed.
+demo:
+	@echo "make demo: the local test bed (crates/serin-testbed) is not part of this tree yet;" >&2
+	@echo "the demo arrives with it. Meanwhile: make test, or serin lint / serin crd (see README.md)." >&2
+	@exit 1

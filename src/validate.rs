@@ -1,0 +1,687 @@
+//! Semantic validation of Flagger resources: the mistakes the CRD schema lets through and Flagger
+//! only finds at run time (or never). Used by `serin lint` and by the controller before it acts on
+//! a spec. Pure: specs in, findings out.
+
+use std::fmt;
+
+use crate::api::{
+    AlertProviderSpec, CanarySpec, MetricTemplateSpec,
+    canary::{
+        CanaryAnalysis, DeploymentStrategy, METRIC_REQUEST_DURATION, METRIC_REQUEST_SUCCESS_RATE, PROVIDERS,
+        parse_duration,
+    },
+};
+
+/// How serious a finding is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// serin will accept the object but something about it deserves attention.
+    Warning,
+    /// The object cannot work as written.
+    Error,
+}
+
+/// One finding about one field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub severity: Severity,
+    /// Field path, such as `spec.analysis.stepWeights`.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// The mesh providers serin implements.
+pub const IMPLEMENTED_PROVIDERS: &[&str] = &["istio"];
+/// The target kinds serin implements.
+pub const IMPLEMENTED_TARGET_KINDS: &[&str] = &["Deployment"];
+/// The metric providers serin implements.
+pub const IMPLEMENTED_METRIC_PROVIDERS: &[&str] = &["prometheus"];
+
+#[derive(Default)]
+struct Findings(Vec<Finding>);
+
+impl Findings {
+    fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Finding {
+            severity: Severity::Error,
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+    fn warning(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Finding {
+            severity: Severity::Warning,
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+fn check_duration(out: &mut Findings, path: &str, value: Option<&str>) {
+    if let Some(text) = value
+        && parse_duration(text).is_none()
+    {
+        out.error(
+            path,
+            format!("invalid duration {text:?}: use a number followed by s or m, such as 30s or 1m"),
+        );
+    }
+}
+
+fn check_url(out: &mut Findings, path: &str, value: &str) {
+    match url::Url::parse(value) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty()) => {}
+        Ok(u) => out.error(
+            path,
+            format!("{value:?} is not an http(s) URL (scheme {:?})", u.scheme()),
+        ),
+        Err(err) => out.error(path, format!("{value:?} is not a URL: {err}")),
+    }
+}
+
+/// Validates a Canary spec. `mesh_provider` is the controller's default (`--mesh-provider`).
+pub fn canary(spec: &CanarySpec, mesh_provider: &str) -> Vec<Finding> {
+    let mut out = Findings::default();
+    let provider = spec.provider.as_deref().unwrap_or(mesh_provider);
+    if !PROVIDERS.contains(&provider) {
+        out.error(
+            "spec.provider",
+            format!(
+                "unknown provider {provider:?}; Flagger's providers are: {}",
+                PROVIDERS.join(", ")
+            ),
+        );
+    } else if !IMPLEMENTED_PROVIDERS.contains(&provider) {
+        out.warning(
+            "spec.provider",
+            format!(
+                "provider {provider:?} is not implemented by serin (implemented: {})",
+                IMPLEMENTED_PROVIDERS.join(", ")
+            ),
+        );
+    }
+    if !IMPLEMENTED_TARGET_KINDS.contains(&spec.target_ref.kind.as_str()) {
+        out.warning(
+            "spec.targetRef.kind",
+            format!(
+                "target kind {:?} is not implemented by serin (implemented: {})",
+                spec.target_ref.kind,
+                IMPLEMENTED_TARGET_KINDS.join(", ")
+            ),
+        );
+    }
+    if let Some(seconds) = spec.progress_deadline_seconds
+        && seconds <= 0
+    {
+        out.error(
+            "spec.progressDeadlineSeconds",
+            format!("must be positive, got {seconds}"),
+        );
+    }
+    if spec.service.port <= 0 || spec.service.port > 65535 {
+        out.error(
+            "spec.service.port",
+            format!("must be a port number from 1 to 65535, got {}", spec.service.port),
+        );
+    }
+    if spec.service.delegation.unwrap_or(false) {
+        if spec.service.hosts.as_ref().is_some_and(|h| !h.is_empty()) {
+            out.error(
+                "spec.service.hosts",
+                "must be empty when service.delegation is set (a delegate VirtualService has no hosts)",
+            );
+        }
+        if spec.service.gateways.as_ref().is_some_and(|g| !g.is_empty()) {
+            out.error(
+                "spec.service.gateways",
+                "must be empty when service.delegation is set (a delegate VirtualService has no gateways)",
+            );
+        }
+    }
+    if let Some(metrics_server) = &spec.metrics_server {
+        check_url(&mut out, "spec.metricsServer", metrics_server);
+    }
+    match &spec.analysis {
+        Some(analysis) => check_analysis(&mut out, spec, analysis),
+        None => out.error("spec.analysis", "Required value"),
+    }
+    out.0
+}
+
+fn check_analysis(out: &mut Findings, spec: &CanarySpec, analysis: &CanaryAnalysis) {
+    const P: &str = "spec.analysis";
+    let iterations = analysis.iterations.is_some();
+    let step_weight = analysis.step_weight.is_some();
+    let step_weights = analysis.step_weights.is_some();
+    let strategies = [iterations, step_weight, step_weights]
+        .iter()
+        .filter(|s| **s)
+        .count();
+    if strategies > 1 {
+        let mut set = Vec::new();
+        if iterations {
+            set.push("iterations");
+        }
+        if step_weight {
+            set.push("stepWeight");
+        }
+        if step_weights {
+            set.push("stepWeights");
+        }
+        out.error(
+            P,
+            format!(
+                "sets {}; exactly one of iterations, stepWeight or stepWeights is allowed",
+                set.join(" and ")
+            ),
+        );
+    } else if strategies == 0 {
+        out.error(
+            P,
+            "sets none of iterations, stepWeight or stepWeights; exactly one is required",
+        );
+    }
+    if analysis.interval.is_none() {
+        out.error(format!("{P}.interval"), "Required value");
+    }
+    if analysis.threshold.is_none() {
+        out.error(format!("{P}.threshold"), "Required value");
+    }
+    check_duration(out, &format!("{P}.interval"), analysis.interval.as_deref());
+    if let Some(threshold) = analysis.threshold
+        && threshold < 0
+    {
+        out.error(
+            format!("{P}.threshold"),
+            format!("must not be negative, got {threshold}"),
+        );
+    }
+    if let Some(n) = analysis.iterations
+        && n <= 0
+    {
+        out.error(format!("{P}.iterations"), format!("must be positive, got {n}"));
+    }
+    if let Some(max) = analysis.max_weight
+        && !(1..=100).contains(&max)
+    {
+        out.error(
+            format!("{P}.maxWeight"),
+            format!("must be from 1 to 100, got {max}"),
+        );
+    }
+    if let Some(step) = analysis.step_weight {
+        if !(1..=100).contains(&step) {
+            out.error(
+                format!("{P}.stepWeight"),
+                format!("must be from 1 to 100, got {step}"),
+            );
+        } else if step > spec.max_weight() {
+            out.warning(
+                format!("{P}.stepWeight"),
+                format!(
+                    "{step} is above maxWeight {}: the first step goes straight to promotion",
+                    spec.max_weight()
+                ),
+            );
+        }
+    }
+    if let Some(steps) = &analysis.step_weights {
+        if steps.is_empty() {
+            out.error(format!("{P}.stepWeights"), "must list at least one weight");
+        }
+        for (i, w) in steps.iter().enumerate() {
+            if !(1..=100).contains(w) {
+                out.error(
+                    format!("{P}.stepWeights[{i}]"),
+                    format!("must be from 1 to 100, got {w}"),
+                );
+            }
+        }
+        if let Some(i) = steps.windows(2).position(|w| w[1] <= w[0]) {
+            out.error(
+                format!("{P}.stepWeights"),
+                format!(
+                    "must be strictly increasing: {} at index {} follows {}",
+                    steps[i + 1],
+                    i + 1,
+                    steps[i]
+                ),
+            );
+        }
+    }
+    if let Some(promotion) = analysis.step_weight_promotion
+        && !(0..=100).contains(&promotion)
+    {
+        out.error(
+            format!("{P}.stepWeightPromotion"),
+            format!("must be from 0 to 100, got {promotion}"),
+        );
+    }
+    if let Some(mirror_weight) = analysis.mirror_weight
+        && !(0..=100).contains(&mirror_weight)
+    {
+        out.error(
+            format!("{P}.mirrorWeight"),
+            format!("must be from 0 to 100, got {mirror_weight}"),
+        );
+    }
+    for (name, value) in [
+        ("primaryReadyThreshold", analysis.primary_ready_threshold),
+        ("canaryReadyThreshold", analysis.canary_ready_threshold),
+    ] {
+        if let Some(v) = value
+            && !(0..=100).contains(&v)
+        {
+            out.error(
+                format!("{P}.{name}"),
+                format!("must be a percentage from 0 to 100, got {v}"),
+            );
+        }
+    }
+    if analysis.match_.as_ref().is_some_and(|m| !m.is_empty())
+        && spec.deployment_strategy() == DeploymentStrategy::Canary
+    {
+        out.warning(
+            format!("{P}.match"),
+            "match conditions are used only with iterations (A/B testing); with weights they are ignored",
+        );
+    }
+    for (i, m) in analysis.match_.iter().flatten().enumerate() {
+        for (kind, map) in [("headers", &m.headers), ("queryParams", &m.query_params)] {
+            for (key, sm) in map.iter().flatten() {
+                if sm.set_count() != 1 {
+                    out.error(
+                        format!("{P}.match[{i}].{kind}.{key}"),
+                        "must set exactly one of exact, prefix, suffix or regex",
+                    );
+                }
+                if let Some(re) = &sm.regex
+                    && let Err(err) = regex::Regex::new(re)
+                {
+                    out.error(
+                        format!("{P}.match[{i}].{kind}.{key}.regex"),
+                        format!("invalid regex: {err}"),
+                    );
+                }
+            }
+        }
+    }
+    for (i, metric) in analysis.metrics.iter().flatten().enumerate() {
+        let mp = format!("{P}.metrics[{i}]");
+        check_duration(out, &format!("{mp}.interval"), metric.interval.as_deref());
+        let builtin = matches!(
+            metric.name.as_str(),
+            METRIC_REQUEST_SUCCESS_RATE | METRIC_REQUEST_DURATION
+        );
+        let has_range = metric
+            .threshold_range
+            .as_ref()
+            .is_some_and(|r| r.min.is_some() || r.max.is_some());
+        if metric.template_ref.is_none() && metric.query.is_none() && !builtin {
+            out.error(
+                &mp,
+                format!(
+                    "metric {:?} is not builtin ({METRIC_REQUEST_SUCCESS_RATE}, {METRIC_REQUEST_DURATION}) and has neither templateRef nor query",
+                    metric.name
+                ),
+            );
+        }
+        if builtin && metric.template_ref.is_none() && !has_range && metric.threshold.is_none() {
+            out.error(
+                format!("{mp}.thresholdRange"),
+                format!("builtin metric {:?} needs a thresholdRange", metric.name),
+            );
+        } else if !has_range && metric.threshold.is_none() {
+            out.warning(
+                format!("{mp}.thresholdRange"),
+                "no thresholdRange: the check passes whatever the value",
+            );
+        }
+        if let Some(range) = &metric.threshold_range
+            && let (Some(min), Some(max)) = (range.min, range.max)
+            && min > max
+        {
+            out.error(
+                format!("{mp}.thresholdRange"),
+                format!("min {min} is above max {max}: no value can pass"),
+            );
+        }
+        if let Some(template) = &metric.template_ref
+            && template.name.is_empty()
+        {
+            out.error(format!("{mp}.templateRef.name"), "must name a MetricTemplate");
+        }
+    }
+    for (i, hook) in analysis.webhooks.iter().flatten().enumerate() {
+        let hp = format!("{P}.webhooks[{i}]");
+        check_url(out, &format!("{hp}.url"), &hook.url);
+        check_duration(out, &format!("{hp}.timeout"), hook.timeout.as_deref());
+        if let Some(retries) = hook.retries
+            && retries < 0
+        {
+            out.error(
+                format!("{hp}.retries"),
+                format!("must not be negative, got {retries}"),
+            );
+        }
+    }
+    for (i, alert) in analysis.alerts.iter().flatten().enumerate() {
+        if alert.provider_ref.name.is_empty() {
+            out.error(
+                format!("{P}.alerts[{i}].providerRef.name"),
+                "must name an AlertProvider",
+            );
+        }
+    }
+    if let Some(affinity) = &analysis.session_affinity {
+        if affinity.cookie_name.is_empty() {
+            out.error(format!("{P}.sessionAffinity.cookieName"), "must not be empty");
+        }
+        if affinity.primary_cookie_name.as_deref() == Some(affinity.cookie_name.as_str()) {
+            out.error(
+                format!("{P}.sessionAffinity.primaryCookieName"),
+                format!(
+                    "can't use the same cookie name ({:?}) for both primary and canary",
+                    affinity.cookie_name
+                ),
+            );
+        }
+    }
+}
+
+/// Validates a MetricTemplate spec.
+pub fn metric_template(spec: &MetricTemplateSpec) -> Vec<Finding> {
+    let mut out = Findings::default();
+    let provider = spec.provider.type_.as_str();
+    if !IMPLEMENTED_METRIC_PROVIDERS.contains(&provider) {
+        out.warning(
+            "spec.provider.type",
+            format!(
+                "metric provider {provider:?} is not implemented by serin (implemented: {})",
+                IMPLEMENTED_METRIC_PROVIDERS.join(", ")
+            ),
+        );
+    }
+    match spec.provider.address.as_deref() {
+        Some(address) => check_url(&mut out, "spec.provider.address", address),
+        None if provider == "prometheus" => out.error(
+            "spec.provider.address",
+            "Required value for a prometheus provider",
+        ),
+        None => {}
+    }
+    if spec.query.trim().is_empty() {
+        out.error("spec.query", "must not be empty");
+    }
+    if spec.query.matches("{{").count() != spec.query.matches("}}").count() {
+        out.error("spec.query", "unbalanced template braces: every {{ needs a }}");
+    }
+    out.0
+}
+
+/// Validates an AlertProvider spec.
+pub fn alert_provider(spec: &AlertProviderSpec) -> Vec<Finding> {
+    let mut out = Findings::default();
+    if let Some(address) = &spec.address {
+        check_url(&mut out, "spec.address", address);
+    }
+    if let Some(proxy) = &spec.proxy {
+        check_url(&mut out, "spec.proxy", proxy);
+    }
+    out.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::canary::{
+        CanaryMetric, CanaryService, CanaryWebhook, CrossNamespaceRef, SessionAffinity, TargetRef,
+        ThresholdRange,
+    };
+
+    fn spec(analysis: CanaryAnalysis) -> CanarySpec {
+        CanarySpec {
+            target_ref: TargetRef {
+                api_version: "apps/v1".into(),
+                kind: "Deployment".into(),
+                name: "podinfo".into(),
+            },
+            service: CanaryService {
+                port: 9898,
+                ..Default::default()
+            },
+            analysis: Some(analysis),
+            ..Default::default()
+        }
+    }
+
+    fn progressive() -> CanaryAnalysis {
+        CanaryAnalysis {
+            interval: Some("15s".into()),
+            threshold: Some(5),
+            max_weight: Some(50),
+            step_weight: Some(10),
+            metrics: Some(vec![CanaryMetric {
+                name: METRIC_REQUEST_SUCCESS_RATE.into(),
+                threshold_range: Some(ThresholdRange {
+                    min: Some(99.0),
+                    max: None,
+                }),
+                interval: Some("1m".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }
+    }
+
+    fn errors(spec: &CanarySpec) -> Vec<String> {
+        canary(spec, "istio")
+            .into_iter()
+            .filter(|f| f.severity == Severity::Error)
+            .map(|f| f.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn valid_progressive_canary_has_no_errors() {
+        assert_eq!(errors(&spec(progressive())), Vec::<String>::new());
+    }
+
+    #[test]
+    fn each_mistake_is_reported_at_its_field() {
+        type Mutate = fn(&mut CanarySpec);
+        let cases: Vec<(&str, Mutate, &str)> = vec![
+            (
+                "iterations with stepWeight",
+                |s| s.analysis.as_mut().unwrap().iterations = Some(5),
+                "spec.analysis: sets iterations and stepWeight",
+            ),
+            (
+                "no strategy",
+                |s| s.analysis.as_mut().unwrap().step_weight = None,
+                "spec.analysis: sets none",
+            ),
+            (
+                "stepWeights decreasing",
+                |s| {
+                    let a = s.analysis.as_mut().unwrap();
+                    a.step_weight = None;
+                    a.step_weights = Some(vec![10, 5]);
+                },
+                "spec.analysis.stepWeights: must be strictly increasing: 5 at index 1 follows 10",
+            ),
+            (
+                "stepWeights above 100",
+                |s| {
+                    let a = s.analysis.as_mut().unwrap();
+                    a.step_weight = None;
+                    a.step_weights = Some(vec![10, 150]);
+                },
+                "spec.analysis.stepWeights[1]: must be from 1 to 100",
+            ),
+            (
+                "maxWeight above 100",
+                |s| s.analysis.as_mut().unwrap().max_weight = Some(120),
+                "spec.analysis.maxWeight: must be from 1 to 100",
+            ),
+            (
+                "bad interval",
+                |s| s.analysis.as_mut().unwrap().interval = Some("10sx".into()),
+                "spec.analysis.interval: invalid duration",
+            ),
+            (
+                "builtin without range",
+                |s| s.analysis.as_mut().unwrap().metrics.as_mut().unwrap()[0].threshold_range = None,
+                "spec.analysis.metrics[0].thresholdRange: builtin metric",
+            ),
+            (
+                "custom metric without template",
+                |s| s.analysis.as_mut().unwrap().metrics.as_mut().unwrap()[0].name = "errors".into(),
+                "spec.analysis.metrics[0]: metric \"errors\" is not builtin",
+            ),
+            (
+                "templateRef without name",
+                |s| {
+                    s.analysis.as_mut().unwrap().metrics.as_mut().unwrap()[0].template_ref =
+                        Some(CrossNamespaceRef::default())
+                },
+                "spec.analysis.metrics[0].templateRef.name",
+            ),
+            (
+                "range min above max",
+                |s| {
+                    s.analysis.as_mut().unwrap().metrics.as_mut().unwrap()[0].threshold_range =
+                        Some(ThresholdRange {
+                            min: Some(5.0),
+                            max: Some(1.0),
+                        })
+                },
+                "spec.analysis.metrics[0].thresholdRange: min 5 is above max 1",
+            ),
+            (
+                "same cookie names",
+                |s| {
+                    s.analysis.as_mut().unwrap().session_affinity = Some(SessionAffinity {
+                        cookie_name: "c".into(),
+                        primary_cookie_name: Some("c".into()),
+                        ..Default::default()
+                    })
+                },
+                "spec.analysis.sessionAffinity.primaryCookieName: can't use the same cookie name",
+            ),
+            (
+                "webhook url",
+                |s| {
+                    s.analysis.as_mut().unwrap().webhooks = Some(vec![CanaryWebhook {
+                        name: "w".into(),
+                        url: "not a url".into(),
+                        ..Default::default()
+                    }])
+                },
+                "spec.analysis.webhooks[0].url: \"not a url\" is not a URL",
+            ),
+            (
+                "webhook scheme",
+                |s| {
+                    s.analysis.as_mut().unwrap().webhooks = Some(vec![CanaryWebhook {
+                        name: "w".into(),
+                        url: "ftp://x/".into(),
+                        ..Default::default()
+                    }])
+                },
+                "spec.analysis.webhooks[0].url: \"ftp://x/\" is not an http(s) URL",
+            ),
+            (
+                "webhook timeout",
+                |s| {
+                    s.analysis.as_mut().unwrap().webhooks = Some(vec![CanaryWebhook {
+                        name: "w".into(),
+                        url: "http://x/".into(),
+                        timeout: Some("5 s".into()),
+                        ..Default::default()
+                    }])
+                },
+                "spec.analysis.webhooks[0].timeout: invalid duration",
+            ),
+            (
+                "unknown provider",
+                |s| s.provider = Some("envoy".into()),
+                "spec.provider: unknown provider \"envoy\"",
+            ),
+            (
+                "bad port",
+                |s| s.service.port = 0,
+                "spec.service.port: must be a port number",
+            ),
+            (
+                "delegation with hosts",
+                |s| {
+                    s.service.delegation = Some(true);
+                    s.service.hosts = Some(vec!["app.example.com".into()]);
+                },
+                "spec.service.hosts: must be empty when service.delegation is set",
+            ),
+            (
+                "no analysis",
+                |s| s.analysis = None,
+                "spec.analysis: Required value",
+            ),
+        ];
+        for (name, mutate, want) in cases {
+            let mut s = spec(progressive());
+            mutate(&mut s);
+            let got = errors(&s);
+            assert!(
+                got.iter().any(|g| g.starts_with(want)),
+                "{name}: want {want:?}, got {got:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unimplemented_choices_are_warnings() {
+        let mut s = spec(progressive());
+        s.provider = Some("linkerd".into());
+        s.target_ref.kind = "DaemonSet".into();
+        let findings = canary(&s, "istio");
+        assert!(
+            findings.iter().all(|f| f.severity == Severity::Warning),
+            "{findings:#?}"
+        );
+        assert!(findings.iter().any(|f| f.path == "spec.provider"));
+        assert!(findings.iter().any(|f| f.path == "spec.targetRef.kind"));
+    }
+
+    #[test]
+    fn metric_template_rules() {
+        use crate::api::metric_template::MetricTemplateProvider;
+        let mut t = MetricTemplateSpec {
+            provider: MetricTemplateProvider {
+                type_: "prometheus".into(),
+                ..Default::default()
+            },
+            query: "sum(rate(x{ns=\"{{ namespace }}\"}[{{ interval }}]))".into(),
+        };
+        let paths = |t: &MetricTemplateSpec| {
+            metric_template(t)
+                .into_iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            paths(&t)
+                .iter()
+                .any(|p| p.starts_with("spec.provider.address: Required"))
+        );
+        t.provider.address = Some("http://prometheus.istio-system:9090".into());
+        assert_eq!(paths(&t), Vec::<String>::new());
+        t.query = "x{{ namespace }".into();
+        assert!(paths(&t).iter().any(|p| p.starts_with("spec.query: unbalanced")));
+    }
+}
