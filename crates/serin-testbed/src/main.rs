@@ -1,0 +1,52 @@
+//! `serin-testbed up`: runs the test bed in the foreground.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use serin_testbed::{Testbed, TestbedOptions};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "serin-testbed",
+    version,
+    about = "serin's local test bed: a Kubernetes API emulator with simulated workloads"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve on 127.0.0.1 until SIGINT/SIGTERM; prints `ready kubeconfig=PATH` once serving.
+    Up {
+        /// Port to listen on (0 picks a free one).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Where to write the kubeconfig (default: a temporary directory).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(serin_runtime::telemetry::env_filter("warn")?)
+        .init();
+    match Cli::parse().command {
+        Command::Up { port, kubeconfig } => {
+            let testbed = Testbed::start_with(TestbedOptions {
+                port,
+                kubeconfig,
+                ..Default::default()
+            })
+            .await?;
+            println!("ready kubeconfig={}", testbed.kubeconfig().display());
+            serin_runtime::shutdown::signal().await;
+            testbed.stop().await;
+        }
+    }
+    Ok(())
+}
