@@ -25,6 +25,16 @@ use serin_runtime::shutdown::Shutdown;
 
 use crate::apiserver::{server::Server, store::Store};
 
+/// One row of `/testbed/requests`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestCount {
+    pub verb: String,
+    pub resource: String,
+    pub user_agent: String,
+    pub count: u64,
+}
+
 /// How a test bed starts.
 #[derive(Clone, Debug)]
 pub struct TestbedOptions {
@@ -175,6 +185,48 @@ impl Testbed {
         let mut cmd = std::process::Command::new("kubectl");
         cmd.arg("--kubeconfig").arg(&self.kubeconfig);
         cmd
+    }
+
+    async fn instrument(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json")
+            .body(body.map(|b| b.to_string().into_bytes()).unwrap_or_default())?;
+        let text = self.client.request_text(request).await?;
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// Requests served since start (or the last reset): `(verb, resource, user agent) -> count`.
+    pub async fn requests(&self) -> anyhow::Result<Vec<RequestCount>> {
+        let value = self.instrument("GET", "/testbed/requests", None).await?;
+        Ok(serde_json::from_value(value["requests"].clone())?)
+    }
+
+    /// Forgets the requests counted so far.
+    pub async fn reset_requests(&self) -> anyhow::Result<()> {
+        self.instrument("DELETE", "/testbed/requests", None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Makes the next matching requests fail or wait.
+    pub async fn inject_fault(&self, fault: &apiserver::server::Fault) -> anyhow::Result<()> {
+        self.instrument("POST", "/testbed/faults", Some(serde_json::to_value(fault)?))
+            .await
+            .map(|_| ())
+    }
+
+    /// Ends every open watch stream, as an API server restart or a load balancer would.
+    pub async fn close_watches(&self) -> anyhow::Result<()> {
+        self.instrument("POST", "/testbed/watches/close", None)
+            .await
+            .map(|_| ())
     }
 
     /// Stops the server and waits until it has stopped.

@@ -56,6 +56,8 @@ pub struct Server {
     pub address: String,
     requests: Mutex<BTreeMap<(String, String, String), u64>>,
     faults: Mutex<Vec<Fault>>,
+    /// Bumped to end every open watch stream (`POST /testbed/watches/close`).
+    watch_epoch: tokio::sync::watch::Sender<u64>,
 }
 
 impl Server {
@@ -66,6 +68,7 @@ impl Server {
             address,
             requests: Mutex::new(BTreeMap::new()),
             faults: Mutex::new(Vec::new()),
+            watch_epoch: tokio::sync::watch::channel(0).0,
         }
     }
 
@@ -279,6 +282,10 @@ async fn handle(State(server): State<Arc<Server>>, request: Request) -> Response
     match segments.as_slice() {
         ["testbed", "requests"] => return instrument_requests(&server, &parts.method),
         ["testbed", "faults"] => return instrument_faults(&server, &parts.method, &body),
+        ["testbed", "watches", "close"] if parts.method == Method::POST => {
+            server.watch_epoch.send_modify(|e| *e += 1);
+            return ok(&json!({"closed": true}));
+        }
         _ => {}
     }
     let registry = server.store.registry();
@@ -795,6 +802,7 @@ fn watch_response(
     let res = res.clone();
     let ns = ns.map(str::to_owned);
     let store = server.store.clone();
+    let mut epoch = server.watch_epoch.subscribe();
     let start = match store.watch(
         &res,
         ns.as_deref(),
@@ -883,6 +891,7 @@ fn watch_response(
                 }
                 () = tokio::time::sleep_until(sleep_until) => return,
                 () = tx.closed() => return,
+                _ = epoch.changed() => return,
             }
         }
     });

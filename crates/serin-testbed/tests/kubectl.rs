@@ -1,0 +1,346 @@
+//! Real `kubectl` against the emulator: the commands a user runs at a terminal and that serin's
+//! tests and demo rely on. Runs on the project's own fixtures, and on Flagger's example workloads
+//! and Canary (the compatibility suite) where `../shared` is present.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use serin_testbed::Testbed;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn run(tb: &Testbed, args: &[&str]) -> Output {
+    let output = tb
+        .kubectl()
+        .args(args)
+        .output()
+        .expect("kubectl runs (is it on PATH?)");
+    output
+}
+
+fn ok(tb: &Testbed, args: &[&str]) -> String {
+    let output = run(tb, args);
+    assert!(
+        output.status.success(),
+        "kubectl {} failed:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn json(tb: &Testbed, args: &[&str]) -> serde_json::Value {
+    let mut args = args.to_vec();
+    args.extend(["-o", "json"]);
+    serde_json::from_str(&ok(tb, &args)).expect("kubectl prints JSON")
+}
+
+/// Waits for `check` on a deadline.
+fn eventually<T>(deadline: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The acceptance walk-through, on a workloads directory and a Canary manifest.
+async fn walk_through(workloads: &Path, canary: &Path, container: &str) {
+    let tb = Testbed::start().await.expect("test bed starts");
+    let crds = repo().join("crds");
+    ok(&tb, &["apply", "-f", crds.to_str().expect("utf8")]);
+    ok(&tb, &["create", "ns", "test"]);
+    ok(
+        &tb,
+        &["-n", "test", "apply", "-f", workloads.to_str().expect("utf8")],
+    );
+    ok(
+        &tb,
+        &[
+            "-n",
+            "test",
+            "rollout",
+            "status",
+            "deploy/podinfo",
+            "--timeout=30s",
+        ],
+    );
+
+    let before = json(&tb, &["-n", "test", "get", "deploy", "podinfo"]);
+    let set = format!("{container}=ghcr.io/stefanprodan/podinfo:6.0.1");
+    ok(&tb, &["-n", "test", "set", "image", "deploy/podinfo", &set]);
+    let after = json(&tb, &["-n", "test", "get", "deploy", "podinfo"]);
+    let c0 = |d: &serde_json::Value| d["spec"]["template"]["spec"]["containers"][0].clone();
+    assert_eq!(c0(&after)["image"], "ghcr.io/stefanprodan/podinfo:6.0.1");
+    for field in ["ports", "env", "readinessProbe", "livenessProbe"] {
+        assert_eq!(c0(&after)[field], c0(&before)[field], "set image changed {field}");
+    }
+    assert_eq!(
+        after["metadata"]["generation"].as_i64(),
+        before["metadata"]["generation"].as_i64().map(|g| g + 1),
+        "set image bumps generation"
+    );
+    ok(
+        &tb,
+        &[
+            "-n",
+            "test",
+            "rollout",
+            "status",
+            "deploy/podinfo",
+            "--timeout=30s",
+        ],
+    );
+
+    ok(
+        &tb,
+        &["-n", "test", "apply", "-f", canary.to_str().expect("utf8")],
+    );
+    let table = ok(&tb, &["-n", "test", "get", "canaries"]);
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "STATUS", "WEIGHT", "LASTTRANSITIONTIME"],
+        "{table}"
+    );
+
+    // A status written through the status subresource shows in the columns, and
+    // `kubectl wait --for=condition=promoted` returns once Promoted=True is written.
+    let mut waiter = tb
+        .kubectl()
+        .args([
+            "-n",
+            "test",
+            "wait",
+            "--for=condition=promoted",
+            "canary/podinfo",
+            "--timeout=20s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl wait starts");
+    let progressing = r#"{"status":{"phase":"Progressing","canaryWeight":20,"failedChecks":0,"iterations":0,"lastTransitionTime":"2026-01-01T00:00:00Z"}}"#;
+    ok(
+        &tb,
+        &[
+            "-n",
+            "test",
+            "patch",
+            "canary",
+            "podinfo",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            progressing,
+        ],
+    );
+    let table = ok(&tb, &["-n", "test", "get", "canaries"]);
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row,
+        ["podinfo", "Progressing", "20", "2026-01-01T00:00:00Z"],
+        "{table}"
+    );
+    assert!(
+        waiter.try_wait().expect("wait status").is_none(),
+        "kubectl wait returned before Promoted=True"
+    );
+    let promoted = r#"{"status":{"phase":"Succeeded","canaryWeight":0,"conditions":[{"type":"Promoted","status":"True","reason":"Succeeded","message":"Canary analysis completed successfully, promotion finished."}]}}"#;
+    ok(
+        &tb,
+        &[
+            "-n",
+            "test",
+            "patch",
+            "canary",
+            "podinfo",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            promoted,
+        ],
+    );
+    let status = eventually(Duration::from_secs(20), "kubectl wait to return", || {
+        waiter.try_wait().expect("wait status")
+    });
+    assert!(status.success(), "kubectl wait failed");
+
+    ok(&tb, &["-n", "test", "scale", "deploy", "podinfo", "--replicas=2"]);
+    eventually(Duration::from_secs(10), "two ready replicas", || {
+        (json(&tb, &["-n", "test", "get", "deploy", "podinfo"])["status"]["readyReplicas"] == 2).then_some(())
+    });
+
+    // Deleting an owner garbage-collects its dependents.
+    let uid = json(&tb, &["-n", "test", "get", "canary", "podinfo"])["metadata"]["uid"]
+        .as_str()
+        .expect("uid")
+        .to_owned();
+    let owned = format!(
+        r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"owned","namespace":"test","ownerReferences":[{{"apiVersion":"flagger.app/v1beta1","kind":"Canary","name":"podinfo","uid":"{uid}"}}]}},"data":{{"a":"b"}}}}"#
+    );
+    let path = std::env::temp_dir().join(format!("serin-owned-{}.json", std::process::id()));
+    std::fs::write(&path, owned).expect("writes");
+    ok(&tb, &["apply", "-f", path.to_str().expect("utf8")]);
+    ok(&tb, &["-n", "test", "delete", "canary", "podinfo"]);
+    let gone = run(&tb, &["-n", "test", "get", "configmap", "owned"]);
+    assert!(
+        !gone.status.success(),
+        "the dependent ConfigMap survived its owner"
+    );
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("NotFound"));
+
+    // Server-side apply: fields the manager dropped are removed; another manager's change conflicts.
+    let ssa = std::env::temp_dir().join(format!("serin-ssa-{}.yaml", std::process::id()));
+    std::fs::write(&ssa, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa, namespace: test}\ndata: {x: \"1\", y: \"2\"}\n").expect("writes");
+    ok(
+        &tb,
+        &["apply", "--server-side", "-f", ssa.to_str().expect("utf8")],
+    );
+    std::fs::write(
+        &ssa,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa, namespace: test}\ndata: {x: \"3\"}\n",
+    )
+    .expect("writes");
+    ok(
+        &tb,
+        &["apply", "--server-side", "-f", ssa.to_str().expect("utf8")],
+    );
+    assert_eq!(
+        json(&tb, &["-n", "test", "get", "cm", "ssa"])["data"],
+        serde_json::json!({"x": "3"})
+    );
+    ok(
+        &tb,
+        &[
+            "-n",
+            "test",
+            "patch",
+            "cm",
+            "ssa",
+            "--type=merge",
+            "-p",
+            r#"{"data":{"x":"edited"}}"#,
+        ],
+    );
+    let conflict = run(
+        &tb,
+        &["apply", "--server-side", "-f", ssa.to_str().expect("utf8")],
+    );
+    assert!(!conflict.status.success(), "a conflicting apply succeeded");
+    assert!(
+        String::from_utf8_lossy(&conflict.stderr).contains("conflict"),
+        "{}",
+        String::from_utf8_lossy(&conflict.stderr)
+    );
+    ok(
+        &tb,
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            ssa.to_str().expect("utf8"),
+        ],
+    );
+    assert_eq!(json(&tb, &["-n", "test", "get", "cm", "ssa"])["data"]["x"], "3");
+
+    // `kubectl get -w` streams rows.
+    let mut watch = tb
+        .kubectl()
+        .args(["-n", "test", "get", "configmaps", "-w", "--request-timeout=8s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl get -w starts");
+    let stdout = watch.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let header = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("kubectl get -w prints the table header");
+    assert!(header.starts_with("NAME"), "{header}");
+    // Drain the initial rows, then create an object: its row must arrive through the watch.
+    while rx.recv_timeout(Duration::from_millis(500)).is_ok() {}
+    ok(
+        &tb,
+        &[
+            "-n",
+            "test",
+            "create",
+            "configmap",
+            "streamed",
+            "--from-literal=a=b",
+        ],
+    );
+    let row = eventually(Duration::from_secs(10), "the streamed row", || {
+        rx.recv_timeout(Duration::from_millis(100))
+            .ok()
+            .filter(|l| l.starts_with("streamed"))
+    });
+    assert!(row.starts_with("streamed"), "{row}");
+    let _ = watch.kill();
+    let _ = std::fs::remove_file(path);
+    let _ = std::fs::remove_file(ssa);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_walk_through_on_project_fixtures() {
+    walk_through(
+        &fixtures().join("workloads"),
+        &fixtures().join("canary.yaml"),
+        "podinfod",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_walk_through_on_flagger_examples() {
+    let shared = repo().join("../shared/fixtures/flagger");
+    if !shared.is_dir() {
+        eprintln!(
+            "SKIP: Flagger fixtures not found at {} (the compatibility suite needs ../shared)",
+            shared.display()
+        );
+        return;
+    }
+    walk_through(
+        &shared.join("workloads"),
+        &shared.join("canaries/canary-progressive.yaml"),
+        "podinfod",
+    )
+    .await;
+}
