@@ -19,12 +19,10 @@ fn fixtures() -> PathBuf {
 }
 
 fn run(tb: &Testbed, args: &[&str]) -> Output {
-    let output = tb
-        .kubectl()
+    tb.kubectl()
         .args(args)
         .output()
-        .expect("kubectl runs (is it on PATH?)");
-    output
+        .expect("kubectl runs (is it on PATH?)")
 }
 
 fn ok(tb: &Testbed, args: &[&str]) -> String {
@@ -313,6 +311,7 @@ async fn walk_through(workloads: &Path, canary: &Path, container: &str) {
     });
     assert!(row.starts_with("streamed"), "{row}");
     let _ = watch.kill();
+    let _ = watch.wait();
     let _ = std::fs::remove_file(path);
     let _ = std::fs::remove_file(ssa);
 }
