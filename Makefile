@@ -2,15 +2,20 @@
 CARGO ?= cargo
 NEXTEST_PROFILE ?= default
 
-.PHONY: all build test check fmt fmt-check clippy dup-check crds ci demo
+.PHONY: all build deps test check fmt fmt-check clippy dup-check crds ci demo testbed bench
 
 all: build
 
 build:
 	$(CARGO) build --workspace --all-targets
 
+## What the tests need beyond the Rust toolchain: kubectl (checked) and real Helm (helm-sdkpy).
+deps:
+	@command -v kubectl >/dev/null || { echo "kubectl is not on PATH; the test bed's kubectl tests need it" >&2; exit 1; }
+	@python3 -c 'import helm_sdkpy' 2>/dev/null || python3 -m pip install --quiet --ignore-requires-python helm-sdkpy
+
 ## Every test of the workspace (unit, integration, Flagger compatibility).
-test:
+test: deps
 	$(CARGO) nextest run --workspace --all-targets --profile $(NEXTEST_PROFILE)
 
 fmt:
@@ -36,6 +41,14 @@ crds:
 ## What CI runs: static checks, then the tests.
 ci: check
 	$(MAKE) test NEXTEST_PROFILE=ci
+
+## The API emulator in the foreground (prints `ready kubeconfig=PATH`).
+testbed:
+	$(CARGO) run -q -p serin-testbed -- up
+
+## Emulator throughput and watch fan-out figures (release build).
+bench:
+	$(CARGO) bench -p serin-testbed --bench apiserver
 
 ## A full canary rollout on the local test bed.
 demo:

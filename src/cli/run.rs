@@ -9,8 +9,9 @@ use std::time::Duration;
 use clap::Args;
 use futures::TryStreamExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{
-    Api, Client, Config, ResourceExt,
+    Api, Client, Config,
     core::DeserializeGuard,
     runtime::{WatchStreamExt, reflector, watcher},
 };
@@ -133,27 +134,18 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     );
     let watch = reflector(writer, watcher(canaries, watcher::Config::default()))
         .default_backoff()
-        .applied_objects()
-        .try_for_each(|guard| {
+        .try_for_each(|event| {
             let reader = reader.clone();
             let (canaries_gauge, invalid_gauge) = (canaries_gauge.clone(), invalid_gauge.clone());
             async move {
-                match &guard.0 {
-                    Ok(canary) => tracing::info!(
-                        canary = %format!("{}.{}", canary.name_any(), canary.namespace().unwrap_or_default()),
-                        phase = %canary.status.as_ref().map(|s| s.phase.as_str()).unwrap_or(""),
-                        "observed Canary"
-                    ),
-                    Err(invalid) => tracing::warn!(
-                        canary = %format!(
-                            "{}.{}",
-                            invalid.metadata.name.clone().unwrap_or_default(),
-                            invalid.metadata.namespace.clone().unwrap_or_default()
-                        ),
-                        error = %invalid.error,
-                        "Canary cannot be read"
-                    ),
+                match &event {
+                    watcher::Event::Apply(guard) | watcher::Event::InitApply(guard) => log_observed(guard),
+                    watcher::Event::Delete(guard) => {
+                        tracing::info!(canary = %object_name(&guard_meta(guard)), "Canary deleted");
+                    }
+                    watcher::Event::Init | watcher::Event::InitDone => {}
                 }
+                // The store is updated before the event is passed on (after InitDone for a relist).
                 let all = reader.state();
                 canaries_gauge.set(all.len() as i64);
                 invalid_gauge.set(all.iter().filter(|g| g.0.is_err()).count() as i64);
@@ -233,4 +225,34 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+fn guard_meta(guard: &DeserializeGuard<Canary>) -> ObjectMeta {
+    match &guard.0 {
+        Ok(canary) => canary.metadata.clone(),
+        Err(invalid) => invalid.metadata.clone(),
+    }
+}
+
+fn object_name(meta: &ObjectMeta) -> String {
+    format!(
+        "{}.{}",
+        meta.name.as_deref().unwrap_or_default(),
+        meta.namespace.as_deref().unwrap_or_default()
+    )
+}
+
+fn log_observed(guard: &DeserializeGuard<Canary>) {
+    match &guard.0 {
+        Ok(canary) => tracing::info!(
+            canary = %object_name(&canary.metadata),
+            phase = %canary.status.as_ref().map(|s| s.phase.as_str()).unwrap_or(""),
+            "observed Canary"
+        ),
+        Err(invalid) => tracing::warn!(
+            canary = %object_name(&invalid.metadata),
+            error = %invalid.error,
+            "Canary cannot be read"
+        ),
+    }
 }

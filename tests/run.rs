@@ -1,0 +1,167 @@
+//! `serin run` against the test bed: CRD checks, readiness, watching Canaries, metrics and a clean
+//! shutdown on SIGTERM.
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::{
+    api::core::v1::Namespace, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api,
+    api::{ObjectMeta, PostParams},
+};
+use serin::api::{Canary, CanarySpec, canary::TargetRef};
+use serin_testbed::Testbed;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("binds")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let code = response.get(9..12)?.parse().ok()?;
+    Some((
+        code,
+        response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned(),
+    ))
+}
+
+fn eventually<T>(deadline: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn start_serin(tb: &Testbed, admin_port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_serin"))
+        .args(["run", "--admin-addr", &format!("127.0.0.1:{admin_port}")])
+        .env("KUBECONFIG", tb.kubeconfig())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serin starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_exits_naming_a_missing_crd() {
+    let tb = Testbed::start().await.expect("test bed starts");
+    let child = start_serin(&tb, free_port());
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("waits");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("CRD canaries.flagger.app is not installed"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("kubectl apply -f crds/"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_watches_canaries_and_stops_cleanly() {
+    let tb = Testbed::start().await.expect("test bed starts");
+    let client = tb.client();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in serin::api::crds() {
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .expect("CRD created");
+    }
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some("test".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace");
+    let canaries: Api<Canary> = Api::namespaced(client.clone(), "test");
+    let mut canary = Canary::new(
+        "podinfo",
+        CanarySpec {
+            target_ref: TargetRef {
+                api_version: "apps/v1".into(),
+                kind: "Deployment".into(),
+                name: "podinfo".into(),
+            },
+            analysis: Some(
+                serde_json::from_value(
+                    serde_json::json!({"interval": "10s", "threshold": 1, "stepWeight": 10}),
+                )
+                .expect("analysis"),
+            ),
+            ..Default::default()
+        },
+    );
+    canary.spec.service.port = 9898;
+    canaries
+        .create(&PostParams::default(), &canary)
+        .await
+        .expect("canary");
+
+    let port = free_port();
+    let mut child = start_serin(&tb, port);
+    tokio::task::spawn_blocking(move || {
+        eventually(Duration::from_secs(20), "serin to be ready", || {
+            http_get(port, "/readyz").filter(|(c, _)| *c == 200)
+        });
+        assert_eq!(http_get(port, "/healthz").map(|(c, _)| c), Some(200));
+        let (_, metrics) = eventually(Duration::from_secs(10), "the watched Canary in /metrics", || {
+            http_get(port, "/metrics").filter(|(_, body)| body.contains("serin_watched_canaries 1"))
+        });
+        assert!(metrics.contains("serin_invalid_canaries 0"), "{metrics}");
+        let pid = child.id().to_string();
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(killed.success());
+        let status = eventually(Duration::from_secs(10), "serin to exit after SIGTERM", || {
+            child.try_wait().expect("try_wait")
+        });
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut stderr)
+            .expect("reads");
+        assert!(status.success(), "serin exited with {status}: {stderr}");
+        assert!(stderr.contains("observed Canary"), "{stderr}");
+    })
+    .await
+    .expect("serin checks");
+}
