@@ -16,7 +16,7 @@ deps:
 
 ## Every test of the workspace (unit, integration, Flagger compatibility).
 test: deps
-	$(CARGO) nextest run --workspace --all-targets --profile $(NEXTEST_PROFILE)
+	$(CARGO) nextest run --workspace --lib --bins --tests --profile $(NEXTEST_PROFILE)
 
 fmt:
 	$(CARGO) fmt --all
