@@ -11,6 +11,11 @@
 #![forbid(unsafe_code)]
 
 pub mod apiserver;
+pub mod istio;
+pub mod loadtester;
+pub mod mesh;
+pub mod network;
+pub mod prometheus;
 pub mod workloads;
 
 use std::{
@@ -46,6 +51,11 @@ pub struct TestbedOptions {
     pub workload_delay: Duration,
     /// How many changes the event log keeps for watches to resume from.
     pub event_log: usize,
+    /// Start the simulated Istio data plane, the cluster network proxy and the loadtester (and
+    /// install Istio's networking CRDs).
+    pub mesh: bool,
+    /// Start a real Prometheus scraping the data plane (needs `mesh`).
+    pub prometheus: bool,
 }
 
 impl Default for TestbedOptions {
@@ -55,6 +65,19 @@ impl Default for TestbedOptions {
             kubeconfig: None,
             workload_delay: Duration::from_millis(200),
             event_log: 10_000,
+            mesh: false,
+            prometheus: false,
+        }
+    }
+}
+
+impl TestbedOptions {
+    /// Everything: API emulator, data plane, network, loadtester and Prometheus.
+    pub fn full() -> Self {
+        Self {
+            mesh: true,
+            prometheus: true,
+            ..Self::default()
         }
     }
 }
@@ -69,7 +92,17 @@ pub struct Testbed {
     shutdown: Shutdown,
     server: tokio::task::JoinHandle<()>,
     workloads: tokio::task::JoinHandle<()>,
+    mesh: Option<MeshParts>,
     _dir: Option<tempfile::TempDir>,
+}
+
+/// The running data plane, network and Prometheus.
+struct MeshParts {
+    plane: Arc<mesh::dataplane::DataPlane>,
+    proxy_url: String,
+    loadtester_url: String,
+    prometheus: Option<prometheus::Prometheus>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// The kubeconfig for a server URL and bearer token, with its context selected.
@@ -142,6 +175,11 @@ impl Testbed {
         )
         .await?;
         let client = kube::Client::try_from(config)?;
+        let mesh = if options.mesh {
+            Some(start_mesh(&store, &shutdown, options.prometheus).await?)
+        } else {
+            None
+        };
         Ok(Self {
             base_url,
             kubeconfig,
@@ -151,8 +189,38 @@ impl Testbed {
             shutdown,
             server,
             workloads,
+            mesh,
             _dir: dir,
         })
+    }
+
+    /// The cluster network proxy's URL, for `HTTP_PROXY` (with the mesh on).
+    pub fn proxy_url(&self) -> Option<&str> {
+        self.mesh.as_ref().map(|m| m.proxy_url.as_str())
+    }
+
+    /// The loadtester's own URL (it is also `http://flagger-loadtester.<ns>/` through the proxy).
+    pub fn loadtester_url(&self) -> Option<&str> {
+        self.mesh.as_ref().map(|m| m.loadtester_url.as_str())
+    }
+
+    /// The real Prometheus' URL (it is also `http://prometheus.istio-system:9090` through the proxy).
+    pub fn prometheus_url(&self) -> Option<&str> {
+        self.mesh
+            .as_ref()
+            .and_then(|m| m.prometheus.as_ref())
+            .map(|p| p.url())
+    }
+
+    /// The data plane, for tests that count simulated requests directly.
+    pub fn data_plane(&self) -> Option<&Arc<mesh::dataplane::DataPlane>> {
+        self.mesh.as_ref().map(|m| &m.plane)
+    }
+
+    /// Registers the loadtester as Service `flagger-loadtester` in `namespace` (done on its own
+    /// for namespaces whose Canaries call it).
+    pub fn register_loadtester(&self, namespace: &str) -> anyhow::Result<()> {
+        ensure_service(&self.store, namespace, "flagger-loadtester", 80)
     }
 
     /// The API server's URL (`http://127.0.0.1:PORT`).
@@ -233,13 +301,199 @@ impl Testbed {
     pub async fn stop(mut self) {
         self.shutdown.trigger();
         self.workloads.abort();
+        if let Some(mut mesh) = self.mesh.take() {
+            mesh.plane.stop_loads();
+            for t in mesh.tasks.drain(..) {
+                t.abort();
+            }
+            if let Some(p) = mesh.prometheus.take() {
+                p.stop().await;
+            }
+        }
         let _ = (&mut self.server).await;
     }
+}
+
+fn admin_options() -> apiserver::store::WriteOptions {
+    apiserver::store::WriteOptions {
+        manager: "serin-testbed".into(),
+        ..Default::default()
+    }
+}
+
+/// Creates a namespace if it does not exist.
+fn ensure_namespace(store: &Store, name: &str) -> anyhow::Result<()> {
+    let registry = store.registry();
+    let res = registry
+        .find("", "v1", "namespaces")
+        .context("namespaces are built in")?;
+    match store.create(
+        res,
+        None,
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+        &admin_options(),
+    ) {
+        Ok(_) => Ok(()),
+        Err(e) if e.code == 409 => Ok(()),
+        Err(e) => Err(anyhow::anyhow!("creating namespace {name}: {e}")),
+    }
+}
+
+/// Creates a selector-less Service (served by the test bed itself) if it does not exist.
+fn ensure_service(store: &Store, namespace: &str, name: &str, port: u16) -> anyhow::Result<()> {
+    ensure_namespace(store, namespace)?;
+    let registry = store.registry();
+    let res = registry
+        .find("", "v1", "services")
+        .context("services are built in")?;
+    let svc = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": "serin-testbed"}},
+        "spec": {"ports": [{"name": "http", "port": port, "targetPort": port}]}
+    });
+    match store.create(res, Some(namespace), svc, &admin_options()) {
+        Ok(_) => Ok(()),
+        Err(e) if e.code == 409 => Ok(()),
+        Err(e) => Err(anyhow::anyhow!("creating Service {namespace}/{name}: {e}")),
+    }
+}
+
+/// Namespaces named by `flagger-loadtester.<ns>` webhook URLs of a Canary.
+fn loadtester_namespaces(canary: &serde_json::Value) -> Vec<String> {
+    let own = canary
+        .pointer("/metadata/namespace")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("default");
+    canary
+        .pointer("/spec/analysis/webhooks")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|w| w.get("url").and_then(serde_json::Value::as_str))
+        .filter_map(|url| loadtester::split_url(url).ok())
+        .filter_map(|(host, _)| {
+            let fqdn = mesh::routing::fqdn(&host, own);
+            let mut labels = fqdn.split('.');
+            (labels.next() == Some("flagger-loadtester")).then(|| labels.next().unwrap_or(own).to_owned())
+        })
+        .collect()
+}
+
+async fn start_mesh(
+    store: &Arc<Store>,
+    shutdown: &Shutdown,
+    with_prometheus: bool,
+) -> anyhow::Result<MeshParts> {
+    let registry = store.registry();
+    let crd_res = registry
+        .find("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+        .context("CRDs are built in")?;
+    for crd in istio::crds() {
+        match store.create(crd_res, None, crd, &admin_options()) {
+            Ok(_) => {}
+            Err(e) if e.code == 409 => {}
+            Err(e) => anyhow::bail!("installing the Istio CRDs: {e}"),
+        }
+    }
+    let (plane, plane_task) = mesh::dataplane::DataPlane::spawn(store.clone());
+    let loadtester = Arc::new(loadtester::Loadtester::new(plane.clone()));
+
+    let proxy_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding the cluster network proxy")?;
+    let proxy_addr = proxy_listener.local_addr()?;
+    let prometheus = if with_prometheus {
+        let p = prometheus::Prometheus::start(proxy_addr).await?;
+        ensure_service(store, "istio-system", "prometheus", 9090)?;
+        Some(p)
+    } else {
+        None
+    };
+    let network = Arc::new(network::Network {
+        plane: plane.clone(),
+        loadtester: loadtester.clone(),
+        prometheus: prometheus
+            .as_ref()
+            .map(|p| p.url().trim_start_matches("http://").to_owned()),
+    });
+    let mut tasks = vec![plane_task];
+    tasks.push(serve_until(
+        proxy_listener,
+        network::router(network),
+        shutdown.clone(),
+    ));
+
+    let lt_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding the loadtester")?;
+    let loadtester_url = format!("http://{}", lt_listener.local_addr()?);
+    let lt = loadtester.clone();
+    let lt_app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let lt = lt.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = axum::body::to_bytes(body, 1024 * 1024).await.unwrap_or_default();
+            let (code, text) = lt.handle("default", parts.method.as_str(), parts.uri.path(), &body);
+            (
+                axum::http::StatusCode::from_u16(code)
+                    .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR),
+                text,
+            )
+        }
+    });
+    tasks.push(serve_until(lt_listener, lt_app, shutdown.clone()));
+
+    // Register the loadtester in the namespaces whose Canaries call it.
+    let mut events = store.subscribe();
+    let registrar_store = store.clone();
+    tasks.push(tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(e) if e.key.group == "flagger.app" && e.key.plural == "canaries" => {
+                    for ns in loadtester_namespaces(&e.object) {
+                        if let Err(err) = ensure_service(&registrar_store, &ns, "flagger-loadtester", 80) {
+                            tracing::warn!(error = %err, "registering the loadtester failed");
+                        }
+                    }
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }));
+    Ok(MeshParts {
+        plane,
+        proxy_url: format!("http://{proxy_addr}"),
+        loadtester_url,
+        prometheus,
+        tasks,
+    })
+}
+
+fn serve_until(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: Shutdown,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.wait().await });
+        if let Err(err) = serve.await {
+            tracing::error!(error = %err, "test bed server failed");
+        }
+    })
 }
 
 impl Drop for Testbed {
     fn drop(&mut self) {
         self.shutdown.trigger();
         self.workloads.abort();
+        if let Some(mesh) = &self.mesh {
+            mesh.plane.stop_loads();
+            for t in &mesh.tasks {
+                t.abort();
+            }
+        }
+        // Prometheus is killed when its handle (in `mesh`) drops.
     }
 }
