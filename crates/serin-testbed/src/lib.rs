@@ -434,7 +434,7 @@ async fn start_mesh(
         async move {
             let (parts, body) = req.into_parts();
             let body = axum::body::to_bytes(body, 1024 * 1024).await.unwrap_or_default();
-            let (code, text) = lt.handle("default", parts.method.as_str(), parts.uri.path(), &body);
+            let (code, text) = lt.handle(None, parts.method.as_str(), parts.uri.path(), &body);
             (
                 axum::http::StatusCode::from_u16(code)
                     .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR),

@@ -302,9 +302,15 @@ impl Loadtester {
         }
     }
 
-    /// Handles one request; `namespace` is where this loadtester runs. Returns (status, body).
-    pub fn handle(&self, namespace: &str, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    /// Handles one request; `namespace` is where this loadtester runs (`None` when reached
+    /// directly: the payload's namespace is used). Returns (status, body).
+    pub fn handle(&self, namespace: Option<&str>, method: &str, path: &str, body: &[u8]) -> (u16, String) {
         let payload: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let namespace = namespace
+            .or_else(|| payload.get("namespace").and_then(Value::as_str))
+            .unwrap_or("default")
+            .to_owned();
+        let namespace = namespace.as_str();
         let key = format!(
             "{}.{}",
             payload.get("name").and_then(Value::as_str).unwrap_or_default(),

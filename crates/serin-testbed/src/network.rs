@@ -109,7 +109,7 @@ async fn handle(State(network): State<Arc<Network>>, request: Request) -> Respon
     if labels.first() == Some(&"flagger-loadtester") {
         let (code, text) = network
             .loadtester
-            .handle(&namespace, parts.method.as_str(), &path, &body);
+            .handle(Some(&namespace), parts.method.as_str(), &path, &body);
         return (
             StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             text,

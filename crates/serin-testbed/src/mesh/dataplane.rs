@@ -157,10 +157,10 @@ impl DataPlane {
             mirror: rand::random(),
             replica: rand::random(),
         };
-        let (route, mirror_target) = {
+        let route = {
             let mesh = self.mesh.read().unwrap_or_else(|p| p.into_inner());
             let route = mesh.route(req, draws);
-            let outcome = route.as_ref().map(|r| {
+            route.as_ref().map(|r| {
                 let workload = r.workload.as_ref().and_then(|(ns, n)| {
                     mesh.workloads
                         .iter()
@@ -178,10 +178,8 @@ impl DataPlane {
                         .map(|w| (svc.clone(), w))
                 });
                 (r.clone(), workload, mirror)
-            });
-            (outcome, ())
+            })
         };
-        let _ = mirror_target;
         let Some((route, workload, mirror)) = route else {
             return Response {
                 status: 404,
