@@ -55,6 +55,6 @@ bench:
 
 ## A full canary rollout on the local test bed.
 demo:
-	@echo "make demo: the local test bed (crates/serin-testbed) is not part of this tree yet;" >&2
-	@echo "the demo arrives with it. Meanwhile: make test, or serin lint / serin crd (see README.md)." >&2
+	@echo "make demo: the canary engine is not part of this tree yet; the demo arrives with it." >&2
+	@echo "Meanwhile: make testbed (the local test bed), make test, serin lint / serin crd (see README.md)." >&2
 	@exit 1
