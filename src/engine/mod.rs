@@ -1,0 +1,709 @@
+//! The canary state machine: every phase transition, weight step, threshold and verdict, as a
+//! pure function of the Canary, what was observed and the results of the checks run so far.
+//!
+//! The controller calls [`decide`] with no check results; when the decision needs a check (a
+//! webhook gate, the analysis), it says which in [`Decision::need`], the controller runs it and
+//! calls [`decide`] again with the result. Nothing here does I/O.
+
+pub mod readiness;
+pub mod revision;
+pub mod weights;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use crate::api::canary::{CanaryPhase, CanarySpec, CanaryStatus, DeploymentStrategy};
+pub use readiness::Readiness;
+
+/// How soon to look again while waiting for a Deployment to become ready. The controller also
+/// reacts to Deployment changes at once; this is the safety net.
+pub const READINESS_POLL: Duration = Duration::from_secs(2);
+
+/// The weights read back from the VirtualService.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Routes {
+    pub primary: i32,
+    pub canary: i32,
+    pub mirrored: bool,
+}
+
+/// What the controller observed for one Canary.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    /// Hash of the target's pod template.
+    pub target_hash: String,
+    /// Checksums of the tracked ConfigMaps and Secrets (`configmap/<name>` -> checksum).
+    pub configs: BTreeMap<String, String>,
+    /// Readiness of the target (canary) Deployment.
+    pub canary: Readiness,
+    /// Readiness of the `-primary` Deployment (`None` when it does not exist yet).
+    pub primary: Option<Readiness>,
+    /// The VirtualService's weights (`None` when it does not exist yet).
+    pub routes: Option<Routes>,
+    /// Seconds since the Unix epoch.
+    pub now: i64,
+    /// Seconds since the Unix epoch of the last status write (`status.lastTransitionTime`).
+    pub last_transition: Option<i64>,
+}
+
+/// The checks the controller runs on request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Check {
+    /// `confirm-rollout` webhooks: may a new revision start?
+    ConfirmRollout,
+    /// `pre-rollout` webhooks, before the first traffic.
+    PreRollout,
+    /// `rollout` webhooks and metric checks, at every analysis step.
+    Analysis,
+    /// `confirm-traffic-increase` webhooks, before each weight increase.
+    ConfirmTrafficIncrease,
+    /// `confirm-promotion` webhooks, before promotion.
+    ConfirmPromotion,
+    /// `rollback` webhooks: does someone ask for a rollback?
+    Rollback,
+}
+
+/// A check's result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckResult {
+    /// Passed; the events to record (`Pre-rollout check <hook> passed`).
+    Passed(Vec<Event>),
+    /// Failed; the events that say why (Flagger's `Halt ...` texts).
+    Failed(Vec<Event>),
+}
+
+/// An event to record (reason `Synced`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub warning: bool,
+    pub message: String,
+}
+
+impl Event {
+    pub fn normal(message: impl Into<String>) -> Self {
+        Self {
+            warning: false,
+            message: message.into(),
+        }
+    }
+    pub fn warning(message: impl Into<String>) -> Self {
+        Self {
+            warning: true,
+            message: message.into(),
+        }
+    }
+}
+
+/// Target replicas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scale {
+    Zero,
+    /// Back up from zero (the controller picks the count, as Flagger's `ScaleFromZero`).
+    FromZero,
+}
+
+/// An effect on the cluster, in the order the controller must carry them out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Create the `-primary` Deployment (and config copies, primary HPA) if missing.
+    EnsurePrimary,
+    /// Apply the Services, DestinationRules and VirtualService (weights kept).
+    EnsureRouting,
+    /// Scale the target.
+    ScaleTarget(Scale),
+    /// Write the VirtualService weights.
+    SetRoutes(Routes),
+    /// Copy the target's template (and configs) to the primary.
+    Promote,
+    /// Call the `post-rollout` webhooks with this phase.
+    PostRollout(CanaryPhase),
+}
+
+/// How a run ended, for the success and failure counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded { skipped: bool },
+    Failed,
+}
+
+/// The status fields a decision writes; the rest of the status is kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatusUpdate {
+    pub phase: Option<CanaryPhase>,
+    pub canary_weight: Option<i32>,
+    pub failed_checks: Option<i32>,
+    pub iterations: Option<i32>,
+    pub last_applied_spec: Option<String>,
+    pub last_promoted_spec: Option<String>,
+    pub tracked_configs: Option<BTreeMap<String, String>>,
+}
+
+/// What to do.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Decision {
+    /// A check to run before deciding; call [`decide`] again with its result.
+    pub need: Option<Check>,
+    pub actions: Vec<Action>,
+    /// `None` when the status stays as it is.
+    pub status: Option<StatusUpdate>,
+    pub events: Vec<Event>,
+    pub outcome: Option<Outcome>,
+    /// When to look again; `None` waits for a change.
+    pub requeue_after: Option<Duration>,
+}
+
+impl Decision {
+    fn need(check: Check) -> Self {
+        Self {
+            need: Some(check),
+            ..Self::default()
+        }
+    }
+    fn event(mut self, event: Event) -> Self {
+        self.events.push(event);
+        self
+    }
+    fn events(mut self, events: &[Event]) -> Self {
+        self.events.extend_from_slice(events);
+        self
+    }
+    fn action(mut self, action: Action) -> Self {
+        self.actions.push(action);
+        self
+    }
+    fn status(mut self, status: StatusUpdate) -> Self {
+        self.status = Some(status);
+        self
+    }
+    fn requeue(mut self, after: Duration) -> Self {
+        self.requeue_after = Some(after);
+        self
+    }
+}
+
+/// Everything [`decide`] reads.
+#[derive(Clone, Copy, Debug)]
+pub struct Input<'a> {
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub spec: &'a CanarySpec,
+    pub status: &'a CanaryStatus,
+    pub observed: &'a Observed,
+    pub checks: &'a BTreeMap<Check, CheckResult>,
+}
+
+impl Input<'_> {
+    fn canary(&self) -> String {
+        format!("{}.{}", self.name, self.namespace)
+    }
+    fn target(&self) -> String {
+        format!("{}.{}", self.spec.target_ref.name, self.namespace)
+    }
+    fn has_hooks(&self, kind: &str) -> bool {
+        self.spec
+            .analysis
+            .as_ref()
+            .and_then(|a| a.webhooks.as_ref())
+            .is_some_and(|hooks| hooks.iter().any(|h| h.hook_type() == kind))
+    }
+    /// The result of a check, or `None` when it must run first. Checks without hooks pass.
+    fn check(&self, check: Check, hook_type: Option<&str>) -> Option<&CheckResult> {
+        const PASSED: &CheckResult = &CheckResult::Passed(Vec::new());
+        if hook_type.is_some_and(|t| !self.has_hooks(t)) {
+            return Some(PASSED);
+        }
+        self.checks.get(&check)
+    }
+    fn changed(&self) -> bool {
+        let status = self.status;
+        revision::has_spec_changed(
+            status.last_applied_spec.as_deref(),
+            status.last_promoted_spec.as_deref(),
+            &self.observed.target_hash,
+        ) || revision::have_configs_changed(status.tracked_configs.as_ref(), &self.observed.configs)
+    }
+    fn interval(&self) -> Duration {
+        self.spec.analysis_interval()
+    }
+    /// Time until the next analysis step is due (zero when due).
+    fn until_next_step(&self) -> Duration {
+        let Some(last) = self.observed.last_transition else {
+            return Duration::ZERO;
+        };
+        let due = last + self.interval().as_secs() as i64;
+        Duration::from_secs(due.saturating_sub(self.observed.now).max(0) as u64)
+    }
+    /// A status that starts a run (Flagger's `SyncStatus`): counters reset, revision recorded.
+    fn sync_status(&self, phase: CanaryPhase, canary_weight: i32) -> StatusUpdate {
+        StatusUpdate {
+            phase: Some(phase),
+            canary_weight: Some(canary_weight),
+            failed_checks: Some(0),
+            iterations: Some(0),
+            last_applied_spec: Some(self.observed.target_hash.clone()),
+            last_promoted_spec: (phase == CanaryPhase::Initialized)
+                .then(|| self.observed.target_hash.clone()),
+            tracked_configs: Some(self.observed.configs.clone()),
+        }
+    }
+}
+
+/// Decides the next step for a Canary.
+pub fn decide(input: &Input) -> Decision {
+    let status = input.status;
+    let phase = status.phase;
+    if input.spec.is_suspended() {
+        return Decision::default().event(Event::normal("skipping canary run as object is suspended"));
+    }
+    match phase {
+        CanaryPhase::Unset | CanaryPhase::Initializing => initialize(input),
+        CanaryPhase::Initialized | CanaryPhase::Succeeded | CanaryPhase::Failed | CanaryPhase::Waiting => {
+            start(input)
+        }
+        CanaryPhase::Progressing
+        | CanaryPhase::WaitingPromotion
+        | CanaryPhase::Promoting
+        | CanaryPhase::Finalising => advance(input),
+        CanaryPhase::Terminating | CanaryPhase::Terminated => Decision::default(),
+    }
+}
+
+/// Creating the primary and the routing, then scaling the target to zero.
+fn initialize(input: &Input) -> Decision {
+    let base = Decision::default()
+        .action(Action::EnsurePrimary)
+        .action(Action::EnsureRouting);
+    if input.status.phase == CanaryPhase::Unset {
+        let update = StatusUpdate {
+            phase: Some(CanaryPhase::Initializing),
+            ..StatusUpdate::default()
+        };
+        return base.status(update).requeue(Duration::ZERO);
+    }
+    if !input.spec.skip_analysis() {
+        match &input.observed.primary {
+            None => return base.requeue(READINESS_POLL),
+            Some(Readiness::Ready) => {}
+            Some(Readiness::Waiting(m)) => {
+                return base.event(Event::warning(m.clone())).requeue(READINESS_POLL);
+            }
+            Some(Readiness::Failed(m)) => {
+                return base.event(Event::warning(m.clone())).requeue(input.interval());
+            }
+        }
+    }
+    base.action(Action::ScaleTarget(Scale::Zero))
+        .status(input.sync_status(CanaryPhase::Initialized, 0))
+        .event(Event::normal(format!("Initialization done! {}", input.canary())))
+}
+
+/// Idle or waiting for approval: start a run when a new revision arrives.
+fn start(input: &Input) -> Decision {
+    let phase = input.status.phase;
+    if phase != CanaryPhase::Waiting && !input.changed() {
+        return Decision::default();
+    }
+    match input.check(Check::ConfirmRollout, Some("confirm-rollout")) {
+        None => Decision::need(Check::ConfirmRollout),
+        Some(CheckResult::Failed(events)) => {
+            let d = Decision::default().events(events).requeue(input.interval());
+            if phase == CanaryPhase::Waiting {
+                d
+            } else {
+                d.status(StatusUpdate {
+                    phase: Some(CanaryPhase::Waiting),
+                    ..StatusUpdate::default()
+                })
+            }
+        }
+        Some(CheckResult::Passed(events)) => {
+            Decision::default()
+                .events(events)
+                .event(Event::normal(format!(
+                    "New revision detected! Scaling up {}",
+                    input.target()
+                )))
+                .action(Action::ScaleTarget(Scale::FromZero))
+                .status(input.sync_status(CanaryPhase::Progressing, 0))
+                // serin starts the analysis as soon as the canary is ready, not a tick later.
+                .requeue(Duration::ZERO)
+        }
+    }
+}
+
+/// Rolls back: traffic to the primary, target to zero, Failed.
+fn rollback(input: &Input, mut d: Decision, threshold_reached: bool) -> Decision {
+    if threshold_reached {
+        d = d.event(Event::warning(format!(
+            "Rolling back {} failed checks threshold reached {}",
+            input.canary(),
+            input.spec.analysis_threshold()
+        )));
+    }
+    d.action(Action::SetRoutes(Routes {
+        primary: 100,
+        canary: 0,
+        mirrored: false,
+    }))
+    .event(Event::warning(format!(
+        "Canary failed! Scaling down {}",
+        input.canary()
+    )))
+    .action(Action::ScaleTarget(Scale::Zero))
+    .action(Action::PostRollout(CanaryPhase::Failed))
+    .status(input.sync_status(CanaryPhase::Failed, 0))
+    .with_outcome(Outcome::Failed)
+}
+
+impl Decision {
+    fn with_outcome(mut self, outcome: Outcome) -> Self {
+        self.outcome = Some(outcome);
+        self
+    }
+}
+
+/// A run in progress.
+fn advance(input: &Input) -> Decision {
+    let phase = input.status.phase;
+    let Some(routes) = input.observed.routes else {
+        // The routing is gone (deleted by hand): put it back and look again.
+        return Decision::default()
+            .action(Action::EnsureRouting)
+            .requeue(READINESS_POLL);
+    };
+    if matches!(phase, CanaryPhase::Progressing | CanaryPhase::WaitingPromotion) && input.changed() {
+        return Decision::default()
+            .event(Event::normal(format!(
+                "New revision detected! Restarting analysis for {}",
+                input.target()
+            )))
+            .action(Action::SetRoutes(Routes {
+                primary: 100,
+                canary: 0,
+                mirrored: false,
+            }))
+            .status(input.sync_status(CanaryPhase::Progressing, 0))
+            .requeue(Duration::ZERO);
+    }
+    let skip = input.spec.skip_analysis();
+    if !skip {
+        match &input.observed.primary {
+            Some(Readiness::Ready) => {}
+            None => {
+                return Decision::default()
+                    .action(Action::EnsurePrimary)
+                    .requeue(READINESS_POLL);
+            }
+            Some(Readiness::Waiting(m)) => {
+                return Decision::default()
+                    .event(Event::warning(m.clone()))
+                    .requeue(READINESS_POLL);
+            }
+            Some(Readiness::Failed(m)) => {
+                if matches!(phase, CanaryPhase::Promoting | CanaryPhase::Finalising) {
+                    return failed_promotion(input, m);
+                }
+                let d = Decision::default().event(Event::warning(m.clone()));
+                return rollback(input, d, false);
+            }
+        }
+    }
+    match &input.observed.canary {
+        Readiness::Ready => {}
+        Readiness::Waiting(m) => {
+            return Decision::default()
+                .event(Event::warning(m.clone()))
+                .requeue(READINESS_POLL);
+        }
+        Readiness::Failed(m) => {
+            let d = Decision::default().event(Event::warning(m.clone()));
+            return rollback(input, d, false);
+        }
+    }
+    if skip {
+        return skip_analysis(input);
+    }
+    if matches!(phase, CanaryPhase::Progressing | CanaryPhase::WaitingPromotion) {
+        match input.check(Check::Rollback, Some("rollback")) {
+            None => return Decision::need(Check::Rollback),
+            Some(CheckResult::Passed(events)) if input.has_hooks("rollback") => {
+                let d = Decision::default().events(events).event(Event::warning(format!(
+                    "Rolling back {} manual webhook invoked",
+                    input.canary()
+                )));
+                return rollback(input, d, false);
+            }
+            Some(_) => {}
+        }
+    }
+    match phase {
+        CanaryPhase::Promoting => return promotion_shift(input, routes),
+        CanaryPhase::Finalising => return finalise(input),
+        _ => {}
+    }
+    let threshold = input.spec.analysis_threshold();
+    if input.status.failed_checks >= threshold {
+        return rollback(input, Decision::default(), true);
+    }
+    let mirror = input
+        .spec
+        .analysis
+        .as_ref()
+        .and_then(|a| a.mirror)
+        .unwrap_or(false);
+    let first_step = routes.canary == 0 && input.status.iterations == 0 && !(mirror && routes.mirrored);
+    // serin takes the first step as soon as the canary is ready; later ones one interval apart.
+    if !first_step {
+        let wait = input.until_next_step();
+        if !wait.is_zero() {
+            return Decision::default().requeue(wait);
+        }
+    }
+    let mut d = Decision::default();
+    if first_step {
+        match input.check(Check::PreRollout, Some("pre-rollout")) {
+            None => return Decision::need(Check::PreRollout),
+            Some(CheckResult::Failed(events)) => return failed_check(input, events),
+            Some(CheckResult::Passed(events)) => {
+                d = d
+                    .event(Event::normal(format!(
+                        "Starting canary analysis for {}",
+                        input.target()
+                    )))
+                    .events(events);
+            }
+        }
+    } else {
+        match input.check(Check::Analysis, None) {
+            None => return Decision::need(Check::Analysis),
+            Some(CheckResult::Failed(events)) => return failed_check(input, events),
+            Some(CheckResult::Passed(events)) => d = d.events(events),
+        }
+    }
+    match input.spec.deployment_strategy() {
+        DeploymentStrategy::Canary => canary_step(input, routes, mirror, d),
+        // A/B testing and Blue/Green arrive with their own issue; until then they are reported.
+        other => Decision::default()
+            .event(Event::warning(format!(
+                "Halt {} advancement: the {} strategy is not implemented by serin yet",
+                input.canary(),
+                other.as_str()
+            )))
+            .requeue(input.interval()),
+    }
+}
+
+/// A failed check: one more failed check, and a rollback at once when that reaches the threshold.
+fn failed_check(input: &Input, events: &[Event]) -> Decision {
+    let failed = input.status.failed_checks + 1;
+    let d = Decision::default().events(events);
+    if failed >= input.spec.analysis_threshold() {
+        return rollback(input, d, true);
+    }
+    d.status(StatusUpdate {
+        failed_checks: Some(failed),
+        ..StatusUpdate::default()
+    })
+    .requeue(input.interval())
+}
+
+fn canary_step(input: &Input, routes: Routes, mirror: bool, mut d: Decision) -> Decision {
+    let analysis = input.spec.analysis.clone().unwrap_or_default();
+    let max_weight = input.spec.max_weight();
+    let cw = routes.canary;
+    if cw < max_weight {
+        if mirror && cw == 0 && !routes.mirrored {
+            return d
+                .action(Action::SetRoutes(Routes {
+                    primary: 100,
+                    canary: 0,
+                    mirrored: true,
+                }))
+                .event(Event::normal(format!(
+                    "Advance {} canary weight 0",
+                    input.canary()
+                )))
+                .status(StatusUpdate {
+                    canary_weight: Some(0),
+                    ..StatusUpdate::default()
+                })
+                .requeue(input.interval());
+        }
+        if !routes.mirrored && input.status.phase != CanaryPhase::WaitingPromotion {
+            match input.check(Check::ConfirmTrafficIncrease, Some("confirm-traffic-increase")) {
+                None => return Decision::need(Check::ConfirmTrafficIncrease),
+                Some(CheckResult::Failed(events)) => return d.events(events).requeue(input.interval()),
+                Some(CheckResult::Passed(events)) => d = d.events(events),
+            }
+        }
+        let step = weights::next_step_weight(&analysis, cw);
+        let canary = (cw + step).clamp(0, 100);
+        return d
+            .action(Action::SetRoutes(Routes {
+                primary: 100 - canary,
+                canary,
+                mirrored: false,
+            }))
+            .event(Event::normal(format!(
+                "Advance {} canary weight {canary}",
+                input.canary()
+            )))
+            .status(StatusUpdate {
+                canary_weight: Some(canary),
+                ..StatusUpdate::default()
+            })
+            .requeue(input.interval());
+    }
+    match input.check(Check::ConfirmPromotion, Some("confirm-promotion")) {
+        None => Decision::need(Check::ConfirmPromotion),
+        Some(CheckResult::Failed(events)) => {
+            let d = d.events(events).requeue(input.interval());
+            if input.status.phase == CanaryPhase::WaitingPromotion {
+                d.status(StatusUpdate::default())
+            } else {
+                d.status(StatusUpdate {
+                    phase: Some(CanaryPhase::WaitingPromotion),
+                    canary_weight: Some(0),
+                    ..StatusUpdate::default()
+                })
+            }
+        }
+        Some(CheckResult::Passed(events)) => d
+            .events(events)
+            .event(Event::normal(format!(
+                "Copying {} template spec to {}-primary.{}",
+                input.target(),
+                input.spec.target_ref.name,
+                input.namespace
+            )))
+            .action(Action::Promote)
+            .status(StatusUpdate {
+                phase: Some(CanaryPhase::Promoting),
+                canary_weight: Some(cw),
+                ..StatusUpdate::default()
+            })
+            // serin moves on as soon as the primary is ready.
+            .requeue(Duration::ZERO),
+    }
+}
+
+fn promotion_shift(input: &Input, routes: Routes) -> Decision {
+    let step = input
+        .spec
+        .analysis
+        .as_ref()
+        .and_then(|a| a.step_weight_promotion)
+        .unwrap_or(0);
+    if step <= 0 {
+        return Decision::default()
+            .event(Event::normal("Routing all traffic to primary"))
+            .action(Action::SetRoutes(Routes {
+                primary: 100,
+                canary: 0,
+                mirrored: false,
+            }))
+            .status(StatusUpdate {
+                phase: Some(CanaryPhase::Finalising),
+                canary_weight: Some(0),
+                ..StatusUpdate::default()
+            })
+            .requeue(Duration::ZERO);
+    }
+    let wait = input.until_next_step();
+    if !wait.is_zero() && routes.primary > 0 {
+        return Decision::default().requeue(wait);
+    }
+    let (primary, canary) = weights::promotion_step(routes.primary, step);
+    let d = Decision::default()
+        .action(Action::SetRoutes(Routes {
+            primary,
+            canary,
+            mirrored: false,
+        }))
+        .event(Event::normal(format!(
+            "Advance {} primary weight {primary}",
+            input.canary()
+        )));
+    if primary >= 100 {
+        d.status(StatusUpdate {
+            phase: Some(CanaryPhase::Finalising),
+            canary_weight: Some(0),
+            ..StatusUpdate::default()
+        })
+        .requeue(Duration::ZERO)
+    } else {
+        d.status(StatusUpdate {
+            canary_weight: Some(canary),
+            ..StatusUpdate::default()
+        })
+        .requeue(input.interval())
+    }
+}
+
+fn finalise(input: &Input) -> Decision {
+    Decision::default()
+        .action(Action::ScaleTarget(Scale::Zero))
+        .status(StatusUpdate {
+            phase: Some(CanaryPhase::Succeeded),
+            canary_weight: Some(0),
+            iterations: Some(0),
+            last_promoted_spec: input.status.last_applied_spec.clone(),
+            ..StatusUpdate::default()
+        })
+        .action(Action::PostRollout(CanaryPhase::Succeeded))
+        .event(Event::normal(format!(
+            "Promotion completed! Scaling down {}",
+            input.target()
+        )))
+        .with_outcome(Outcome::Succeeded { skipped: false })
+}
+
+fn skip_analysis(input: &Input) -> Decision {
+    Decision::default()
+        .action(Action::SetRoutes(Routes {
+            primary: 100,
+            canary: 0,
+            mirrored: false,
+        }))
+        .event(Event::normal(format!(
+            "Copying {} template spec to {}-primary.{}",
+            input.target(),
+            input.spec.target_ref.name,
+            input.namespace
+        )))
+        .action(Action::Promote)
+        .action(Action::ScaleTarget(Scale::Zero))
+        .status(StatusUpdate {
+            phase: Some(CanaryPhase::Succeeded),
+            canary_weight: Some(0),
+            iterations: Some(0),
+            last_promoted_spec: input.status.last_applied_spec.clone(),
+            ..StatusUpdate::default()
+        })
+        .action(Action::PostRollout(CanaryPhase::Succeeded))
+        .event(Event::normal(format!(
+            "Promotion completed! Canary analysis was skipped for {}",
+            input.target()
+        )))
+        .with_outcome(Outcome::Succeeded { skipped: true })
+}
+
+/// The primary did not become ready after promotion: traffic stays on the canary (Flagger's
+/// `handleFailedPromotion`), the canary is not scaled down.
+fn failed_promotion(input: &Input, message: &str) -> Decision {
+    Decision::default()
+        .event(Event::warning(format!(
+            "Promotion of {} failed, primary not ready: {message}",
+            input.target()
+        )))
+        .action(Action::SetRoutes(Routes {
+            primary: 0,
+            canary: 100,
+            mirrored: false,
+        }))
+        .action(Action::PostRollout(CanaryPhase::Failed))
+        .status(input.sync_status(CanaryPhase::Failed, 100))
+        .with_outcome(Outcome::Failed)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,768 @@
+//! Table-driven tests of the state machine, one per transition of Flagger's phase table (and
+//! serin's deliberate differences).
+
+use std::{collections::BTreeMap, time::Duration};
+
+use super::*;
+use crate::api::canary::{CanaryAnalysis, CanaryService, CanaryWebhook, TargetRef};
+
+const NOW: i64 = 1_000_000;
+
+fn spec() -> CanarySpec {
+    CanarySpec {
+        target_ref: TargetRef {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            name: "podinfo".into(),
+        },
+        service: CanaryService {
+            port: 9898,
+            ..Default::default()
+        },
+        analysis: Some(CanaryAnalysis {
+            interval: Some("30s".into()),
+            threshold: Some(2),
+            max_weight: Some(30),
+            step_weight: Some(10),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn with_hooks(mut s: CanarySpec, kinds: &[&str]) -> CanarySpec {
+    let hooks = kinds
+        .iter()
+        .map(|k| CanaryWebhook {
+            name: format!("{k}-hook"),
+            type_: Some((*k).into()),
+            url: "http://hook/".into(),
+            ..Default::default()
+        })
+        .collect();
+    s.analysis.as_mut().expect("analysis").webhooks = Some(hooks);
+    s
+}
+
+fn status(phase: CanaryPhase, weight: i32, failed: i32) -> CanaryStatus {
+    CanaryStatus {
+        phase,
+        canary_weight: weight,
+        failed_checks: failed,
+        last_applied_spec: Some("rev1".into()),
+        last_promoted_spec: Some("rev1".into()),
+        tracked_configs: Some(BTreeMap::new()),
+        ..Default::default()
+    }
+}
+
+fn observed(hash: &str, primary: i32, canary: i32) -> Observed {
+    Observed {
+        target_hash: hash.into(),
+        configs: BTreeMap::new(),
+        canary: Readiness::Ready,
+        primary: Some(Readiness::Ready),
+        routes: Some(Routes {
+            primary,
+            canary,
+            mirrored: false,
+        }),
+        now: NOW,
+        last_transition: Some(NOW - 60),
+    }
+}
+
+fn run(
+    spec: &CanarySpec,
+    status: &CanaryStatus,
+    observed: &Observed,
+    checks: &[(Check, CheckResult)],
+) -> Decision {
+    let checks: BTreeMap<Check, CheckResult> = checks.iter().cloned().collect();
+    decide(&Input {
+        name: "podinfo",
+        namespace: "test",
+        spec,
+        status,
+        observed,
+        checks: &checks,
+    })
+}
+
+fn passed() -> CheckResult {
+    CheckResult::Passed(Vec::new())
+}
+
+fn failed(message: &str) -> CheckResult {
+    CheckResult::Failed(vec![Event::warning(message)])
+}
+
+fn messages(d: &Decision) -> Vec<&str> {
+    d.events.iter().map(|e| e.message.as_str()).collect()
+}
+
+fn phase(d: &Decision) -> Option<CanaryPhase> {
+    d.status.as_ref().and_then(|s| s.phase)
+}
+
+fn routes(primary: i32, canary: i32) -> Action {
+    Action::SetRoutes(Routes {
+        primary,
+        canary,
+        mirrored: false,
+    })
+}
+
+#[test]
+fn unset_becomes_initializing_and_creates_objects() {
+    let d = run(&spec(), &CanaryStatus::default(), &observed("rev1", 100, 0), &[]);
+    assert_eq!(phase(&d), Some(CanaryPhase::Initializing));
+    assert_eq!(d.actions, [Action::EnsurePrimary, Action::EnsureRouting]);
+    assert_eq!(d.requeue_after, Some(Duration::ZERO));
+}
+
+#[test]
+fn initializing_waits_for_the_primary_then_initializes() {
+    let st = status(CanaryPhase::Initializing, 0, 0);
+    let mut o = observed("rev1", 100, 0);
+    o.primary = Some(Readiness::Waiting(
+        "podinfo-primary.test not ready: waiting for rollout to finish".into(),
+    ));
+    let d = run(&spec(), &st, &o, &[]);
+    assert_eq!(phase(&d), None);
+    assert_eq!(d.requeue_after, Some(READINESS_POLL));
+    assert!(d.events[0].warning);
+
+    let d = run(&spec(), &st, &observed("rev2", 100, 0), &[]);
+    assert_eq!(phase(&d), Some(CanaryPhase::Initialized));
+    assert_eq!(
+        d.actions,
+        [
+            Action::EnsurePrimary,
+            Action::EnsureRouting,
+            Action::ScaleTarget(Scale::Zero)
+        ]
+    );
+    assert_eq!(messages(&d), ["Initialization done! podinfo.test"]);
+    let s = d.status.expect("status");
+    assert_eq!(
+        (s.last_applied_spec.as_deref(), s.last_promoted_spec.as_deref()),
+        (Some("rev2"), Some("rev2"))
+    );
+}
+
+#[test]
+fn skip_analysis_initializes_without_waiting_for_the_primary() {
+    let mut s = spec();
+    s.skip_analysis = Some(true);
+    let mut o = observed("rev1", 100, 0);
+    o.primary = None;
+    let d = run(&s, &status(CanaryPhase::Initializing, 0, 0), &o, &[]);
+    assert_eq!(phase(&d), Some(CanaryPhase::Initialized));
+}
+
+#[test]
+fn idle_phases_do_nothing_without_a_new_revision() {
+    for p in [
+        CanaryPhase::Initialized,
+        CanaryPhase::Succeeded,
+        CanaryPhase::Failed,
+    ] {
+        let d = run(&spec(), &status(p, 0, 0), &observed("rev1", 100, 0), &[]);
+        assert_eq!(d, Decision::default(), "{p}");
+    }
+}
+
+#[test]
+fn a_new_revision_scales_up_and_progresses_at_once() {
+    for p in [
+        CanaryPhase::Initialized,
+        CanaryPhase::Succeeded,
+        CanaryPhase::Failed,
+    ] {
+        let d = run(&spec(), &status(p, 0, 0), &observed("rev2", 100, 0), &[]);
+        assert_eq!(phase(&d), Some(CanaryPhase::Progressing), "{p}");
+        assert_eq!(d.actions, [Action::ScaleTarget(Scale::FromZero)]);
+        assert_eq!(messages(&d), ["New revision detected! Scaling up podinfo.test"]);
+        assert_eq!(
+            d.requeue_after,
+            Some(Duration::ZERO),
+            "serin does not wait a tick"
+        );
+        let s = d.status.expect("status");
+        assert_eq!(
+            (
+                s.canary_weight,
+                s.failed_checks,
+                s.iterations,
+                s.last_applied_spec.as_deref()
+            ),
+            (Some(0), Some(0), Some(0), Some("rev2"))
+        );
+    }
+}
+
+#[test]
+fn a_changed_tracked_config_is_a_new_revision() {
+    let mut o = observed("rev1", 100, 0);
+    o.configs.insert("secret/podinfo-secret".into(), "abc".into());
+    let d = run(&spec(), &status(CanaryPhase::Succeeded, 0, 0), &o, &[]);
+    assert_eq!(phase(&d), Some(CanaryPhase::Progressing));
+    assert_eq!(
+        d.status
+            .and_then(|s| s.tracked_configs)
+            .and_then(|t| t.get("secret/podinfo-secret").cloned())
+            .as_deref(),
+        Some("abc")
+    );
+}
+
+#[test]
+fn confirm_rollout_gates_in_waiting() {
+    let s = with_hooks(spec(), &["confirm-rollout"]);
+    let o = observed("rev2", 100, 0);
+    let d = run(&s, &status(CanaryPhase::Initialized, 0, 0), &o, &[]);
+    assert_eq!(d.need, Some(Check::ConfirmRollout));
+    let d = run(
+        &s,
+        &status(CanaryPhase::Initialized, 0, 0),
+        &o,
+        &[(
+            Check::ConfirmRollout,
+            failed("Halt podinfo.test advancement waiting for approval confirm-rollout-hook"),
+        )],
+    );
+    assert_eq!(phase(&d), Some(CanaryPhase::Waiting));
+    assert_eq!(
+        messages(&d),
+        ["Halt podinfo.test advancement waiting for approval confirm-rollout-hook"]
+    );
+    // Still waiting: no status write.
+    let d = run(
+        &s,
+        &status(CanaryPhase::Waiting, 0, 0),
+        &o,
+        &[(Check::ConfirmRollout, failed("Halt ..."))],
+    );
+    assert_eq!(d.status, None);
+    // Waiting resumes even though the status already recorded nothing new.
+    let waiting = CanaryStatus {
+        last_applied_spec: Some("rev2".into()),
+        ..status(CanaryPhase::Waiting, 0, 0)
+    };
+    let d = run(
+        &s,
+        &waiting,
+        &o,
+        &[(
+            Check::ConfirmRollout,
+            CheckResult::Passed(vec![Event::normal(
+                "Confirm-rollout check confirm-rollout-hook passed",
+            )]),
+        )],
+    );
+    assert_eq!(phase(&d), Some(CanaryPhase::Progressing));
+    assert_eq!(
+        messages(&d)[0],
+        "Confirm-rollout check confirm-rollout-hook passed"
+    );
+}
+
+fn progressing(weight: i32, failed_checks: i32) -> CanaryStatus {
+    CanaryStatus {
+        last_applied_spec: Some("rev2".into()),
+        ..status(CanaryPhase::Progressing, weight, failed_checks)
+    }
+}
+
+#[test]
+fn a_revision_during_the_analysis_restarts_it() {
+    for p in [CanaryPhase::Progressing, CanaryPhase::WaitingPromotion] {
+        let st = CanaryStatus {
+            phase: p,
+            ..progressing(20, 1)
+        };
+        let d = run(&spec(), &st, &observed("rev3", 80, 20), &[]);
+        assert_eq!(
+            messages(&d),
+            ["New revision detected! Restarting analysis for podinfo.test"],
+            "{p}"
+        );
+        assert_eq!(d.actions, [routes(100, 0)]);
+        let s = d.status.expect("status");
+        assert_eq!(
+            (
+                s.phase,
+                s.canary_weight,
+                s.failed_checks,
+                s.last_applied_spec.as_deref()
+            ),
+            (Some(CanaryPhase::Progressing), Some(0), Some(0), Some("rev3"))
+        );
+    }
+}
+
+#[test]
+fn readiness_halts_without_failing_checks() {
+    let mut o = observed("rev2", 100, 0);
+    o.canary =
+        Readiness::Waiting("canary deployment podinfo.test not ready: waiting for rollout to finish".into());
+    let d = run(&spec(), &progressing(0, 0), &o, &[]);
+    assert_eq!((d.status.clone(), d.requeue_after), (None, Some(READINESS_POLL)));
+    let mut o = observed("rev2", 100, 0);
+    o.primary = Some(Readiness::Waiting("not ready".into()));
+    assert_eq!(run(&spec(), &progressing(0, 0), &o, &[]).status, None);
+}
+
+#[test]
+fn a_canary_past_its_deadline_is_rolled_back() {
+    let mut o = observed("rev2", 90, 10);
+    o.canary = Readiness::Failed(
+        "canary deployment podinfo.test not ready: deployment \"podinfo\" exceeded its progress deadline"
+            .into(),
+    );
+    let d = run(&spec(), &progressing(10, 0), &o, &[]);
+    assert_eq!(phase(&d), Some(CanaryPhase::Failed));
+    assert_eq!(
+        d.actions,
+        [
+            routes(100, 0),
+            Action::ScaleTarget(Scale::Zero),
+            Action::PostRollout(CanaryPhase::Failed)
+        ]
+    );
+    assert_eq!(
+        messages(&d),
+        [
+            "canary deployment podinfo.test not ready: deployment \"podinfo\" exceeded its progress deadline",
+            "Canary failed! Scaling down podinfo.test"
+        ]
+    );
+    assert_eq!(d.outcome, Some(Outcome::Failed));
+}
+
+#[test]
+fn the_first_step_runs_pre_rollout_hooks_then_sends_traffic() {
+    let s = with_hooks(spec(), &["pre-rollout"]);
+    let o = Observed {
+        last_transition: Some(NOW),
+        ..observed("rev2", 100, 0)
+    };
+    let d = run(&s, &progressing(0, 0), &o, &[]);
+    assert_eq!(
+        d.need,
+        Some(Check::PreRollout),
+        "the first step does not wait for the interval"
+    );
+    let d = run(
+        &s,
+        &progressing(0, 0),
+        &o,
+        &[(
+            Check::PreRollout,
+            CheckResult::Passed(vec![Event::normal("Pre-rollout check pre-rollout-hook passed")]),
+        )],
+    );
+    assert_eq!(
+        messages(&d),
+        [
+            "Starting canary analysis for podinfo.test",
+            "Pre-rollout check pre-rollout-hook passed",
+            "Advance podinfo.test canary weight 10"
+        ]
+    );
+    assert_eq!(d.actions, [routes(90, 10)]);
+    assert_eq!(d.status.and_then(|s| s.canary_weight), Some(10));
+    assert_eq!(d.requeue_after, Some(Duration::from_secs(30)));
+    let d = run(
+        &s,
+        &progressing(0, 0),
+        &o,
+        &[(
+            Check::PreRollout,
+            failed("Halt podinfo.test advancement pre-rollout check pre-rollout-hook failed boom"),
+        )],
+    );
+    assert_eq!(d.status.and_then(|s| s.failed_checks), Some(1));
+    assert!(d.actions.is_empty());
+}
+
+#[test]
+fn steps_wait_for_the_interval_then_run_the_analysis() {
+    let o = Observed {
+        last_transition: Some(NOW - 10),
+        ..observed("rev2", 90, 10)
+    };
+    let d = run(&spec(), &progressing(10, 0), &o, &[]);
+    assert_eq!((d.need, d.requeue_after), (None, Some(Duration::from_secs(20))));
+    let o = observed("rev2", 90, 10);
+    assert_eq!(
+        run(&spec(), &progressing(10, 0), &o, &[]).need,
+        Some(Check::Analysis)
+    );
+    let d = run(&spec(), &progressing(10, 0), &o, &[(Check::Analysis, passed())]);
+    assert_eq!(d.actions, [routes(80, 20)]);
+    assert_eq!(messages(&d), ["Advance podinfo.test canary weight 20"]);
+}
+
+#[test]
+fn a_failed_check_counts_and_the_threshold_rolls_back_in_the_same_reconcile() {
+    let o = observed("rev2", 90, 10);
+    let halt = "Halt podinfo.test advancement success rate 48.00% < 99%";
+    let d = run(
+        &spec(),
+        &progressing(10, 0),
+        &o,
+        &[(Check::Analysis, failed(halt))],
+    );
+    assert_eq!(d.status.as_ref().and_then(|s| s.failed_checks), Some(1));
+    assert_eq!(phase(&d), None);
+    assert_eq!(messages(&d), [halt]);
+    let d = run(
+        &spec(),
+        &progressing(10, 1),
+        &o,
+        &[(Check::Analysis, failed(halt))],
+    );
+    assert_eq!(phase(&d), Some(CanaryPhase::Failed));
+    assert_eq!(
+        messages(&d),
+        [
+            halt,
+            "Rolling back podinfo.test failed checks threshold reached 2",
+            "Canary failed! Scaling down podinfo.test"
+        ]
+    );
+    assert_eq!(
+        d.actions,
+        [
+            routes(100, 0),
+            Action::ScaleTarget(Scale::Zero),
+            Action::PostRollout(CanaryPhase::Failed)
+        ]
+    );
+    assert_eq!(
+        d.status.and_then(|s| s.failed_checks),
+        Some(0),
+        "a rollback resets the counters, as Flagger's SyncStatus"
+    );
+}
+
+#[test]
+fn a_threshold_already_reached_rolls_back() {
+    let d = run(&spec(), &progressing(20, 2), &observed("rev2", 80, 20), &[]);
+    assert_eq!(phase(&d), Some(CanaryPhase::Failed));
+    assert_eq!(
+        messages(&d)[0],
+        "Rolling back podinfo.test failed checks threshold reached 2"
+    );
+}
+
+#[test]
+fn max_weight_promotes_behind_confirm_promotion() {
+    let s = with_hooks(spec(), &["confirm-promotion"]);
+    let o = observed("rev2", 70, 30);
+    assert_eq!(
+        run(&s, &progressing(30, 0), &o, &[(Check::Analysis, passed())]).need,
+        Some(Check::ConfirmPromotion)
+    );
+    let d = run(
+        &s,
+        &progressing(30, 0),
+        &o,
+        &[
+            (Check::Analysis, passed()),
+            (
+                Check::ConfirmPromotion,
+                failed("Halt podinfo.test advancement waiting for promotion approval confirm-promotion-hook"),
+            ),
+        ],
+    );
+    assert_eq!(phase(&d), Some(CanaryPhase::WaitingPromotion));
+    assert!(d.actions.is_empty());
+    let waiting = CanaryStatus {
+        phase: CanaryPhase::WaitingPromotion,
+        ..progressing(0, 0)
+    };
+    let d = run(
+        &s,
+        &waiting,
+        &o,
+        &[(Check::Analysis, passed()), (Check::ConfirmPromotion, passed())],
+    );
+    assert_eq!(phase(&d), Some(CanaryPhase::Promoting));
+    assert_eq!(d.actions, [Action::Promote]);
+    assert_eq!(
+        messages(&d),
+        ["Copying podinfo.test template spec to podinfo-primary.test"]
+    );
+}
+
+fn promoting(weight: i32) -> CanaryStatus {
+    CanaryStatus {
+        phase: CanaryPhase::Promoting,
+        ..progressing(weight, 0)
+    }
+}
+
+#[test]
+fn promotion_routes_back_to_the_primary_once_it_is_ready() {
+    let mut o = observed("rev2", 70, 30);
+    o.primary = Some(Readiness::Waiting("podinfo-primary.test not ready".into()));
+    assert_eq!(
+        run(&spec(), &promoting(30), &o, &[]).requeue_after,
+        Some(READINESS_POLL)
+    );
+    let d = run(&spec(), &promoting(30), &observed("rev2", 70, 30), &[]);
+    assert_eq!(phase(&d), Some(CanaryPhase::Finalising));
+    assert_eq!(d.actions, [routes(100, 0)]);
+    assert_eq!(messages(&d), ["Routing all traffic to primary"]);
+    assert_eq!(
+        d.requeue_after,
+        Some(Duration::ZERO),
+        "serin finalises as soon as it can"
+    );
+}
+
+#[test]
+fn step_weight_promotion_shifts_in_steps() {
+    let mut s = spec();
+    s.analysis.as_mut().expect("analysis").step_weight_promotion = Some(50);
+    let d = run(&s, &promoting(100), &observed("rev2", 0, 100), &[]);
+    assert_eq!(d.actions, [routes(50, 50)]);
+    assert_eq!(messages(&d), ["Advance podinfo.test primary weight 50"]);
+    assert_eq!(phase(&d), None);
+    let d = run(&s, &promoting(50), &observed("rev2", 50, 50), &[]);
+    assert_eq!(d.actions, [routes(100, 0)]);
+    assert_eq!(phase(&d), Some(CanaryPhase::Finalising));
+}
+
+#[test]
+fn finalising_succeeds_and_scales_the_target_down() {
+    let st = CanaryStatus {
+        phase: CanaryPhase::Finalising,
+        ..progressing(0, 1)
+    };
+    let d = run(&spec(), &st, &observed("rev2", 100, 0), &[]);
+    assert_eq!(phase(&d), Some(CanaryPhase::Succeeded));
+    assert_eq!(
+        d.actions,
+        [
+            Action::ScaleTarget(Scale::Zero),
+            Action::PostRollout(CanaryPhase::Succeeded)
+        ]
+    );
+    assert_eq!(messages(&d), ["Promotion completed! Scaling down podinfo.test"]);
+    let s = d.status.expect("status");
+    assert_eq!(s.last_promoted_spec.as_deref(), Some("rev2"));
+    assert_eq!(
+        s.failed_checks, None,
+        "a success keeps its failed checks, as in Flagger"
+    );
+    assert_eq!(d.outcome, Some(Outcome::Succeeded { skipped: false }));
+}
+
+#[test]
+fn a_primary_that_fails_after_promotion_keeps_traffic_on_the_canary() {
+    let mut o = observed("rev2", 100, 0);
+    o.primary = Some(Readiness::Failed(
+        "podinfo-primary.test not ready: deployment \"podinfo-primary\" exceeded its progress deadline"
+            .into(),
+    ));
+    for p in [CanaryPhase::Promoting, CanaryPhase::Finalising] {
+        let st = CanaryStatus {
+            phase: p,
+            ..progressing(30, 0)
+        };
+        let d = run(&spec(), &st, &o, &[]);
+        assert_eq!(phase(&d), Some(CanaryPhase::Failed), "{p}");
+        assert_eq!(
+            d.actions,
+            [routes(0, 100), Action::PostRollout(CanaryPhase::Failed)]
+        );
+        assert_eq!(d.status.as_ref().and_then(|s| s.canary_weight), Some(100));
+        assert!(messages(&d)[0].starts_with("Promotion of podinfo.test failed, primary not ready: "));
+    }
+    let d = run(&spec(), &progressing(10, 0), &o, &[]);
+    assert_eq!(phase(&d), Some(CanaryPhase::Failed));
+    assert_eq!(
+        d.actions[0],
+        routes(100, 0),
+        "before promotion, a failed primary rolls back"
+    );
+}
+
+#[test]
+fn skip_analysis_promotes_at_once() {
+    let mut s = spec();
+    s.skip_analysis = Some(true);
+    let mut o = observed("rev2", 100, 0);
+    o.primary = None;
+    let d = run(&s, &progressing(0, 0), &o, &[]);
+    assert_eq!(phase(&d), Some(CanaryPhase::Succeeded));
+    assert_eq!(
+        d.actions,
+        [
+            routes(100, 0),
+            Action::Promote,
+            Action::ScaleTarget(Scale::Zero),
+            Action::PostRollout(CanaryPhase::Succeeded)
+        ]
+    );
+    assert_eq!(
+        messages(&d),
+        [
+            "Copying podinfo.test template spec to podinfo-primary.test",
+            "Promotion completed! Canary analysis was skipped for podinfo.test"
+        ]
+    );
+    assert_eq!(d.outcome, Some(Outcome::Succeeded { skipped: true }));
+}
+
+#[test]
+fn a_rollback_webhook_rolls_back() {
+    let s = with_hooks(spec(), &["rollback"]);
+    let o = observed("rev2", 90, 10);
+    assert_eq!(run(&s, &progressing(10, 0), &o, &[]).need, Some(Check::Rollback));
+    let d = run(
+        &s,
+        &progressing(10, 0),
+        &o,
+        &[(
+            Check::Rollback,
+            CheckResult::Passed(vec![Event::warning("Rollback check rollback-hook passed")]),
+        )],
+    );
+    assert_eq!(phase(&d), Some(CanaryPhase::Failed));
+    assert_eq!(
+        messages(&d)[..2],
+        [
+            "Rollback check rollback-hook passed",
+            "Rolling back podinfo.test manual webhook invoked"
+        ]
+    );
+    let d = run(
+        &s,
+        &progressing(10, 0),
+        &o,
+        &[
+            (
+                Check::Rollback,
+                CheckResult::Failed(vec![Event::normal(
+                    "Rollback hook rollback-hook not signaling a rollback",
+                )]),
+            ),
+            (Check::Analysis, passed()),
+        ],
+    );
+    assert_eq!(d.actions, [routes(80, 20)]);
+}
+
+#[test]
+fn confirm_traffic_increase_holds_the_weight() {
+    let s = with_hooks(spec(), &["confirm-traffic-increase"]);
+    let o = observed("rev2", 90, 10);
+    let d = run(
+        &s,
+        &progressing(10, 0),
+        &o,
+        &[
+            (Check::Analysis, passed()),
+            (
+                Check::ConfirmTrafficIncrease,
+                failed(
+                    "Halt podinfo.test advancement waiting for traffic increase approval confirm-traffic-increase-hook",
+                ),
+            ),
+        ],
+    );
+    assert!(d.actions.is_empty());
+    assert_eq!(d.status, None);
+    assert_eq!(
+        messages(&d),
+        ["Halt podinfo.test advancement waiting for traffic increase approval confirm-traffic-increase-hook"]
+    );
+}
+
+#[test]
+fn mirroring_takes_one_round_before_the_first_weight() {
+    let mut s = spec();
+    s.analysis.as_mut().expect("analysis").mirror = Some(true);
+    let d = run(&s, &progressing(0, 0), &observed("rev2", 100, 0), &[]);
+    assert_eq!(
+        d.actions,
+        [Action::SetRoutes(Routes {
+            primary: 100,
+            canary: 0,
+            mirrored: true
+        })]
+    );
+    let mut o = observed("rev2", 100, 0);
+    o.routes = Some(Routes {
+        primary: 100,
+        canary: 0,
+        mirrored: true,
+    });
+    let d = run(&s, &progressing(0, 0), &o, &[(Check::Analysis, passed())]);
+    assert_eq!(d.actions, [routes(90, 10)]);
+}
+
+#[test]
+fn step_weights_follow_the_list() {
+    let mut s = spec();
+    let a = s.analysis.as_mut().expect("analysis");
+    (a.step_weight, a.max_weight, a.step_weights) = (None, None, Some(vec![5, 25, 50]));
+    let d = run(
+        &s,
+        &progressing(5, 0),
+        &observed("rev2", 95, 5),
+        &[(Check::Analysis, passed())],
+    );
+    assert_eq!(d.actions, [routes(75, 25)]);
+    let d = run(
+        &s,
+        &progressing(50, 0),
+        &observed("rev2", 50, 50),
+        &[(Check::Analysis, passed())],
+    );
+    assert_eq!(d.actions, [Action::Promote]);
+}
+
+#[test]
+fn suspended_and_terminating_canaries_do_nothing() {
+    let mut s = spec();
+    s.suspend = Some(true);
+    let d = run(&s, &progressing(10, 0), &observed("rev3", 90, 10), &[]);
+    assert!(d.actions.is_empty() && d.status.is_none());
+    assert_eq!(messages(&d), ["skipping canary run as object is suspended"]);
+    let d = run(
+        &spec(),
+        &status(CanaryPhase::Terminating, 0, 0),
+        &observed("rev3", 100, 0),
+        &[],
+    );
+    assert_eq!(d, Decision::default());
+}
+
+#[test]
+fn strategies_not_implemented_yet_are_reported() {
+    let mut s = spec();
+    let a = s.analysis.as_mut().expect("analysis");
+    (a.step_weight, a.iterations) = (None, Some(3));
+    let d = run(&s, &progressing(0, 0), &observed("rev2", 100, 0), &[]);
+    assert!(
+        d.events
+            .iter()
+            .any(|e| e.warning && e.message.contains("blue-green strategy is not implemented")),
+        "{d:?}"
+    );
+    assert!(d.actions.is_empty());
+}
+
+#[test]
+fn missing_routing_is_recreated() {
+    let mut o = observed("rev2", 100, 0);
+    o.routes = None;
+    let d = run(&spec(), &progressing(0, 0), &o, &[]);
+    assert_eq!(d.actions, [Action::EnsureRouting]);
+}
