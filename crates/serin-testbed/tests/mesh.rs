@@ -233,7 +233,7 @@ async fn errors_and_latency_read_through_flaggers_queries() {
     let proxy = tb.proxy_url().expect("proxy").to_owned();
     tokio::task::spawn_blocking(move || {
         for cmd in [
-            "hey -z 20s -q 50 -c 1 http://podinfo-canary.test/",
+            "hey -z 20s -q 50 -c 2 http://podinfo-canary.test/",
             "hey -z 20s -q 20 -c 1 http://podinfo-primary.test/",
         ] {
             let (code, body) =
@@ -248,7 +248,7 @@ async fn errors_and_latency_read_through_flaggers_queries() {
             r#"sum(rate(istio_requests_total{{reporter="destination",destination_workload_namespace="test",destination_workload=~"{target}",response_code!~"5.*"}}[1m])) / sum(rate(istio_requests_total{{reporter="destination",destination_workload_namespace="test",destination_workload=~"{target}"}}[1m])) * 100"#
         )
     };
-    // Wait for the whole run (1000 canary requests) to be scraped.
+    // Wait for the whole run (2000 canary requests) to be scraped.
     eventually(
         Duration::from_secs(60),
         "20 s of canary traffic in Prometheus",
@@ -258,7 +258,7 @@ async fn errors_and_latency_read_through_flaggers_queries() {
                 r#"sum(istio_requests_total{reporter="destination",destination_workload="podinfo"})"#,
             )
             .await;
-            rows.first().is_some_and(|(_, v)| *v >= 990.0).then_some(())
+            rows.first().is_some_and(|(_, v)| *v >= 1980.0).then_some(())
         },
     )
     .await;
