@@ -5,6 +5,7 @@
 //! webhook gate, the analysis), it says which in [`Decision::need`], the controller runs it and
 //! calls [`decide`] again with the result. Nothing here does I/O.
 
+pub mod build;
 pub mod readiness;
 pub mod revision;
 pub mod weights;

@@ -1,0 +1,378 @@
+//! The `-primary` Deployment, built from the target as Flagger builds it at creation and at
+//! promotion, and the replica counts of scaling. Pure.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Value, json};
+
+use super::{configs, include_by_prefix, owner_reference, without_flux};
+use crate::api::Canary;
+
+/// The pod template annotation whose fresh value rolls the primary at every promotion.
+pub const FLAGGER_ID_ANNOTATION: &str = "flagger-id";
+
+/// The default `--selector-labels`.
+pub const DEFAULT_SELECTOR_LABELS: [&str; 3] = ["app", "name", "app.kubernetes.io/name"];
+
+fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
+    v.and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The selector label of a target: the first of `selector_labels` in its
+/// `spec.selector.matchLabels`, with its value.
+pub fn selector_label(target: &Value, selector_labels: &[String]) -> Result<(String, String), String> {
+    let match_labels = string_map(target.pointer("/spec/selector/matchLabels"));
+    selector_labels
+        .iter()
+        .find_map(|key| match_labels.get(key).map(|v| (key.clone(), v.clone())))
+        .ok_or_else(|| {
+            format!(
+                "deployment {}.{} spec.selector.matchLabels must contain one of [{}]",
+                target
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+                target
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+                selector_labels.join(" ")
+            )
+        })
+}
+
+/// Rewrites label selectors in affinity and topology spread constraints that select the target
+/// (a value equal to its name under a selector label key) to select the primary.
+fn rewrite_selectors(pod_spec: &mut Value, target_name: &str, selector_labels: &[String]) {
+    let primary = format!("{target_name}-primary");
+    let fix = |selector: &mut Value| {
+        if let Some(labels) = selector.get_mut("matchLabels").and_then(Value::as_object_mut) {
+            for (k, v) in labels.iter_mut() {
+                if selector_labels.contains(k) && v.as_str() == Some(target_name) {
+                    *v = json!(primary);
+                }
+            }
+        }
+        if let Some(exprs) = selector.get_mut("matchExpressions").and_then(Value::as_array_mut) {
+            for e in exprs {
+                let key = e
+                    .get("key")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                if !selector_labels.contains(&key) {
+                    continue;
+                }
+                if let Some(values) = e.get_mut("values").and_then(Value::as_array_mut) {
+                    for v in values {
+                        if v.as_str() == Some(target_name) {
+                            *v = json!(primary);
+                        }
+                    }
+                }
+            }
+        }
+    };
+    if let Some(constraints) = pod_spec
+        .get_mut("topologySpreadConstraints")
+        .and_then(Value::as_array_mut)
+    {
+        for c in constraints {
+            if let Some(s) = c.get_mut("labelSelector") {
+                fix(s);
+            }
+        }
+    }
+    if let Some(anti) = pod_spec.pointer_mut("/affinity/podAntiAffinity") {
+        if let Some(terms) = anti
+            .get_mut("requiredDuringSchedulingIgnoredDuringExecution")
+            .and_then(Value::as_array_mut)
+        {
+            for t in terms {
+                if let Some(s) = t.get_mut("labelSelector") {
+                    fix(s);
+                }
+            }
+        }
+        if let Some(terms) = anti
+            .get_mut("preferredDuringSchedulingIgnoredDuringExecution")
+            .and_then(Value::as_array_mut)
+        {
+            for t in terms {
+                if let Some(s) = t.pointer_mut("/podAffinityTerm/labelSelector") {
+                    fix(s);
+                }
+            }
+        }
+    }
+}
+
+/// What building the primary needs.
+#[derive(Clone, Copy, Debug)]
+pub struct PrimaryInput<'a> {
+    pub canary: &'a Canary,
+    /// The target Deployment as JSON.
+    pub target: &'a Value,
+    /// The selector label key and the target's value for it.
+    pub label: (&'a str, &'a str),
+    pub selector_labels: &'a [String],
+    pub include_label_prefixes: &'a [String],
+    /// `(kind, name)` of the configs that have `-primary` copies.
+    pub tracked: &'a BTreeSet<(String, String)>,
+    /// A fresh random id for the template annotation.
+    pub flagger_id: &'a str,
+}
+
+/// The primary Deployment. `promotion` chooses Flagger's promotion rules for metadata (filtered
+/// annotations) and replicas (kept for the autoscaler when there is one).
+pub fn primary_deployment(input: PrimaryInput, promotion: bool) -> Value {
+    let target = input.target;
+    let target_name = target
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let (key, value) = input.label;
+    let primary_value = format!("{value}-primary");
+    let mut labels = include_by_prefix(
+        Some(&string_map(target.pointer("/metadata/labels"))),
+        input.include_label_prefixes,
+    );
+    labels.insert(key.to_owned(), primary_value.clone());
+    let annotations = if promotion {
+        include_by_prefix(
+            Some(&string_map(target.pointer("/metadata/annotations"))),
+            input.include_label_prefixes,
+        )
+    } else {
+        without_flux(Some(&string_map(target.pointer("/metadata/annotations"))))
+    };
+    let mut template_labels = without_flux(Some(&string_map(
+        target.pointer("/spec/template/metadata/labels"),
+    )));
+    template_labels.insert(key.to_owned(), primary_value.clone());
+    let mut template_annotations = without_flux(Some(&string_map(
+        target.pointer("/spec/template/metadata/annotations"),
+    )));
+    template_annotations.insert(FLAGGER_ID_ANNOTATION.to_owned(), input.flagger_id.to_owned());
+    let mut pod_spec = configs::rename_to_primary(
+        target.pointer("/spec/template/spec").unwrap_or(&Value::Null),
+        input.tracked,
+    );
+    rewrite_selectors(&mut pod_spec, target_name, input.selector_labels);
+
+    let target_replicas = target
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let mut spec = json!({
+        "selector": {"matchLabels": {key: primary_value}},
+        "template": {"metadata": {"labels": template_labels, "annotations": template_annotations}, "spec": pod_spec},
+    });
+    for field in [
+        "progressDeadlineSeconds",
+        "minReadySeconds",
+        "revisionHistoryLimit",
+        "strategy",
+    ] {
+        if let Some(v) = target.pointer(&format!("/spec/{field}")) {
+            spec[field] = v.clone();
+        }
+    }
+    let has_autoscaler = input.canary.spec.autoscaler_ref.is_some();
+    if !promotion {
+        spec["replicas"] = json!(if target_replicas > 0 { target_replicas } else { 1 });
+    } else if !has_autoscaler && target_replicas > 0 {
+        spec["replicas"] = json!(target_replicas);
+    }
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": format!("{target_name}-primary"),
+            "namespace": input.canary.metadata.namespace,
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [owner_reference(input.canary)],
+        },
+        "spec": spec,
+    })
+}
+
+/// The replicas a target gets back when a run starts (Flagger's `ScaleFromZero`): its own if set,
+/// else the HPA's minimum (at least 1) with an autoscaler, else the primary's (at least 1).
+pub fn scale_from_zero(
+    target_replicas: Option<i32>,
+    primary_replicas: Option<i32>,
+    hpa_min_replicas: Option<Option<i32>>,
+) -> i32 {
+    if let Some(r) = target_replicas.filter(|r| *r > 0) {
+        return r;
+    }
+    match hpa_min_replicas {
+        Some(min) => min.filter(|m| *m > 1).unwrap_or(1),
+        None => primary_replicas.filter(|r| *r > 0).unwrap_or(1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::{CanarySpec, canary::TargetRef};
+
+    fn canary() -> Canary {
+        let mut c = Canary::new(
+            "podinfo",
+            CanarySpec {
+                target_ref: TargetRef {
+                    api_version: "apps/v1".into(),
+                    kind: "Deployment".into(),
+                    name: "podinfo".into(),
+                },
+                ..Default::default()
+            },
+        );
+        c.metadata.namespace = Some("test".into());
+        c.metadata.uid = Some("uid-1".into());
+        c
+    }
+
+    fn target() -> Value {
+        json!({
+            "metadata": {"name": "podinfo", "namespace": "test",
+                "labels": {"app.kubernetes.io/name": "podinfo", "kustomize.toolkit.fluxcd.io/name": "apps", "team": "a"},
+                "annotations": {"app.kubernetes.io/instance": "x", "kustomize.toolkit.fluxcd.io/checksum": "y", "note": "z"}},
+            "spec": {
+                "replicas": 0, "minReadySeconds": 5, "progressDeadlineSeconds": 60, "revisionHistoryLimit": 5,
+                "strategy": {"type": "RollingUpdate"},
+                "selector": {"matchLabels": {"app": "podinfo"}},
+                "template": {
+                    "metadata": {"labels": {"app": "podinfo"}, "annotations": {"prometheus.io/scrape": "true", "flagger-id": "old"}},
+                    "spec": {
+                        "containers": [{"name": "podinfod", "image": "podinfo:6.0.1", "env": [{"name": "S", "valueFrom": {"secretKeyRef": {"name": "podinfo-secret", "key": "v"}}}]}],
+                        "topologySpreadConstraints": [{"labelSelector": {"matchLabels": {"app": "podinfo"}}}],
+                        "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"podAffinityTerm": {"labelSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["podinfo"]}]}}}]}}
+                    }
+                }
+            }
+        })
+    }
+
+    fn build(promotion: bool, prefixes: &[String]) -> Value {
+        let c = canary();
+        let t = target();
+        let tracked = BTreeSet::from([("secret".to_owned(), "podinfo-secret".to_owned())]);
+        let selector_labels: Vec<String> = DEFAULT_SELECTOR_LABELS.iter().map(|s| (*s).to_owned()).collect();
+        primary_deployment(
+            PrimaryInput {
+                canary: &c,
+                target: &t,
+                label: ("app", "podinfo"),
+                selector_labels: &selector_labels,
+                include_label_prefixes: prefixes,
+                tracked: &tracked,
+                flagger_id: "new-id",
+            },
+            promotion,
+        )
+    }
+
+    #[test]
+    fn selector_label_is_the_first_configured_key_present() {
+        let labels: Vec<String> = DEFAULT_SELECTOR_LABELS.iter().map(|s| (*s).to_owned()).collect();
+        assert_eq!(
+            selector_label(&target(), &labels),
+            Ok(("app".into(), "podinfo".into()))
+        );
+        let err = selector_label(&json!({"metadata": {"name": "x", "namespace": "test"}, "spec": {"selector": {"matchLabels": {"tier": "web"}}}}), &labels).expect_err("missing");
+        assert_eq!(
+            err,
+            "deployment x.test spec.selector.matchLabels must contain one of [app name app.kubernetes.io/name]"
+        );
+    }
+
+    #[test]
+    fn primary_at_creation() {
+        let p = build(false, &["app.kubernetes.io".into()]);
+        assert_eq!(p["metadata"]["name"], "podinfo-primary");
+        assert_eq!(
+            p["metadata"]["labels"],
+            json!({"app": "podinfo-primary", "app.kubernetes.io/name": "podinfo"})
+        );
+        assert_eq!(
+            p["metadata"]["annotations"],
+            json!({"app.kubernetes.io/instance": "x", "note": "z"}),
+            "creation copies all but Flux's"
+        );
+        assert_eq!(p["metadata"]["ownerReferences"][0]["kind"], "Canary");
+        assert_eq!(p["metadata"]["ownerReferences"][0]["controller"], true);
+        assert_eq!(
+            p["spec"]["selector"],
+            json!({"matchLabels": {"app": "podinfo-primary"}})
+        );
+        assert_eq!(p["spec"]["replicas"], 1, "a target at 0 gives a primary of 1");
+        assert_eq!(
+            (
+                p["spec"]["minReadySeconds"].clone(),
+                p["spec"]["progressDeadlineSeconds"].clone()
+            ),
+            (json!(5), json!(60))
+        );
+        let template = &p["spec"]["template"];
+        assert_eq!(template["metadata"]["labels"]["app"], "podinfo-primary");
+        assert_eq!(template["metadata"]["annotations"]["flagger-id"], "new-id");
+        assert_eq!(
+            template["metadata"]["annotations"]["prometheus.io/scrape"],
+            "true"
+        );
+        assert_eq!(
+            template["spec"]["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["name"],
+            "podinfo-secret-primary"
+        );
+        assert_eq!(
+            template["spec"]["topologySpreadConstraints"][0]["labelSelector"]["matchLabels"]["app"],
+            "podinfo-primary"
+        );
+        assert_eq!(
+            template.pointer("/spec/affinity/podAntiAffinity/preferredDuringSchedulingIgnoredDuringExecution/0/podAffinityTerm/labelSelector/matchExpressions/0/values/0"),
+            Some(&json!("podinfo-primary"))
+        );
+    }
+
+    #[test]
+    fn primary_at_promotion_filters_annotations_by_prefix() {
+        let p = build(true, &["app.kubernetes.io".into()]);
+        assert_eq!(
+            p["metadata"]["annotations"],
+            json!({"app.kubernetes.io/instance": "x"})
+        );
+        assert!(
+            p["spec"].get("replicas").is_none(),
+            "a target at 0 does not set the primary's replicas"
+        );
+        let p = build(true, &[String::new()]);
+        assert_eq!(
+            p["metadata"]["annotations"],
+            json!({}),
+            "the default prefix list copies nothing"
+        );
+        assert_eq!(p["metadata"]["labels"], json!({"app": "podinfo-primary"}));
+    }
+
+    #[test]
+    fn scale_from_zero_counts() {
+        assert_eq!(scale_from_zero(Some(3), Some(5), None), 3);
+        assert_eq!(scale_from_zero(Some(0), Some(5), None), 5);
+        assert_eq!(scale_from_zero(None, None, None), 1);
+        assert_eq!(scale_from_zero(Some(0), Some(5), Some(Some(2))), 2);
+        assert_eq!(scale_from_zero(Some(0), Some(5), Some(Some(1))), 1);
+        assert_eq!(scale_from_zero(Some(0), Some(5), Some(None)), 1);
+    }
+}

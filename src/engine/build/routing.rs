@@ -1,0 +1,448 @@
+//! The Services, DestinationRules and VirtualService of a Canary (Flagger's Kubernetes and Istio
+//! routers). Pure.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::{FLUX_ANNOTATIONS, owner_reference};
+use crate::api::{
+    Canary,
+    canary::{CustomMetadata, ServiceNames},
+};
+
+/// What routing needs to know about the target.
+#[derive(Clone, Copy, Debug)]
+pub struct Target<'a> {
+    /// The selector label key and the target's value for it.
+    pub label: (&'a str, &'a str),
+    /// The target's pod spec (for port discovery).
+    pub pod_spec: &'a Value,
+}
+
+fn metadata(
+    canary: &Canary,
+    name: &str,
+    custom: Option<&CustomMetadata>,
+    extra_labels: &[(&str, &str)],
+) -> Value {
+    let mut labels: BTreeMap<String, String> = custom.and_then(|c| c.labels.clone()).unwrap_or_default();
+    for (k, v) in extra_labels {
+        labels.insert((*k).to_owned(), (*v).to_owned());
+    }
+    let mut annotations: BTreeMap<String, String> =
+        custom.and_then(|c| c.annotations.clone()).unwrap_or_default();
+    for (k, v) in FLUX_ANNOTATIONS {
+        annotations.insert(k.to_owned(), v.to_owned());
+    }
+    json!({
+        "name": name,
+        "namespace": canary.metadata.namespace,
+        "labels": labels,
+        "annotations": annotations,
+        "ownerReferences": [owner_reference(canary)],
+    })
+}
+
+/// Ports discovered on the target's containers (Flagger's `portDiscovery`): every container
+/// port but the service's own and those of `istio-proxy`/`envoy` containers.
+pub fn discovered_ports(canary: &Canary, pod_spec: &Value) -> Vec<Value> {
+    let service = &canary.spec.service;
+    let skip = service.target_port.as_ref().map_or_else(
+        || json!(service.port),
+        |t| match t {
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n) => json!(n),
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s) => json!(s),
+        },
+    );
+    let mut out = Vec::new();
+    for container in pod_spec
+        .get("containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let cname = container.get("name").and_then(Value::as_str).unwrap_or_default();
+        if matches!(cname, "istio-proxy" | "envoy") {
+            continue;
+        }
+        for (i, port) in container
+            .get("ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let Some(number) = port.get("containerPort").and_then(Value::as_i64) else {
+                continue;
+            };
+            let name = port
+                .get("name")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("tcp-{cname}-{i}"));
+            if json!(number) == skip || port.get("name").is_some_and(|n| *n == skip) {
+                continue;
+            }
+            out.push(json!({"name": name, "protocol": "TCP", "port": number, "targetPort": number}));
+        }
+    }
+    out
+}
+
+/// The apex, primary and canary Services.
+pub fn services(canary: &Canary, target: Target) -> Vec<Value> {
+    let names = canary.service_names();
+    let service = &canary.spec.service;
+    let (key, value) = target.label;
+    let mut main_port = json!({
+        "name": service.port_name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "http".into()),
+        "protocol": "TCP",
+        "port": service.port,
+        "targetPort": service.target_port.as_ref().map_or_else(|| json!(service.port), |t| serde_json::to_value(t).unwrap_or(json!(service.port))),
+    });
+    if let Some(app_protocol) = &service.app_protocol {
+        main_port["appProtocol"] = json!(app_protocol);
+    }
+    let mut ports = vec![main_port];
+    if service.port_discovery.unwrap_or(false) {
+        ports.extend(discovered_ports(canary, target.pod_spec));
+    }
+    let primary_value = format!("{value}-primary");
+    let build = |name: &str, selector: &str, custom: Option<&CustomMetadata>| {
+        let mut spec = json!({"type": "ClusterIP", "selector": {key: selector}, "ports": ports});
+        if service.headless.unwrap_or(false) {
+            spec["clusterIP"] = json!("None");
+        }
+        if let Some(td) = &service.traffic_distribution {
+            spec["trafficDistribution"] = json!(td);
+        }
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": metadata(canary, name, custom, &[(key, name)]), "spec": spec})
+    };
+    vec![
+        build(&names.apex, &primary_value, service.apex.as_ref()),
+        build(&names.primary, &primary_value, service.primary.as_ref()),
+        build(&names.canary, value, service.canary.as_ref()),
+    ]
+}
+
+/// The primary and canary DestinationRules (the Canary's traffic policy in both).
+pub fn destination_rules(canary: &Canary) -> Vec<Value> {
+    let names = canary.service_names();
+    [names.primary, names.canary]
+        .into_iter()
+        .map(|host| {
+            let mut spec = json!({"host": host});
+            if let Some(policy) = &canary.spec.service.traffic_policy {
+                spec["trafficPolicy"] = serde_json::to_value(policy).unwrap_or(Value::Null);
+            }
+            json!({
+                "apiVersion": "networking.istio.io/v1beta1",
+                "kind": "DestinationRule",
+                "metadata": {"name": host, "namespace": canary.metadata.namespace, "ownerReferences": [owner_reference(canary)]},
+                "spec": spec,
+            })
+        })
+        .collect()
+}
+
+/// Why a VirtualService cannot be built.
+pub fn virtual_service_error(canary: &Canary) -> Option<String> {
+    let service = &canary.spec.service;
+    let names = canary.service_names();
+    (service.delegation.unwrap_or(false)
+        && (service.hosts.as_ref().is_some_and(|h| !h.is_empty())
+            || service.gateways.as_ref().is_some_and(|g| !g.is_empty())))
+    .then(|| {
+        format!(
+            "VirtualService {}.{} cannot have hosts and gateways when delegation enabled",
+            names.apex,
+            canary.metadata.namespace.as_deref().unwrap_or_default()
+        )
+    })
+}
+
+fn destination(canary: &Canary, host: &str, weight: i32) -> Value {
+    let service = &canary.spec.service;
+    let gateways = service.gateways.clone().unwrap_or_default();
+    let delegation = service.delegation.unwrap_or(false);
+    let mut d = json!({"destination": {"host": host}, "weight": weight});
+    if service.port_discovery.unwrap_or(false)
+        && ((!gateways.is_empty() && gateways[0] != "mesh") || delegation)
+    {
+        d["destination"]["port"] = json!({"number": service.port});
+    }
+    d
+}
+
+/// The HTTP routes for the given weights (Flagger's `SetRoutes`).
+pub fn http_routes(
+    canary: &Canary,
+    names: &ServiceNames,
+    primary: i32,
+    canary_weight: i32,
+    mirrored: bool,
+) -> Vec<Value> {
+    let service = &canary.spec.service;
+    let mut base = serde_json::Map::new();
+    if let Some(m) = service.match_.as_ref().filter(|m| !m.is_empty()) {
+        base.insert("match".into(), serde_json::to_value(m).unwrap_or(Value::Null));
+    }
+    if let Some(r) = &service.rewrite {
+        let mut rewrite = serde_json::to_value(r).unwrap_or(Value::Null);
+        if let Some(m) = rewrite.as_object_mut() {
+            m.remove("type");
+        }
+        base.insert("rewrite".into(), rewrite);
+    }
+    if let Some(t) = &service.timeout {
+        base.insert("timeout".into(), json!(t));
+    }
+    if let Some(r) = &service.retries {
+        base.insert("retries".into(), serde_json::to_value(r).unwrap_or(Value::Null));
+    }
+    if let Some(c) = &service.cors_policy {
+        base.insert(
+            "corsPolicy".into(),
+            serde_json::to_value(c).unwrap_or(Value::Null),
+        );
+    }
+    if let Some(h) = &service.headers {
+        base.insert("headers".into(), serde_json::to_value(h).unwrap_or(Value::Null));
+    }
+    let mut weighted = Value::Object(base.clone());
+    weighted["route"] = json!([
+        destination(canary, &names.primary, primary),
+        destination(canary, &names.canary, canary_weight)
+    ]);
+    if mirrored {
+        weighted["mirror"] = json!({"host": names.canary});
+        if let Some(w) = canary
+            .spec
+            .analysis
+            .as_ref()
+            .and_then(|a| a.mirror_weight)
+            .filter(|w| *w > 0)
+        {
+            weighted["mirrorPercentage"] = json!({"value": f64::from(w)});
+        }
+    }
+    vec![weighted]
+}
+
+/// The VirtualService with the given weights.
+pub fn virtual_service(canary: &Canary, primary: i32, canary_weight: i32, mirrored: bool) -> Value {
+    let names = canary.service_names();
+    let service = &canary.spec.service;
+    let delegation = service.delegation.unwrap_or(false);
+    let mut spec = serde_json::Map::new();
+    if delegation {
+        spec.insert("hosts".into(), json!([]));
+    } else {
+        let mut hosts = service.hosts.clone().unwrap_or_default();
+        if !hosts.iter().any(|h| *h == names.apex || h == "*") {
+            hosts.push(names.apex.clone());
+        }
+        spec.insert("hosts".into(), json!(hosts));
+        let gateways = service
+            .gateways
+            .clone()
+            .filter(|g| !g.is_empty())
+            .unwrap_or_else(|| vec!["mesh".into()]);
+        spec.insert("gateways".into(), json!(gateways));
+    }
+    spec.insert(
+        "http".into(),
+        Value::Array(http_routes(canary, &names, primary, canary_weight, mirrored)),
+    );
+    json!({
+        "apiVersion": "networking.istio.io/v1beta1",
+        "kind": "VirtualService",
+        "metadata": metadata(canary, &names.apex, service.apex.as_ref(), &[]),
+        "spec": Value::Object(spec),
+    })
+}
+
+/// Reads the weights back from a VirtualService (Flagger's `GetRoutes`): from the last HTTP route
+/// that sends to the canary Service. `None` when no route holds both.
+pub fn read_routes(canary: &Canary, vs_spec: &Value) -> Option<(i32, i32, bool)> {
+    let names = canary.service_names();
+    let mut found = None;
+    for route in vs_spec
+        .get("http")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let dests = route
+            .get("route")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let weight = |host: &str| {
+            dests
+                .iter()
+                .find(|d| d.pointer("/destination/host").and_then(Value::as_str) == Some(host))
+                .map(|d| d.get("weight").and_then(Value::as_i64).unwrap_or(0) as i32)
+        };
+        if let Some(cw) = weight(&names.canary) {
+            let mirrored = route
+                .pointer("/mirror/host")
+                .and_then(Value::as_str)
+                .is_some_and(|h| !h.is_empty());
+            found = Some((weight(&names.primary).unwrap_or(0), cw, mirrored));
+        }
+    }
+    found.filter(|(p, c, _)| *p != 0 || *c != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::CanarySpec;
+
+    fn canary(service: Value) -> Canary {
+        let spec: CanarySpec = serde_json::from_value(json!({
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "service": service,
+            "analysis": {"interval": "10s", "threshold": 2, "stepWeight": 10, "mirrorWeight": 50}
+        }))
+        .expect("spec");
+        let mut c = Canary::new("podinfo", spec);
+        c.metadata.namespace = Some("test".into());
+        c.metadata.uid = Some("u".into());
+        c
+    }
+
+    fn pod_spec() -> Value {
+        json!({"containers": [
+            {"name": "podinfod", "ports": [{"name": "http", "containerPort": 9898}, {"name": "http-metrics", "containerPort": 9797}, {"containerPort": 9999}]},
+            {"name": "istio-proxy", "ports": [{"containerPort": 15090}]}
+        ]})
+    }
+
+    #[test]
+    fn three_services_with_flaggers_selectors_and_ports() {
+        let c = canary(
+            json!({"port": 80, "targetPort": 9898, "portDiscovery": true, "apex": {"labels": {"test": "labels-test"}, "annotations": {"test": "annotations-test"}}}),
+        );
+        let svcs = services(
+            &c,
+            Target {
+                label: ("app", "podinfo"),
+                pod_spec: &pod_spec(),
+            },
+        );
+        let by_name = |n: &str| {
+            svcs.iter()
+                .find(|s| s["metadata"]["name"] == n)
+                .expect("service")
+                .clone()
+        };
+        assert_eq!(
+            by_name("podinfo")["spec"]["selector"],
+            json!({"app": "podinfo-primary"})
+        );
+        assert_eq!(
+            by_name("podinfo-primary")["spec"]["selector"],
+            json!({"app": "podinfo-primary"})
+        );
+        assert_eq!(
+            by_name("podinfo-canary")["spec"]["selector"],
+            json!({"app": "podinfo"})
+        );
+        let apex = by_name("podinfo");
+        assert_eq!(
+            apex["metadata"]["labels"],
+            json!({"app": "podinfo", "test": "labels-test"})
+        );
+        assert_eq!(apex["metadata"]["annotations"]["test"], "annotations-test");
+        assert_eq!(
+            apex["metadata"]["annotations"]["kustomize.toolkit.fluxcd.io/reconcile"],
+            "disabled"
+        );
+        let ports: Vec<(Value, Value)> = apex["spec"]["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .map(|p| (p["name"].clone(), p["port"].clone()))
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                (json!("http"), json!(80)),
+                (json!("http-metrics"), json!(9797)),
+                (json!("tcp-podinfod-2"), json!(9999))
+            ]
+        );
+    }
+
+    #[test]
+    fn virtual_service_defaults_to_the_mesh_at_100_0() {
+        let c = canary(
+            json!({"port": 9898, "headers": {"request": {"add": {"x-envoy-upstream-rq-timeout-ms": "15000"}}}}),
+        );
+        let vs = virtual_service(&c, 100, 0, false);
+        assert_eq!(vs["spec"]["hosts"], json!(["podinfo"]));
+        assert_eq!(vs["spec"]["gateways"], json!(["mesh"]));
+        let route = &vs["spec"]["http"][0];
+        assert_eq!(
+            route["route"],
+            json!([{"destination": {"host": "podinfo-primary"}, "weight": 100}, {"destination": {"host": "podinfo-canary"}, "weight": 0}])
+        );
+        assert_eq!(
+            route["headers"]["request"]["add"]["x-envoy-upstream-rq-timeout-ms"],
+            "15000"
+        );
+        assert_eq!(read_routes(&c, &vs["spec"]), Some((100, 0, false)));
+    }
+
+    #[test]
+    fn hosts_gateways_mirror_and_delegation() {
+        let c = canary(
+            json!({"port": 9898, "portDiscovery": true, "hosts": ["app.example.com"], "gateways": ["istio-system/public"]}),
+        );
+        let vs = virtual_service(&c, 90, 10, true);
+        assert_eq!(vs["spec"]["hosts"], json!(["app.example.com", "podinfo"]));
+        assert_eq!(
+            vs["spec"]["gateways"],
+            json!(["istio-system/public"]),
+            "mesh is not added to given gateways"
+        );
+        assert_eq!(
+            vs["spec"]["http"][0]["route"][0]["destination"]["port"],
+            json!({"number": 9898})
+        );
+        assert_eq!(vs["spec"]["http"][0]["mirror"], json!({"host": "podinfo-canary"}));
+        assert_eq!(vs["spec"]["http"][0]["mirrorPercentage"], json!({"value": 50.0}));
+        assert_eq!(read_routes(&c, &vs["spec"]), Some((90, 10, true)));
+        let d = canary(json!({"port": 9898, "delegation": true}));
+        assert_eq!(virtual_service(&d, 100, 0, false)["spec"]["hosts"], json!([]));
+        assert!(
+            virtual_service(&d, 100, 0, false)["spec"]
+                .get("gateways")
+                .is_none()
+        );
+        let bad = canary(json!({"port": 9898, "delegation": true, "hosts": ["x"]}));
+        assert_eq!(
+            virtual_service_error(&bad).as_deref(),
+            Some("VirtualService podinfo.test cannot have hosts and gateways when delegation enabled")
+        );
+    }
+
+    #[test]
+    fn destination_rules_carry_the_traffic_policy() {
+        let c = canary(json!({"port": 9898, "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}));
+        let drs = destination_rules(&c);
+        assert_eq!(
+            drs.iter().map(|d| d["spec"]["host"].clone()).collect::<Vec<_>>(),
+            [json!("podinfo-primary"), json!("podinfo-canary")]
+        );
+        assert!(
+            drs.iter()
+                .all(|d| d["spec"]["trafficPolicy"]["tls"]["mode"] == "ISTIO_MUTUAL")
+        );
+    }
+}
