@@ -2,6 +2,7 @@
 //! `flagger.app/v1beta1` resources unchanged.
 #![forbid(unsafe_code)]
 
+pub mod analysis;
 pub mod api;
 pub mod cli;
 pub mod engine;

@@ -1,0 +1,177 @@
+//! Metric analysis: Flagger's builtin Istio queries, MetricTemplate rendering, verdicts with
+//! Flagger's messages (pure), and the Prometheus provider (I/O).
+
+pub mod prometheus;
+pub mod render;
+
+use crate::api::canary::{CanaryMetric, METRIC_REQUEST_DURATION, METRIC_REQUEST_SUCCESS_RATE};
+
+/// Default query window of builtin and inline metrics.
+pub const DEFAULT_INTERVAL: &str = "1m";
+
+/// Flagger's builtin `request-success-rate` query for Istio.
+pub fn success_rate_query(namespace: &str, target: &str, interval: &str) -> String {
+    format!(
+        r#"sum(rate(istio_requests_total{{reporter="destination",destination_workload_namespace="{namespace}",destination_workload=~"{target}",response_code!~"5.*"}}[{interval}])) / sum(rate(istio_requests_total{{reporter="destination",destination_workload_namespace="{namespace}",destination_workload=~"{target}"}}[{interval}])) * 100"#
+    )
+}
+
+/// Flagger's builtin `request-duration` query for Istio (P99 in milliseconds).
+pub fn duration_query(namespace: &str, target: &str, interval: &str) -> String {
+    format!(
+        r#"histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket{{reporter="destination",destination_workload_namespace="{namespace}",destination_workload=~"{target}"}}[{interval}])) by (le))"#
+    )
+}
+
+/// The verdict on one metric value: `None` passes, `Some(message)` halts with Flagger's text.
+pub fn verdict(canary: &str, metric: &CanaryMetric, value: f64) -> Option<String> {
+    let range = metric.threshold_range.clone().unwrap_or_default();
+    match metric.name.as_str() {
+        METRIC_REQUEST_SUCCESS_RATE if metric.template_ref.is_none() => {
+            if let Some(min) = range.min
+                && value < min
+            {
+                return Some(format!(
+                    "Halt {canary} advancement success rate {value:.2}% < {min}%"
+                ));
+            }
+            if let Some(max) = range.max
+                && value > max
+            {
+                return Some(format!(
+                    "Halt {canary} advancement success rate {value:.2}% > {max}%"
+                ));
+            }
+            if let Some(threshold) = metric.threshold
+                && threshold > value
+            {
+                return Some(format!(
+                    "Halt {canary} advancement success rate {value:.2}% < {threshold}%"
+                ));
+            }
+            None
+        }
+        METRIC_REQUEST_DURATION if metric.template_ref.is_none() => {
+            // Flagger truncates to whole milliseconds and prints Go durations.
+            let ms = value.trunc();
+            if let Some(min) = range.min
+                && ms < min
+            {
+                return Some(format!(
+                    "Halt {canary} advancement request duration {} < {}",
+                    go_duration(ms),
+                    go_duration(min)
+                ));
+            }
+            if let Some(max) = range.max
+                && ms > max
+            {
+                return Some(format!(
+                    "Halt {canary} advancement request duration {} > {}",
+                    go_duration(ms),
+                    go_duration(max)
+                ));
+            }
+            if let Some(threshold) = metric.threshold
+                && ms > threshold
+            {
+                return Some(format!(
+                    "Halt {canary} advancement request duration {} > {}",
+                    go_duration(ms),
+                    go_duration(threshold)
+                ));
+            }
+            None
+        }
+        name => {
+            if let Some(min) = range.min
+                && value < min
+            {
+                return Some(format!("Halt {canary} advancement {name} {value:.2} < {min}"));
+            }
+            if let Some(max) = range.max
+                && value > max
+            {
+                return Some(format!("Halt {canary} advancement {name} {value:.2} > {max}"));
+            }
+            None
+        }
+    }
+}
+
+/// Milliseconds as Go prints a `time.Duration` (`1.515s`, `500ms`).
+pub fn go_duration(ms: f64) -> String {
+    if ms >= 1000.0 {
+        let s = format!("{:.3}", ms / 1000.0);
+        format!("{}s", s.trim_end_matches('0').trim_end_matches('.'))
+    } else {
+        format!("{}ms", ms as i64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::canary::ThresholdRange;
+
+    fn metric(name: &str, min: Option<f64>, max: Option<f64>) -> CanaryMetric {
+        CanaryMetric {
+            name: name.into(),
+            threshold_range: Some(ThresholdRange { min, max }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn verdicts_use_flaggers_texts() {
+        let c = "podinfo.test";
+        assert_eq!(
+            verdict(c, &metric("request-success-rate", Some(99.0), None), 99.5),
+            None
+        );
+        assert_eq!(
+            verdict(c, &metric("request-success-rate", Some(99.0), None), 98.5).as_deref(),
+            Some("Halt podinfo.test advancement success rate 98.50% < 99%")
+        );
+        assert_eq!(
+            verdict(c, &metric("request-duration", None, Some(500.0)), 1515.7).as_deref(),
+            Some("Halt podinfo.test advancement request duration 1.515s > 500ms")
+        );
+        assert_eq!(
+            verdict(c, &metric("request-duration", None, Some(500.0)), 499.9),
+            None
+        );
+        assert_eq!(
+            verdict(c, &metric("latency", None, Some(500.0)), 812.25).as_deref(),
+            Some("Halt podinfo.test advancement latency 812.25 > 500")
+        );
+        assert_eq!(
+            verdict(c, &metric("errors", Some(1.0), None), 0.5).as_deref(),
+            Some("Halt podinfo.test advancement errors 0.50 < 1")
+        );
+        assert_eq!(
+            verdict(
+                c,
+                &CanaryMetric {
+                    name: "x".into(),
+                    ..Default::default()
+                },
+                1e9
+            ),
+            None,
+            "no range, no verdict"
+        );
+    }
+
+    #[test]
+    fn builtin_queries_match_flagger() {
+        let q = success_rate_query("test", "podinfo", "1m");
+        assert!(q.starts_with(r#"sum(rate(istio_requests_total{reporter="destination",destination_workload_namespace="test",destination_workload=~"podinfo",response_code!~"5.*"}[1m]))"#));
+        assert!(q.ends_with("* 100"));
+        assert!(
+            duration_query("test", "podinfo", "30s").contains("istio_request_duration_milliseconds_bucket")
+        );
+        assert_eq!(go_duration(1500.0), "1.5s");
+        assert_eq!(go_duration(2000.0), "2s");
+    }
+}

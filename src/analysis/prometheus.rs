@@ -1,0 +1,110 @@
+//! The Prometheus provider: instant queries with a 5 s timeout, optional headers and
+//! bearer/basic auth, and Flagger's result rules (no value or NaN is "no values found"), except
+//! that several series are an error naming how many came back instead of silently taking the
+//! last one. Does I/O (HTTP).
+
+use std::time::Duration;
+
+use prometheus_http_query::response::Data;
+
+/// How long a query may take.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a query gave no usable value.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum QueryError {
+    #[error("no values found")]
+    NoValues,
+    #[error(
+        "the query returned {0} series; a check needs exactly one (aggregate it, for example with sum())"
+    )]
+    MultipleSeries(usize),
+    #[error("the query returned a range vector; a check needs an instant value")]
+    RangeVector,
+    #[error("{0}")]
+    Request(String),
+}
+
+/// Credentials and headers for a provider.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Auth {
+    pub bearer: Option<String>,
+    pub basic: Option<(String, String)>,
+    pub headers: Vec<(String, String)>,
+    pub insecure_skip_verify: bool,
+}
+
+/// The value of an instant query.
+pub async fn query(address: &str, promql: &str, auth: &Auth) -> Result<f64, QueryError> {
+    let mut builder = reqwest::Client::builder().timeout(QUERY_TIMEOUT);
+    if auth.insecure_skip_verify {
+        builder = builder.danger_accept_invalid_certs(true);
+    }
+    let http = builder
+        .build()
+        .map_err(|e| QueryError::Request(format!("building the HTTP client failed: {e}")))?;
+    let client = prometheus_http_query::Client::from(http, address)
+        .map_err(|e| QueryError::Request(format!("invalid Prometheus address {address:?}: {e}")))?;
+    let mut request = client.query(promql);
+    if let Some(token) = &auth.bearer {
+        request = request.header(
+            reqwest::header::AUTHORIZATION,
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|e| QueryError::Request(e.to_string()))?,
+        );
+    }
+    if let Some((user, password)) = &auth.basic {
+        use base64::Engine;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        request = request.header(
+            reqwest::header::AUTHORIZATION,
+            reqwest::header::HeaderValue::from_str(&format!("Basic {encoded}"))
+                .map_err(|e| QueryError::Request(e.to_string()))?,
+        );
+    }
+    for (name, value) in &auth.headers {
+        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| QueryError::Request(e.to_string()))?;
+        request = request.header(
+            name,
+            reqwest::header::HeaderValue::from_str(value).map_err(|e| QueryError::Request(e.to_string()))?,
+        );
+    }
+    let result = request
+        .get()
+        .await
+        .map_err(|e| QueryError::Request(error_chain(&e)))?;
+    value_of(result.data())
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let t = cause.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The one value of a result, by Flagger's rules (and serin's for several series).
+pub fn value_of(data: &Data) -> Result<f64, QueryError> {
+    let value = match data {
+        Data::Vector(series) => match series.len() {
+            0 => return Err(QueryError::NoValues),
+            1 => series[0].sample().value(),
+            n => return Err(QueryError::MultipleSeries(n)),
+        },
+        Data::Scalar(sample) => sample.value(),
+        Data::Matrix(_) => return Err(QueryError::RangeVector),
+    };
+    if value.is_nan() {
+        Err(QueryError::NoValues)
+    } else {
+        Ok(value)
+    }
+}
