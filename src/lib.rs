@@ -5,5 +5,6 @@
 pub mod analysis;
 pub mod api;
 pub mod cli;
+pub mod controller;
 pub mod engine;
 pub mod validate;

@@ -1,5 +1,5 @@
-//! `serin run` against the test bed: CRD checks, readiness, watching Canaries, metrics and a clean
-//! shutdown on SIGTERM.
+//! `serin run` against the test bed: CRD checks, readiness, a Canary whose target is missing,
+//! metrics and a clean shutdown on SIGTERM.
 
 use std::{
     io::{Read, Write},
@@ -16,7 +16,7 @@ use kube::{
     api::{ObjectMeta, PostParams},
 };
 use serin::api::{Canary, CanarySpec, canary::TargetRef};
-use serin_testbed::Testbed;
+use serin_testbed::{Testbed, TestbedOptions};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -87,8 +87,36 @@ async fn run_exits_naming_a_missing_crd() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_watches_canaries_and_stops_cleanly() {
+async fn run_exits_naming_missing_istio_crds() {
     let tb = Testbed::start().await.expect("test bed starts");
+    let crds: Api<CustomResourceDefinition> = Api::all(tb.client());
+    for crd in serin::api::crds() {
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .expect("CRD created");
+    }
+    let child = start_serin(&tb, free_port());
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("waits");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("virtualservices.networking.istio.io is not installed"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_watches_canaries_and_stops_cleanly() {
+    // The mesh option installs Istio's CRDs, which the istio provider needs.
+    let tb = Testbed::start_with(TestbedOptions {
+        mesh: true,
+        ..Default::default()
+    })
+    .await
+    .expect("test bed starts");
     let client = tb.client();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in serin::api::crds() {
@@ -139,10 +167,10 @@ async fn run_watches_canaries_and_stops_cleanly() {
             http_get(port, "/readyz").filter(|(c, _)| *c == 200)
         });
         assert_eq!(http_get(port, "/healthz").map(|(c, _)| c), Some(200));
-        let (_, metrics) = eventually(Duration::from_secs(10), "the watched Canary in /metrics", || {
-            http_get(port, "/metrics").filter(|(_, body)| body.contains("serin_watched_canaries 1"))
+        let (_, metrics) = eventually(Duration::from_secs(10), "flagger_info in /metrics", || {
+            http_get(port, "/metrics").filter(|(_, body)| body.contains("flagger_info{"))
         });
-        assert!(metrics.contains("serin_invalid_canaries 0"), "{metrics}");
+        assert!(metrics.contains(r#"mesh_provider="istio"} 1"#), "{metrics}");
         let pid = child.id().to_string();
         let killed = Command::new("kill")
             .args(["-TERM", &pid])
@@ -160,7 +188,11 @@ async fn run_watches_canaries_and_stops_cleanly() {
             .read_to_string(&mut stderr)
             .expect("reads");
         assert!(status.success(), "serin exited with {status}: {stderr}");
-        assert!(stderr.contains("observed Canary"), "{stderr}");
+        // The Canary's target does not exist: reported, not fatal.
+        assert!(
+            stderr.contains("deployment podinfo.test get query error"),
+            "{stderr}"
+        );
     })
     .await
     .expect("serin checks");

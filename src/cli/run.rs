@@ -1,21 +1,12 @@
 //! `serin run`: connects to the cluster, checks that serin's CRDs are installed, starts the admin
-//! server (and leader election when asked), and watches Canaries.
-//!
-//! This build observes Canaries and reports them (logs, `/metrics`, readiness); it does not act on
-//! them yet: the canary engine is a separate component that plugs into this loop.
+//! server (and leader election when asked), and runs the canary controller.
 
 use std::time::Duration;
 
 use clap::Args;
-use futures::TryStreamExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::{
-    Api, Client, Config,
-    core::DeserializeGuard,
-    runtime::{WatchStreamExt, reflector, watcher},
-};
-use prometheus_client::{metrics::gauge::Gauge, registry::Registry};
+use kube::{Api, Client, Config};
+use prometheus_client::registry::Registry;
 use serin_runtime::{
     admin::{self, AdminState},
     args::{RuntimeArgs, TelemetryArgs},
@@ -23,10 +14,15 @@ use serin_runtime::{
     shutdown::Shutdown,
 };
 
-use crate::api::{self, Canary};
+use crate::{api, controller};
 
 /// How long `serin run` waits for the API server before giving up at start-up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Istio's CRDs the istio provider writes.
+pub const ISTIO_CRDS: [&str; 2] = [
+    "virtualservices.networking.istio.io",
+    "destinationrules.networking.istio.io",
+];
 /// The Lease that replicas of serin elect a leader on.
 pub const LEASE_NAME: &str = "serin-leader-election";
 
@@ -35,6 +31,26 @@ pub struct RunArgs {
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "SERIN_NAMESPACE")]
     pub namespace: Option<String>,
+    /// Service mesh provider for Canaries that set no `spec.provider`.
+    #[arg(long, env = "MESH_PROVIDER", default_value = "istio")]
+    pub mesh_provider: String,
+    /// Prometheus URL for builtin metrics and inline queries.
+    #[arg(long, env = "METRICS_SERVER", default_value = "http://prometheus:9090")]
+    pub metrics_server: String,
+    /// Pod selector label keys, the first one present is used (comma-separated).
+    #[arg(
+        long,
+        env = "SELECTOR_LABELS",
+        default_value = "app,name,app.kubernetes.io/name",
+        value_delimiter = ','
+    )]
+    pub selector_labels: Vec<String>,
+    /// Label and annotation prefixes copied to the primary (comma-separated; `*` copies all).
+    #[arg(long, env = "INCLUDE_LABEL_PREFIX", default_value = "", value_delimiter = ',')]
+    pub include_label_prefix: Vec<String>,
+    /// Track ConfigMaps and Secrets the target uses and copy them for the primary.
+    #[arg(long, env = "ENABLE_CONFIG_TRACKING", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enable_config_tracking: bool,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     #[command(flatten)]
@@ -54,10 +70,12 @@ pub enum RunError {
         "CRD {name} is not installed in the cluster at {server}; install serin's CRDs with `kubectl apply -f crds/` (or `serin crd | kubectl apply -f -`)"
     )]
     MissingCrd { name: String, server: String },
+    #[error(
+        "CRD {name} is not installed in the cluster at {server}; the istio mesh provider needs Istio's networking CRDs (install Istio first)"
+    )]
+    MissingIstio { name: String, server: String },
     #[error(transparent)]
     Admin(#[from] admin::AdminError),
-    #[error("the Canary watch ended: {0}")]
-    Watch(#[from] watcher::Error),
 }
 
 impl RunError {
@@ -68,8 +86,8 @@ impl RunError {
             Self::Client { .. } => "Client",
             Self::Unreachable { .. } => "Unreachable",
             Self::MissingCrd { .. } => "MissingCrd",
+            Self::MissingIstio { .. } => "MissingIstio",
             Self::Admin(_) => "Admin",
-            Self::Watch(_) => "Watch",
         }
     }
 }
@@ -80,19 +98,15 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signal();
 
-    let mut registry = Registry::with_prefix("serin");
-    let canaries_gauge = Gauge::<i64>::default();
-    registry.register(
-        "watched_canaries",
-        "Canaries in the controller's cache",
-        canaries_gauge.clone(),
-    );
-    let invalid_gauge = Gauge::<i64>::default();
-    registry.register(
-        "invalid_canaries",
-        "Canaries that could not be read",
-        invalid_gauge.clone(),
-    );
+    let mut registry = Registry::default();
+    let metrics = controller::metrics::Metrics::register(&mut registry);
+    metrics
+        .info
+        .get_or_create(&controller::metrics::InfoLabels {
+            version: env!("CARGO_PKG_VERSION").into(),
+            mesh_provider: args.mesh_provider.clone(),
+        })
+        .set(1);
     let state = AdminState::new(registry);
     let listener = admin::bind(args.runtime.admin_addr).await?;
     tracing::info!(addr = %listener.local_addr().map_or_else(|_| args.runtime.admin_addr.to_string(), |a| a.to_string()), "admin server listening");
@@ -123,54 +137,34 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         }
     }
 
-    let canaries: Api<DeserializeGuard<Canary>> = match &args.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+    let config = controller::Config {
+        mesh_provider: args.mesh_provider.clone(),
+        metrics_server: args.metrics_server.clone(),
+        selector_labels: args
+            .selector_labels
+            .iter()
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect(),
+        include_label_prefixes: args.include_label_prefix.clone(),
+        config_tracking: args.enable_config_tracking,
+        namespace: args.namespace.clone(),
     };
-    let (reader, writer) = reflector::store();
-    tracing::info!(
-        namespace = args.namespace.as_deref().unwrap_or("(all)"),
-        "watching Canaries (observe only: this build does not run canary analyses)"
-    );
-    let watch = reflector(writer, watcher(canaries, watcher::Config::default()))
-        .default_backoff()
-        .try_for_each(|event| {
-            let reader = reader.clone();
-            let (canaries_gauge, invalid_gauge) = (canaries_gauge.clone(), invalid_gauge.clone());
-            async move {
-                match &event {
-                    watcher::Event::Apply(guard) | watcher::Event::InitApply(guard) => log_observed(guard),
-                    watcher::Event::Delete(guard) => {
-                        tracing::info!(canary = %object_name(&guard_meta(guard)), "Canary deleted");
-                    }
-                    watcher::Event::Init | watcher::Event::InitDone => {}
-                }
-                // The store is updated before the event is passed on (after InitDone for a relist).
-                let all = reader.state();
-                canaries_gauge.set(all.len() as i64);
-                invalid_gauge.set(all.iter().filter(|g| g.0.is_err()).count() as i64);
-                Ok(())
-            }
-        });
-    let ready = {
-        let reader = reader.clone();
-        let state = state.clone();
-        async move {
-            if reader.wait_until_ready().await.is_ok() {
-                state.set_ready(true);
-                tracing::info!("Canary cache synced; ready");
-            }
-        }
-    };
-    tokio::spawn(ready);
-    let result = tokio::select! {
-        r = watch => r.map_err(RunError::from),
-        () = shutdown.wait() => Ok(()),
-    };
+    tracing::info!(namespace = args.namespace.as_deref().unwrap_or("(all)"), mesh_provider = %args.mesh_provider, metrics_server = %args.metrics_server, "starting the canary controller");
+    let ready_state = state.clone();
+    let stop = shutdown.clone();
+    controller::run(
+        client,
+        config,
+        metrics,
+        move || ready_state.set_ready(true),
+        async move { stop.wait().await },
+    )
+    .await;
     shutdown.trigger();
     state.set_ready(false);
     let _ = admin_task.await;
-    result
+    Ok(())
 }
 
 /// Builds the client and proves the API server answers, then checks the CRDs.
@@ -183,8 +177,11 @@ async fn connect() -> Result<Client, RunError> {
         source,
     })?;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in api::crds() {
-        let name = crd.metadata.name.unwrap_or_default();
+    let ours = api::crds()
+        .into_iter()
+        .map(|c| (c.metadata.name.unwrap_or_default(), false));
+    let istio = ISTIO_CRDS.iter().map(|n| ((*n).to_owned(), true));
+    for (name, is_istio) in ours.chain(istio) {
         let found = tokio::time::timeout(CONNECT_TIMEOUT, crds.get_opt(&name))
             .await
             .map_err(|_| RunError::Unreachable {
@@ -201,14 +198,23 @@ async fn connect() -> Result<Client, RunError> {
                     reason: error_chain(&other),
                 },
             })?;
-        if found.is_none() {
-            return Err(RunError::MissingCrd {
-                name,
-                server: server.clone(),
-            });
+        match (found, is_istio) {
+            (Some(_), _) => {}
+            (None, false) => {
+                return Err(RunError::MissingCrd {
+                    name,
+                    server: server.clone(),
+                });
+            }
+            (None, true) => {
+                return Err(RunError::MissingIstio {
+                    name,
+                    server: server.clone(),
+                });
+            }
         }
     }
-    tracing::info!(%server, "connected; serin's CRDs are installed");
+    tracing::info!(%server, "connected; serin's and Istio's CRDs are installed");
     Ok(client)
 }
 
@@ -225,34 +231,4 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-fn guard_meta(guard: &DeserializeGuard<Canary>) -> ObjectMeta {
-    match &guard.0 {
-        Ok(canary) => canary.metadata.clone(),
-        Err(invalid) => invalid.metadata.clone(),
-    }
-}
-
-fn object_name(meta: &ObjectMeta) -> String {
-    format!(
-        "{}.{}",
-        meta.name.as_deref().unwrap_or_default(),
-        meta.namespace.as_deref().unwrap_or_default()
-    )
-}
-
-fn log_observed(guard: &DeserializeGuard<Canary>) {
-    match &guard.0 {
-        Ok(canary) => tracing::info!(
-            canary = %object_name(&canary.metadata),
-            phase = %canary.status.as_ref().map(|s| s.phase.as_str()).unwrap_or(""),
-            "observed Canary"
-        ),
-        Err(invalid) => tracing::warn!(
-            canary = %object_name(&invalid.metadata),
-            error = %invalid.error,
-            "Canary cannot be read"
-        ),
-    }
 }

@@ -1,0 +1,291 @@
+//! Carrying out the engine's actions: server-side apply of the primary Deployment, config copies,
+//! Services, DestinationRules and VirtualService under one field manager, target scaling, and the
+//! post-rollout webhooks. Does I/O (Kubernetes API).
+
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    autoscaling::v2::HorizontalPodAutoscaler,
+    core::v1::{ConfigMap, Secret, Service},
+};
+use kube::{
+    Api,
+    api::{DynamicObject, Patch, PatchParams},
+    core::{ApiResource, GroupVersionKind},
+};
+use serde_json::{Value, json};
+
+use super::{Context, observe::World};
+use crate::{
+    api::Canary,
+    engine::{
+        Action, Event, Routes, Scale,
+        build::{
+            self,
+            primary::{self, PrimaryInput},
+            routing,
+        },
+    },
+};
+
+/// The field manager of everything serin writes.
+pub const FIELD_MANAGER: &str = "serin";
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+fn istio(kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("networking.istio.io", "v1beta1", kind),
+        plural,
+    )
+}
+
+async fn apply_dynamic(
+    ctx: &Context,
+    resource: &ApiResource,
+    ns: &str,
+    object: &Value,
+) -> Result<(), String> {
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, resource);
+    api.patch(&name, &apply_params(), &Patch::Apply(object))
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{} {name}.{ns} apply failed: {e}", resource.kind))
+}
+
+/// Applies an object with serin's field manager.
+async fn apply<K>(api: &Api<K>, name: &str, object: &Value) -> Result<(), String>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(name, &apply_params(), &Patch::Apply(object))
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{name} apply failed: {e}"))
+}
+
+/// Carries out one action. Returns events it produced.
+pub async fn act(
+    ctx: &Context,
+    canary: &Canary,
+    world: &World,
+    action: &Action,
+) -> Result<Vec<Event>, String> {
+    let ns = canary.metadata.namespace.clone().unwrap_or_default();
+    match action {
+        Action::EnsurePrimary => {
+            if world.primary.is_none() {
+                sync_configs(ctx, canary, world).await?;
+                let object = primary_object(ctx, canary, world, false);
+                let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+                apply(&api, &format!("{}-primary", canary.spec.target_ref.name), &object).await?;
+                tracing::info!(canary = %format!("{}.{ns}", canary.metadata.name.as_deref().unwrap_or_default()), "Deployment {}-primary.{ns} created", canary.spec.target_ref.name);
+            }
+            ensure_primary_hpa(ctx, canary, false).await?;
+            Ok(Vec::new())
+        }
+        Action::EnsureRouting => {
+            ensure_routing(ctx, canary, world, None).await?;
+            Ok(Vec::new())
+        }
+        Action::SetRoutes(routes) => {
+            ensure_routing(ctx, canary, world, Some(*routes)).await?;
+            Ok(Vec::new())
+        }
+        Action::ScaleTarget(scale) => {
+            let replicas = match scale {
+                Scale::Zero => 0,
+                Scale::FromZero => {
+                    let hpa_min = match &canary.spec.autoscaler_ref {
+                        Some(r) => {
+                            let api: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), &ns);
+                            Some(
+                                api.get_opt(&r.name)
+                                    .await
+                                    .ok()
+                                    .flatten()
+                                    .and_then(|h| h.spec.and_then(|s| s.min_replicas)),
+                            )
+                        }
+                        None => None,
+                    };
+                    primary::scale_from_zero(
+                        world.target.spec.as_ref().and_then(|s| s.replicas),
+                        world
+                            .primary
+                            .as_ref()
+                            .and_then(|p| p.spec.as_ref().and_then(|s| s.replicas)),
+                        hpa_min,
+                    )
+                }
+            };
+            let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+            api.patch(
+                &canary.spec.target_ref.name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+            )
+            .await
+            .map_err(|e| {
+                format!(
+                    "scaling {} {}.{ns} to {replicas} failed: {e}",
+                    canary.spec.target_ref.kind, canary.spec.target_ref.name
+                )
+            })?;
+            Ok(Vec::new())
+        }
+        Action::Promote => {
+            sync_configs(ctx, canary, world).await?;
+            let object = primary_object(ctx, canary, world, true);
+            let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+            apply(&api, &format!("{}-primary", canary.spec.target_ref.name), &object).await?;
+            ensure_primary_hpa(ctx, canary, true).await?;
+            Ok(Vec::new())
+        }
+        Action::PostRollout(phase) => Ok(super::checks::post_rollout(ctx, canary, *phase).await),
+    }
+}
+
+fn primary_object(ctx: &Context, canary: &Canary, world: &World, promotion: bool) -> Value {
+    let id = format!("{:032x}", rand::random::<u128>());
+    primary::primary_deployment(
+        PrimaryInput {
+            canary,
+            target: &world.target_json,
+            label: (&world.label.0, &world.label.1),
+            selector_labels: &ctx.config.selector_labels,
+            include_label_prefixes: &ctx.config.include_label_prefixes,
+            tracked: &world.tracked,
+            flagger_id: &format!(
+                "{}-{}-4{}-a{}-{}",
+                &id[..8],
+                &id[8..12],
+                &id[13..16],
+                &id[17..20],
+                &id[20..32]
+            ),
+        },
+        promotion,
+    )
+}
+
+/// The `-primary` copies of the tracked ConfigMaps and Secrets.
+async fn sync_configs(ctx: &Context, canary: &Canary, world: &World) -> Result<(), String> {
+    let ns = canary.metadata.namespace.clone().unwrap_or_default();
+    let owner = build::owner_reference(canary);
+    for cm in &world.configmaps {
+        let name = format!("{}-primary", cm.metadata.name.as_deref().unwrap_or_default());
+        let object = json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": ns, "labels": build::include_by_prefix(cm.metadata.labels.as_ref(), &ctx.config.include_label_prefixes), "ownerReferences": [owner]},
+            "data": cm.data.clone().unwrap_or_default(),
+        });
+        let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+        apply(&api, &name, &object).await?;
+    }
+    for secret in &world.secrets {
+        let name = format!("{}-primary", secret.metadata.name.as_deref().unwrap_or_default());
+        let object = json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": ns, "labels": build::include_by_prefix(secret.metadata.labels.as_ref(), &ctx.config.include_label_prefixes), "ownerReferences": [owner]},
+            "type": secret.type_.clone().unwrap_or_else(|| "Opaque".into()),
+            "data": secret.data.clone().unwrap_or_default(),
+        });
+        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+        apply(&api, &name, &object).await?;
+    }
+    Ok(())
+}
+
+/// The primary HPA (`<hpa>-primary`): created when missing, updated at promotion.
+async fn ensure_primary_hpa(ctx: &Context, canary: &Canary, update: bool) -> Result<(), String> {
+    let Some(reference) = &canary.spec.autoscaler_ref else {
+        return Ok(());
+    };
+    if reference.kind != "HorizontalPodAutoscaler" {
+        return Err(format!(
+            "autoscalerRef kind {} is not implemented by serin (HorizontalPodAutoscaler is)",
+            reference.kind
+        ));
+    }
+    let ns = canary.metadata.namespace.clone().unwrap_or_default();
+    let api: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), &ns);
+    let name = format!("{}-primary", reference.name);
+    if !update && api.get_opt(&name).await.map_err(|e| e.to_string())?.is_some() {
+        return Ok(());
+    }
+    let hpa = api.get(&reference.name).await.map_err(|e| {
+        format!(
+            "HorizontalPodAutoscaler {}.{ns} get query error: {e}",
+            reference.name
+        )
+    })?;
+    let spec = hpa.spec.unwrap_or_default();
+    let replicas = reference.primary_scaler_replicas.clone().unwrap_or_default();
+    let mut object = json!({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": name, "namespace": ns, "labels": build::without_flux(hpa.metadata.labels.as_ref()), "ownerReferences": [build::owner_reference(canary)]},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": spec.scale_target_ref.api_version, "kind": spec.scale_target_ref.kind, "name": format!("{}-primary", canary.spec.target_ref.name)},
+            "minReplicas": replicas.min_replicas.or(spec.min_replicas),
+            "maxReplicas": replicas.max_replicas.unwrap_or(spec.max_replicas),
+        },
+    });
+    if let Some(metrics) = spec.metrics {
+        object["spec"]["metrics"] = serde_json::to_value(metrics).unwrap_or(Value::Null);
+    }
+    if let Some(behavior) = spec.behavior {
+        object["spec"]["behavior"] = serde_json::to_value(behavior).unwrap_or(Value::Null);
+    }
+    apply(&api, &name, &object).await
+}
+
+/// Services, DestinationRules and the VirtualService; `routes` sets new weights, `None` keeps
+/// the current ones (100/0 for a new VirtualService).
+async fn ensure_routing(
+    ctx: &Context,
+    canary: &Canary,
+    world: &World,
+    routes: Option<Routes>,
+) -> Result<(), String> {
+    let ns = canary.metadata.namespace.clone().unwrap_or_default();
+    if let Some(err) = routing::virtual_service_error(canary) {
+        return Err(err);
+    }
+    let pod_spec = world
+        .target_json
+        .pointer("/spec/template/spec")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    for svc in routing::services(
+        canary,
+        routing::Target {
+            label: (&world.label.0, &world.label.1),
+            pod_spec: &pod_spec,
+        },
+    ) {
+        let name = svc
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        apply(&services, &name, &svc).await?;
+    }
+    for dr in routing::destination_rules(canary) {
+        apply_dynamic(ctx, &istio("DestinationRule", "destinationrules"), &ns, &dr).await?;
+    }
+    let routes = routes.or(world.observed.routes).unwrap_or(Routes {
+        primary: 100,
+        canary: 0,
+        mirrored: false,
+    });
+    let vs = routing::virtual_service(canary, routes.primary, routes.canary, routes.mirrored);
+    apply_dynamic(ctx, &istio("VirtualService", "virtualservices"), &ns, &vs).await
+}

@@ -1,0 +1,405 @@
+//! Running the checks the engine asks for: webhooks of each type (Flagger's payload, any 2xx
+//! passes) and the analysis (rollout webhooks, builtin and template metrics against Prometheus),
+//! turned into [`CheckResult`]s with Flagger's event texts. Does I/O (HTTP).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use serde_json::json;
+
+use super::Context;
+use crate::{
+    analysis::{self, prometheus},
+    api::{
+        Canary, MetricTemplate,
+        canary::{
+            CanaryMetric, CanaryPhase, CanaryWebhook, METRIC_REQUEST_DURATION, METRIC_REQUEST_SUCCESS_RATE,
+        },
+    },
+    engine::{Check, CheckResult, Event, revision},
+};
+
+/// The payload's checksum of what the Canary is analysing.
+pub fn checksum(canary: &Canary) -> String {
+    let status = canary.status.clone().unwrap_or_default();
+    revision::template_hash(
+        &json!({"trackedConfigs": status.tracked_configs, "lastAppliedSpec": status.last_applied_spec}),
+    )
+}
+
+/// Calls one webhook: `Ok` on any 2xx, else the reason.
+pub async fn call(
+    ctx: &Context,
+    canary: &Canary,
+    hook: &CanaryWebhook,
+    phase: CanaryPhase,
+) -> Result<(), String> {
+    let payload = json!({
+        "name": canary.metadata.name,
+        "namespace": canary.metadata.namespace,
+        "phase": phase.as_str(),
+        "checksum": checksum(canary),
+        "metadata": hook.metadata.clone().unwrap_or_default(),
+    });
+    let attempts = hook.retries.unwrap_or(0).max(0) + 1;
+    let mut last = String::new();
+    for attempt in 0..attempts {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+        let client = if hook.disable_tls.unwrap_or(false) {
+            &ctx.insecure_http
+        } else {
+            &ctx.http
+        };
+        match client
+            .post(&hook.url)
+            .timeout(hook.timeout())
+            .json(&payload)
+            .send()
+            .await
+        {
+            Ok(response) if response.status().is_success() => return Ok(()),
+            Ok(response) => {
+                let code = response.status();
+                let body = response.text().await.unwrap_or_default();
+                last = if body.trim().is_empty() {
+                    format!("{code}")
+                } else {
+                    body.trim().to_owned()
+                };
+                if !(code.is_server_error() || code.as_u16() == 429) {
+                    break;
+                }
+            }
+            Err(err) => {
+                last = if err.is_timeout() {
+                    format!("POST {} timed out after {:?}", hook.url, hook.timeout())
+                } else {
+                    format!("POST {} failed: {err}", hook.url)
+                }
+            }
+        }
+    }
+    Err(last)
+}
+
+fn hooks<'a>(canary: &'a Canary, kind: &str) -> Vec<&'a CanaryWebhook> {
+    canary
+        .spec
+        .analysis
+        .as_ref()
+        .and_then(|a| a.webhooks.as_ref())
+        .map(|hs| hs.iter().filter(|h| h.hook_type() == kind).collect())
+        .unwrap_or_default()
+}
+
+/// A gate's webhook type and the words of its events.
+fn gate(check: Check) -> (&'static str, &'static str) {
+    match check {
+        Check::ConfirmRollout => ("confirm-rollout", "Confirm-rollout"),
+        Check::PreRollout => ("pre-rollout", "Pre-rollout"),
+        Check::ConfirmTrafficIncrease => ("confirm-traffic-increase", "Confirm-traffic-increase"),
+        _ => ("confirm-promotion", "Confirm-promotion"),
+    }
+}
+
+/// Flagger's halt text for a failed gate.
+fn halt(check: Check, canary: &str, hook: &str, err: &str) -> String {
+    match check {
+        Check::ConfirmRollout => format!("Halt {canary} advancement waiting for approval {hook}"),
+        Check::PreRollout => format!("Halt {canary} advancement pre-rollout check {hook} failed {err}"),
+        Check::ConfirmTrafficIncrease => {
+            format!("Halt {canary} advancement waiting for traffic increase approval {hook}")
+        }
+        _ => format!("Halt {canary} advancement waiting for promotion approval {hook}"),
+    }
+}
+
+/// Runs a check.
+pub async fn run(ctx: &Context, canary: &Canary, check: Check) -> CheckResult {
+    let name = format!(
+        "{}.{}",
+        canary.metadata.name.as_deref().unwrap_or_default(),
+        canary.metadata.namespace.as_deref().unwrap_or_default()
+    );
+    let phase = canary.status.as_ref().map(|s| s.phase).unwrap_or_default();
+    match check {
+        Check::Rollback => return rollback_hooks(ctx, canary, phase).await,
+        Check::Analysis => return analysis_check(ctx, canary).await,
+        _ => {}
+    }
+    let (kind, label) = gate(check);
+    let payload_phase = if check == Check::ConfirmRollout {
+        phase
+    } else {
+        CanaryPhase::Progressing
+    };
+    let mut events = Vec::new();
+    for hook in hooks(canary, kind) {
+        match call(ctx, canary, hook, payload_phase).await {
+            Ok(()) => events.push(Event::normal(format!("{label} check {} passed", hook.name))),
+            Err(err) => {
+                events.push(Event::warning(halt(check, &name, &hook.name, &err)));
+                return CheckResult::Failed(events);
+            }
+        }
+    }
+    CheckResult::Passed(events)
+}
+
+/// A rollback hook that answers 2xx asks for a rollback ("passes").
+async fn rollback_hooks(ctx: &Context, canary: &Canary, phase: CanaryPhase) -> CheckResult {
+    let mut events = Vec::new();
+    for hook in hooks(canary, "rollback") {
+        if call(ctx, canary, hook, phase).await.is_ok() {
+            events.push(Event::warning(format!("Rollback check {} passed", hook.name)));
+            return CheckResult::Passed(events);
+        }
+        events.push(Event::normal(format!(
+            "Rollback hook {} not signaling a rollback",
+            hook.name
+        )));
+    }
+    CheckResult::Failed(events)
+}
+
+/// Rollout webhooks, then builtin and inline metrics, then template metrics; the first failure
+/// decides.
+async fn analysis_check(ctx: &Context, canary: &Canary) -> CheckResult {
+    let name = format!(
+        "{}.{}",
+        canary.metadata.name.as_deref().unwrap_or_default(),
+        canary.metadata.namespace.as_deref().unwrap_or_default()
+    );
+    for hook in hooks(canary, "rollout") {
+        if let Err(err) = call(ctx, canary, hook, CanaryPhase::Progressing).await {
+            return CheckResult::Failed(vec![Event::warning(format!(
+                "Halt {name} advancement external check {} failed {err}",
+                hook.name
+            ))]);
+        }
+    }
+    let metrics = canary
+        .spec
+        .analysis
+        .as_ref()
+        .and_then(|a| a.metrics.clone())
+        .unwrap_or_default();
+    let (templated, direct): (Vec<&CanaryMetric>, Vec<&CanaryMetric>) =
+        metrics.iter().partition(|m| m.template_ref.is_some());
+    for metric in direct.into_iter().chain(templated) {
+        if let Err(event) = check_metric(ctx, canary, &name, metric).await {
+            return CheckResult::Failed(vec![event]);
+        }
+    }
+    CheckResult::Passed(Vec::new())
+}
+
+async fn check_metric(
+    ctx: &Context,
+    canary: &Canary,
+    name: &str,
+    metric: &CanaryMetric,
+) -> Result<(), Event> {
+    let namespace = canary.metadata.namespace.clone().unwrap_or_default();
+    let target = canary.spec.target_ref.name.clone();
+    let server = canary
+        .spec
+        .metrics_server
+        .clone()
+        .unwrap_or_else(|| ctx.config.metrics_server.clone());
+    let interval = metric
+        .interval
+        .clone()
+        .unwrap_or_else(|| analysis::DEFAULT_INTERVAL.to_owned());
+    let (address, query, auth, builtin) = if let Some(template_ref) = &metric.template_ref {
+        let template_ns = template_ref
+            .namespace
+            .clone()
+            .unwrap_or_else(|| namespace.clone());
+        let api: Api<MetricTemplate> = Api::namespaced(ctx.client.clone(), &template_ns);
+        let template = api.get(&template_ref.name).await.map_err(|e| {
+            Event::warning(format!(
+                "Metric template {}.{template_ns} error: {e}",
+                template_ref.name
+            ))
+        })?;
+        if template.spec.provider.type_ != "prometheus" {
+            return Err(Event::warning(format!(
+                "Metric template {}.{template_ns} uses provider {:?}, which serin does not implement (it implements prometheus)",
+                template_ref.name, template.spec.provider.type_
+            )));
+        }
+        let model = analysis::render::Model {
+            name: canary.metadata.name.clone().unwrap_or_default(),
+            namespace: namespace.clone(),
+            target: target.clone(),
+            service: canary.service_names().apex,
+            ingress: canary
+                .spec
+                .ingress_ref
+                .as_ref()
+                .map_or_else(|| target.clone(), |r| r.name.clone()),
+            route: canary
+                .spec
+                .route_ref
+                .as_ref()
+                .map_or_else(|| target.clone(), |r| r.name.clone()),
+            interval: interval.clone(),
+            variables: metric.template_variables.clone().unwrap_or_default(),
+        };
+        let query = analysis::render::render(&template.spec.query, &model).map_err(|e| {
+            Event::warning(format!(
+                "Metric template {}.{template_ns} query render error: {e}",
+                template_ref.name
+            ))
+        })?;
+        let auth = template_auth(ctx, &template, &template_ns).await.map_err(|e| {
+            Event::warning(format!(
+                "Metric template {}.{template_ns} secret error: {e}",
+                template_ref.name
+            ))
+        })?;
+        (
+            template
+                .spec
+                .provider
+                .address
+                .clone()
+                .unwrap_or_else(|| server.clone()),
+            query,
+            auth,
+            false,
+        )
+    } else if let Some(query) = &metric.query {
+        (server.clone(), query.clone(), prometheus::Auth::default(), false)
+    } else {
+        match metric.name.as_str() {
+            METRIC_REQUEST_SUCCESS_RATE => (
+                server.clone(),
+                analysis::success_rate_query(&namespace, &target, &interval),
+                prometheus::Auth::default(),
+                true,
+            ),
+            METRIC_REQUEST_DURATION => (
+                server.clone(),
+                analysis::duration_query(&namespace, &target, &interval),
+                prometheus::Auth::default(),
+                true,
+            ),
+            _ => {
+                return Err(Event::warning(format!(
+                    "Metric query failed for no usable metrics template and query were configured ({})",
+                    metric.name
+                )));
+            }
+        }
+    };
+    let query = analysis::render::collapse_whitespace(&query);
+    let value = match prometheus::query(&address, &query, &auth).await {
+        Ok(v) => v,
+        Err(prometheus::QueryError::NoValues) if builtin => {
+            return Err(Event::warning(format!(
+                "Halt advancement no values found for istio metric {} probably {target}.{namespace} is not receiving traffic: running query failed: no values found",
+                metric.name
+            )));
+        }
+        Err(prometheus::QueryError::NoValues) if metric.template_ref.is_some() => {
+            return Err(Event::warning(format!(
+                "Halt advancement no values found for custom metric: {}: no values found",
+                metric.name
+            )));
+        }
+        Err(prometheus::QueryError::NoValues) => {
+            return Err(Event::warning(format!(
+                "Halt advancement no values found for metric: {}",
+                metric.name
+            )));
+        }
+        Err(err) if builtin => return Err(Event::warning(format!("Prometheus query failed: {err}"))),
+        Err(err) => {
+            return Err(Event::warning(format!(
+                "Metric query failed for {}: {err}",
+                metric.name
+            )));
+        }
+    };
+    let recorded = if metric.name == METRIC_REQUEST_DURATION && builtin {
+        value / 1000.0
+    } else {
+        value
+    };
+    ctx.metrics
+        .analysis
+        .get_or_create(&super::metrics::MetricLabels {
+            name: target.clone(),
+            namespace: namespace.clone(),
+            metric: metric.name.clone(),
+        })
+        .set(recorded);
+    match analysis::verdict(name, metric, value) {
+        Some(halt) => Err(Event::warning(halt)),
+        None => Ok(()),
+    }
+}
+
+async fn template_auth(
+    ctx: &Context,
+    template: &MetricTemplate,
+    namespace: &str,
+) -> Result<prometheus::Auth, String> {
+    let provider = &template.spec.provider;
+    let mut auth = prometheus::Auth {
+        insecure_skip_verify: provider.insecure_skip_verify.unwrap_or(false),
+        headers: provider
+            .headers
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .flat_map(|(k, vs)| vs.into_iter().map(move |v| (k.clone(), v)))
+            .collect(),
+        ..Default::default()
+    };
+    let Some(secret_ref) = &provider.secret_ref else {
+        return Ok(auth);
+    };
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let secret = api.get(&secret_ref.name).await.map_err(|e| e.to_string())?;
+    let data: BTreeMap<String, String> = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+        .collect();
+    if let Some(token) = data.get("token") {
+        auth.bearer = Some(token.clone());
+    } else if let (Some(u), Some(p)) = (data.get("username"), data.get("password")) {
+        auth.basic = Some((u.clone(), p.clone()));
+    } else {
+        return Err(format!(
+            "secret {}.{namespace} has neither a token nor a username and password",
+            secret_ref.name
+        ));
+    }
+    Ok(auth)
+}
+
+/// Runs the post-rollout webhooks; events say how they went (the first failure stops the rest).
+pub async fn post_rollout(ctx: &Context, canary: &Canary, phase: CanaryPhase) -> Vec<Event> {
+    let mut events = Vec::new();
+    for hook in hooks(canary, "post-rollout") {
+        match call(ctx, canary, hook, phase).await {
+            Ok(()) => events.push(Event::normal(format!("Post-rollout check {} passed", hook.name))),
+            Err(err) => {
+                events.push(Event::warning(format!(
+                    "Post-rollout hook {} failed {err}",
+                    hook.name
+                )));
+                break;
+            }
+        }
+    }
+    events
+}

@@ -1,0 +1,358 @@
+//! The controller: watches Canaries, the Deployments they target, the ConfigMaps and Secrets
+//! those use, and the VirtualServices serin writes, and reconciles each Canary as
+//! `observe` (caches) -> `decide` (pure, with the checks it asks for) -> `act` -> `report`.
+
+pub mod act;
+pub mod checks;
+pub mod metrics;
+pub mod observe;
+pub mod report;
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{ConfigMap, Secret},
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    core::DeserializeGuard,
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::Action as RequeueAction,
+        reflector::{self, ObjectRef, Store},
+        watcher,
+    },
+};
+
+use crate::{
+    api::{Canary, istio::VirtualService},
+    engine::{self, Decision, Input, build::configs},
+    validate,
+};
+
+/// How the controller runs (the `serin run` flags).
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub mesh_provider: String,
+    pub metrics_server: String,
+    pub selector_labels: Vec<String>,
+    pub include_label_prefixes: Vec<String>,
+    pub config_tracking: bool,
+    pub namespace: Option<String>,
+}
+
+/// The caches reconciles read from.
+#[derive(Clone, Debug)]
+pub struct Stores {
+    pub deployments: Store<Deployment>,
+    pub configmaps: Store<ConfigMap>,
+    pub secrets: Store<Secret>,
+    pub virtual_services: Store<VirtualService>,
+}
+
+/// What a reconcile needs.
+pub struct Context {
+    pub client: Client,
+    pub config: Config,
+    pub stores: Stores,
+    pub metrics: metrics::Metrics,
+    pub http: reqwest::Client,
+    pub insecure_http: reqwest::Client,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Errors a reconcile ends with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Act(String),
+    #[error("writing the status failed: {0}")]
+    Status(#[source] kube::Error),
+}
+
+impl Error {
+    /// Bounded name for logs and metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Act(_) => "Act",
+            Self::Status(_) => "Status",
+        }
+    }
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the controller until `shutdown` completes.
+pub async fn run(
+    client: Client,
+    config: Config,
+    metrics: metrics::Metrics,
+    ready: impl Fn() + Send + Sync + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let ns = config.namespace.clone();
+    let wc = watcher::Config::default();
+    let (deployments, dep_writer) = reflector::store();
+    let (configmaps, cm_writer) = reflector::store();
+    let (secrets, secret_writer) = reflector::store();
+    let (virtual_services, vs_writer) = reflector::store();
+    let dep_stream = reflector::reflector(
+        dep_writer,
+        watcher(api::<Deployment>(&client, ns.as_deref()), wc.clone()),
+    )
+    .default_backoff()
+    .touched_objects();
+    let cm_stream = reflector::reflector(
+        cm_writer,
+        watcher(api::<ConfigMap>(&client, ns.as_deref()), wc.clone()),
+    )
+    .default_backoff()
+    .touched_objects();
+    let secret_stream = reflector::reflector(
+        secret_writer,
+        watcher(api::<Secret>(&client, ns.as_deref()), wc.clone()),
+    )
+    .default_backoff()
+    .touched_objects();
+    let vs_stream = reflector::reflector(
+        vs_writer,
+        watcher(api::<VirtualService>(&client, ns.as_deref()), wc.clone()),
+    )
+    .default_backoff()
+    .touched_objects();
+
+    let canaries: Api<DeserializeGuard<Canary>> = api(&client, ns.as_deref());
+    let controller = Controller::new(canaries, wc);
+    let canary_store = controller.store();
+    let http = reqwest::Client::builder().build().unwrap_or_default();
+    let insecure_http = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap_or_default();
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        config,
+        stores: Stores {
+            deployments: deployments.clone(),
+            configmaps,
+            secrets,
+            virtual_services,
+        },
+        metrics,
+        http,
+        insecure_http,
+    });
+
+    // Which Canaries a change concerns.
+    let by_target = {
+        let store = canary_store.clone();
+        move |d: Deployment| {
+            let name = d.name_any();
+            let ns = d.namespace();
+            let base = name.strip_suffix("-primary").map(str::to_owned);
+            canaries_where(&store, ns.as_deref(), |c| {
+                c.spec.target_ref.name == name || base.as_deref() == Some(c.spec.target_ref.name.as_str())
+            })
+        }
+    };
+    let by_config = |kind: &'static str,
+                     store: Store<DeserializeGuard<Canary>>,
+                     deployments: Store<Deployment>| {
+        move |name: String, ns: Option<String>| {
+            canaries_where(&store, ns.as_deref(), |c| {
+                deployments
+                    .get(&ObjectRef::new(&c.spec.target_ref.name).within(ns.as_deref().unwrap_or_default()))
+                    .and_then(|d| serde_json::to_value(&d.spec.as_ref()?.template.spec).ok())
+                    .is_some_and(|spec| {
+                        configs::references(&spec)
+                            .iter()
+                            .any(|r| r.kind == kind && r.name == name)
+                    })
+            })
+        }
+    };
+    let cm_map = by_config("configmap", canary_store.clone(), deployments.clone());
+    let secret_map = by_config("secret", canary_store.clone(), deployments.clone());
+    let by_vs = {
+        let store = canary_store.clone();
+        move |vs: VirtualService| {
+            let name = vs.name_any();
+            canaries_where(&store, vs.namespace().as_deref(), |c| {
+                c.service_names().apex == name
+            })
+        }
+    };
+    ready();
+    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    let running = controller
+        .watches_stream(dep_stream, by_target)
+        .watches_stream(cm_stream, move |cm: ConfigMap| {
+            cm_map(cm.name_any(), cm.namespace())
+        })
+        .watches_stream(secret_stream, move |s: Secret| {
+            secret_map(s.name_any(), s.namespace())
+        })
+        .watches_stream(vs_stream, by_vs)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                tracing::debug!(error = %err, "reconcile did not complete");
+            }
+        });
+    // In-flight reconciles get a grace period after the shutdown signal, then the process goes.
+    tokio::select! {
+        () = running => {}
+        () = async {
+            shutdown.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => tracing::warn!("reconciles still running after {SHUTDOWN_GRACE:?}; stopping anyway"),
+    }
+}
+
+/// How long in-flight reconciles may run after the shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+fn canaries_where(
+    store: &Store<DeserializeGuard<Canary>>,
+    namespace: Option<&str>,
+    pred: impl Fn(&Canary) -> bool,
+) -> Vec<ObjectRef<DeserializeGuard<Canary>>> {
+    store
+        .state()
+        .iter()
+        .filter_map(|g| g.0.as_ref().ok())
+        .filter(|c| c.namespace().as_deref() == namespace && pred(c))
+        .map(|c| ObjectRef::new(&c.name_any()).within(namespace.unwrap_or_default()))
+        .collect()
+}
+
+fn error_policy(_: Arc<DeserializeGuard<Canary>>, err: &Error, _: Arc<Context>) -> RequeueAction {
+    tracing::warn!(category = err.category(), error = %err, "reconcile failed; retrying");
+    // Transient (API conflicts, unreachable server): retry soon, with jitter.
+    RequeueAction::requeue(Duration::from_millis(
+        1000 + u64::from(rand::random::<u16>() % 1000),
+    ))
+}
+
+async fn reconcile(guard: Arc<DeserializeGuard<Canary>>, ctx: Arc<Context>) -> Result<RequeueAction, Error> {
+    let canary = match &guard.0 {
+        Ok(c) => c.clone(),
+        Err(invalid) => {
+            tracing::warn!(canary = ?invalid.metadata.name, namespace = ?invalid.metadata.namespace, error = %invalid.error, "Canary cannot be read");
+            return Ok(RequeueAction::await_change());
+        }
+    };
+    if canary.metadata.deletion_timestamp.is_some() {
+        return Ok(RequeueAction::await_change());
+    }
+    let started = std::time::Instant::now();
+    let now = jiff::Timestamp::now().as_second();
+    let name = format!("{}.{}", canary.name_any(), canary.namespace().unwrap_or_default());
+
+    // observe: invalid specs and unimplemented choices stop here with a Warning, until a change.
+    let provider = canary
+        .spec
+        .provider
+        .clone()
+        .unwrap_or_else(|| ctx.config.mesh_provider.clone());
+    let errors: Vec<String> = validate::canary(&canary.spec, &ctx.config.mesh_provider)
+        .into_iter()
+        .filter(|f| f.severity == validate::Severity::Error)
+        .map(|f| f.to_string())
+        .collect();
+    if !errors.is_empty() {
+        report::events(
+            &ctx,
+            &canary,
+            &[engine::Event::warning(format!(
+                "invalid canary spec: {}",
+                errors.join("; ")
+            ))],
+        )
+        .await;
+        return Ok(RequeueAction::await_change());
+    }
+    if provider != "istio" || canary.spec.target_ref.kind != "Deployment" {
+        let message = format!(
+            "{name}: provider {provider:?} with target kind {:?} is not implemented by serin (it implements istio with Deployment)",
+            canary.spec.target_ref.kind
+        );
+        report::events(&ctx, &canary, &[engine::Event::warning(message)]).await;
+        return Ok(RequeueAction::await_change());
+    }
+    if let Err(err) = ctx.stores.deployments.wait_until_ready().await {
+        tracing::warn!(error = %err, "the Deployment cache is not ready");
+    }
+    let world = match observe::observe(&ctx, &canary, now) {
+        Ok(w) => w,
+        Err(message) => {
+            report::events(&ctx, &canary, &[engine::Event::warning(message)]).await;
+            return Ok(RequeueAction::requeue(canary.spec.analysis_interval()));
+        }
+    };
+
+    // decide (pure), running the checks it asks for.
+    let status = canary.status.clone().unwrap_or_default();
+    let mut results = BTreeMap::new();
+    let decision: Decision = loop {
+        let input = Input {
+            name: canary.metadata.name.as_deref().unwrap_or_default(),
+            namespace: canary.metadata.namespace.as_deref().unwrap_or_default(),
+            spec: &canary.spec,
+            status: &status,
+            observed: &world.observed,
+            checks: &results,
+        };
+        let d = engine::decide(&input);
+        match d.need {
+            Some(check) => {
+                let result = checks::run(&ctx, &canary, check).await;
+                results.insert(check, result);
+            }
+            None => break d,
+        }
+    };
+
+    // act
+    let mut events = decision.events.clone();
+    for action in &decision.actions {
+        match act::act(&ctx, &canary, &world, action).await {
+            Ok(more) => events.extend(more),
+            Err(message) => {
+                events.push(engine::Event::warning(message.clone()));
+                report::events(&ctx, &canary, &events).await;
+                return Err(Error::Act(message));
+            }
+        }
+    }
+
+    // report
+    report::report(&ctx, &canary, &world, &decision, events, started.elapsed()).await?;
+    Ok(match decision.requeue_after {
+        Some(d) if d.is_zero() => RequeueAction::requeue(Duration::from_millis(200)),
+        Some(d) => RequeueAction::requeue(d),
+        None => RequeueAction::await_change(),
+    })
+}

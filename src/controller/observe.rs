@@ -1,0 +1,177 @@
+//! Observing a Canary's world from the reflector caches: the target and primary Deployments,
+//! their readiness, the tracked configs' checksums and the VirtualService's weights. Reads
+//! caches only; no API requests.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
+
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{ConfigMap, Secret},
+};
+use kube::runtime::reflector::ObjectRef;
+use serde_json::Value;
+
+use super::Context;
+use crate::{
+    api::{Canary, istio::VirtualService},
+    engine::{
+        Observed, Routes,
+        build::{
+            configs::{self, CONFIG_TRACKING_ANNOTATION, TRACKED_SECRET_TYPES},
+            primary, routing,
+        },
+        readiness::deployment_readiness,
+        revision,
+    },
+};
+
+/// What observing found, beyond what the engine needs.
+#[derive(Debug)]
+pub struct World {
+    pub observed: Observed,
+    pub target: Deployment,
+    pub target_json: Value,
+    pub primary: Option<Deployment>,
+    /// The selector label key and value.
+    pub label: (String, String),
+    /// `(kind, name)` of the tracked configs.
+    pub tracked: BTreeSet<(String, String)>,
+    pub configmaps: Vec<ConfigMap>,
+    pub secrets: Vec<Secret>,
+    pub virtual_service: Option<VirtualService>,
+}
+
+/// Observes a Canary. Errors are Flagger-style messages for a Warning event.
+pub fn observe(ctx: &Context, canary: &Canary, now: i64) -> Result<World, String> {
+    let ns = canary.metadata.namespace.clone().unwrap_or_default();
+    let target_name = &canary.spec.target_ref.name;
+    let target = ctx
+        .stores
+        .deployments
+        .get(&ObjectRef::new(target_name).within(&ns))
+        .map(|d| (*d).clone())
+        .ok_or_else(|| {
+            format!(
+                "deployment {target_name}.{ns} get query error: deployments.apps \"{target_name}\" not found"
+            )
+        })?;
+    let target_json = serde_json::to_value(&target).map_err(|e| e.to_string())?;
+    let label = primary::selector_label(&target_json, &ctx.config.selector_labels)?;
+    let primary = ctx
+        .stores
+        .deployments
+        .get(&ObjectRef::new(&format!("{target_name}-primary")).within(&ns))
+        .map(|d| (*d).clone());
+
+    let mut checksums = BTreeMap::new();
+    let mut tracked = BTreeSet::new();
+    let (mut configmaps, mut secrets) = (Vec::new(), Vec::new());
+    if ctx.config.config_tracking {
+        let pod_spec = target_json
+            .pointer("/spec/template/spec")
+            .cloned()
+            .unwrap_or(Value::Null);
+        for r in configs::references(&pod_spec) {
+            let opted_out = |annotations: Option<&BTreeMap<String, String>>| {
+                annotations
+                    .and_then(|a| a.get(CONFIG_TRACKING_ANNOTATION))
+                    .is_some_and(|v| v.starts_with("disable"))
+            };
+            match r.kind {
+                "configmap" => match ctx.stores.configmaps.get(&ObjectRef::new(&r.name).within(&ns)) {
+                    Some(cm) if !opted_out(cm.metadata.annotations.as_ref()) => {
+                        checksums.insert(
+                            r.key(),
+                            revision::config_checksum(&cm.data.clone().unwrap_or_default()),
+                        );
+                        tracked.insert(("configmap".to_owned(), r.name.clone()));
+                        configmaps.push((*cm).clone());
+                    }
+                    Some(_) => {}
+                    None if r.optional => {}
+                    None => {
+                        return Err(format!(
+                            "configmap {}.{ns} get query error: configmaps \"{}\" not found",
+                            r.name, r.name
+                        ));
+                    }
+                },
+                _ => match ctx.stores.secrets.get(&ObjectRef::new(&r.name).within(&ns)) {
+                    Some(s)
+                        if !opted_out(s.metadata.annotations.as_ref())
+                            && TRACKED_SECRET_TYPES.contains(&s.type_.as_deref().unwrap_or("Opaque")) =>
+                    {
+                        let data: BTreeMap<String, String> = s
+                            .data
+                            .clone()
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| {
+                                use base64::Engine;
+                                (k, base64::engine::general_purpose::STANDARD.encode(&v.0))
+                            })
+                            .collect();
+                        checksums.insert(r.key(), revision::config_checksum(&data));
+                        tracked.insert(("secret".to_owned(), r.name.clone()));
+                        secrets.push((*s).clone());
+                    }
+                    Some(_) => {}
+                    None if r.optional => {}
+                    None => {
+                        return Err(format!(
+                            "secret {}.{ns} get query error: secrets \"{}\" not found",
+                            r.name, r.name
+                        ));
+                    }
+                },
+            }
+        }
+    }
+
+    let deadline = Duration::from_secs(canary.spec.progress_deadline_seconds().max(0) as u64);
+    let canary_readiness = deployment_readiness(&target, deadline, canary.spec.canary_ready_threshold(), now)
+        .wrap(&format!("canary deployment {target_name}.{ns} not ready"));
+    let primary_readiness = primary.as_ref().map(|p| {
+        deployment_readiness(p, deadline, canary.spec.primary_ready_threshold(), now)
+            .wrap(&format!("{target_name}-primary.{ns} not ready"))
+    });
+    let apex = canary.service_names().apex;
+    let virtual_service = ctx
+        .stores
+        .virtual_services
+        .get(&ObjectRef::new(&apex).within(&ns))
+        .map(|v| (*v).clone());
+    let routes = virtual_service.as_ref().and_then(|vs| {
+        let spec = serde_json::to_value(&vs.spec).ok()?;
+        routing::read_routes(canary, &spec).map(|(primary, canary, mirrored)| Routes {
+            primary,
+            canary,
+            mirrored,
+        })
+    });
+    let status = canary.status.clone().unwrap_or_default();
+    Ok(World {
+        observed: Observed {
+            target_hash: revision::template_hash(
+                target_json.pointer("/spec/template").unwrap_or(&Value::Null),
+            ),
+            configs: checksums,
+            canary: canary_readiness,
+            primary: primary_readiness,
+            routes,
+            now,
+            last_transition: status.last_transition_time.map(|t| t.0.as_second()),
+        },
+        target,
+        target_json,
+        primary,
+        label,
+        tracked,
+        configmaps,
+        secrets,
+        virtual_service,
+    })
+}

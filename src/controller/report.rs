@@ -1,0 +1,281 @@
+//! Reporting a decision: the status (through the status subresource, with Flagger's `Promoted`
+//! condition), Events with Flagger's texts (reason `Synced`), and the `flagger_canary_*`
+//! metrics. Does I/O (Kubernetes API).
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Event as CoreEvent, EventSource};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{ObjectMeta, Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+
+use super::{Context, Error, metrics, observe::World};
+use crate::{
+    api::{
+        Canary, CanaryStatus,
+        canary::{CONDITION_PROMOTED, CanaryCondition, CanaryPhase},
+    },
+    engine::{Decision, Event, Outcome, StatusUpdate},
+};
+
+/// Records events on the Canary as Flagger does: core/v1 Events with reason `Synced` and source
+/// component `flagger`, one per message (so every step shows in `kubectl describe`). Failures to
+/// record are logged, never fatal.
+pub async fn events(ctx: &Context, canary: &Canary, events: &[Event]) {
+    let ns = canary.namespace().unwrap_or_default();
+    let api: Api<CoreEvent> = Api::namespaced(ctx.client.clone(), &ns);
+    let reference = canary.object_ref(&());
+    for e in events {
+        tracing::info!(canary = %format!("{}.{ns}", canary.name_any()), warning = e.warning, "{}", e.message);
+        let now = Time(jiff::Timestamp::now());
+        let event = CoreEvent {
+            metadata: ObjectMeta {
+                name: Some(format!(
+                    "{}.{:x}",
+                    canary.name_any(),
+                    jiff::Timestamp::now().as_nanosecond() as u128 + u128::from(rand::random::<u16>())
+                )),
+                namespace: Some(ns.clone()),
+                ..Default::default()
+            },
+            involved_object: reference.clone(),
+            reason: Some("Synced".into()),
+            message: Some(e.message.chars().take(1000).collect()),
+            type_: Some(if e.warning { "Warning" } else { "Normal" }.into()),
+            source: Some(EventSource {
+                component: Some("flagger".into()),
+                host: None,
+            }),
+            reporting_component: Some("serin".into()),
+            reporting_instance: Some(std::env::var("POD_NAME").unwrap_or_else(|_| "serin".into())),
+            count: Some(1),
+            first_timestamp: Some(now.clone()),
+            last_timestamp: Some(now),
+            ..Default::default()
+        };
+        if let Err(err) = api.create(&PostParams::default(), &event).await {
+            tracing::warn!(error = %err, "recording an event failed");
+        }
+    }
+}
+
+/// The status after an update: counters and phase from the decision, `lastTransitionTime` now,
+/// and the `Promoted` condition replaced only when its status or reason changes.
+pub fn next_status(
+    old: &CanaryStatus,
+    update: &StatusUpdate,
+    kind: &str,
+    now: jiff::Timestamp,
+) -> CanaryStatus {
+    let mut s = old.clone();
+    if let Some(p) = update.phase {
+        s.phase = p;
+    }
+    if let Some(w) = update.canary_weight {
+        s.canary_weight = w;
+    }
+    if let Some(f) = update.failed_checks {
+        s.failed_checks = f;
+    }
+    if let Some(i) = update.iterations {
+        s.iterations = i;
+    }
+    if let Some(a) = &update.last_applied_spec {
+        s.last_applied_spec = Some(a.clone());
+    }
+    if let Some(p) = &update.last_promoted_spec {
+        s.last_promoted_spec = Some(p.clone());
+    }
+    if let Some(t) = &update.tracked_configs {
+        s.tracked_configs = Some(t.clone());
+    }
+    let time = Time(now);
+    s.last_transition_time = Some(time.clone());
+    if let Some((status, message)) = s.phase.promoted_condition(kind) {
+        let mut conditions = s.conditions.clone().unwrap_or_default();
+        let reason = s.phase.as_str().to_owned();
+        match conditions.iter_mut().find(|c| c.type_ == CONDITION_PROMOTED) {
+            Some(c) if c.status == status && c.reason == reason => {}
+            Some(c) => {
+                *c = CanaryCondition {
+                    type_: CONDITION_PROMOTED.into(),
+                    status: status.into(),
+                    reason,
+                    message: Some(message),
+                    last_update_time: Some(time.clone()),
+                    last_transition_time: if c.status == status {
+                        c.last_transition_time.clone()
+                    } else {
+                        Some(time.clone())
+                    },
+                };
+            }
+            None => conditions.push(CanaryCondition {
+                type_: CONDITION_PROMOTED.into(),
+                status: status.into(),
+                reason,
+                message: Some(message),
+                last_update_time: Some(time.clone()),
+                last_transition_time: Some(time),
+            }),
+        }
+        s.conditions = Some(conditions);
+    }
+    s
+}
+
+/// Writes the status, records events and updates metrics.
+pub async fn report(
+    ctx: &Context,
+    canary: &Canary,
+    world: &World,
+    decision: &Decision,
+    mut evs: Vec<Event>,
+    took: Duration,
+) -> Result<(), Error> {
+    let ns = canary.namespace().unwrap_or_default();
+    let target = canary.spec.target_ref.name.clone();
+    let old = canary.status.clone().unwrap_or_default();
+    let status = match &decision.status {
+        Some(update) => {
+            let next = next_status(&old, update, &canary.spec.target_ref.kind, jiff::Timestamp::now());
+            let api: Api<Canary> = Api::namespaced(ctx.client.clone(), &ns);
+            api.patch_status(
+                &canary.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": next})),
+            )
+            .await
+            .map_err(Error::Status)?;
+            next
+        }
+        None => old,
+    };
+    if decision
+        .actions
+        .iter()
+        .any(|a| matches!(a, crate::engine::Action::Promote))
+    {
+        tracing::info!("Copying {target}.{ns} template spec to {target}-primary.{ns}");
+    }
+    events(ctx, canary, &std::mem::take(&mut evs)).await;
+
+    let labels = metrics::CanaryLabels {
+        name: target.clone(),
+        namespace: ns.clone(),
+    };
+    let code = match status.phase {
+        CanaryPhase::Progressing => 0,
+        CanaryPhase::Failed => 2,
+        _ => 1,
+    };
+    ctx.metrics.status.get_or_create(&labels).set(code);
+    let routes = decision
+        .actions
+        .iter()
+        .rev()
+        .find_map(|a| match a {
+            crate::engine::Action::SetRoutes(r) => Some(*r),
+            _ => None,
+        })
+        .or(world.observed.routes);
+    if let Some(r) = routes {
+        ctx.metrics
+            .weight
+            .get_or_create(&metrics::WeightLabels {
+                workload: format!("{target}-primary"),
+                namespace: ns.clone(),
+            })
+            .set(i64::from(r.primary));
+        ctx.metrics
+            .weight
+            .get_or_create(&metrics::WeightLabels {
+                workload: target.clone(),
+                namespace: ns.clone(),
+            })
+            .set(i64::from(r.canary));
+    }
+    if status.phase.is_active() {
+        ctx.metrics
+            .duration
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+    }
+    if let Some(outcome) = decision.outcome {
+        let (counter, analysis_status) = match outcome {
+            Outcome::Succeeded { skipped } => (
+                &ctx.metrics.successes,
+                if skipped { "skipped" } else { "completed" },
+            ),
+            Outcome::Failed => (&ctx.metrics.failures, "completed"),
+        };
+        counter
+            .get_or_create(&metrics::OutcomeLabels {
+                name: target,
+                namespace: ns,
+                deployment_strategy: canary.spec.deployment_strategy().as_str().into(),
+                analysis_status: analysis_status.into(),
+            })
+            .inc();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn promoted_condition_changes_only_with_status_or_reason() {
+        let t0 = jiff::Timestamp::from_second(1000).expect("t0");
+        let t1 = jiff::Timestamp::from_second(2000).expect("t1");
+        let s = next_status(
+            &CanaryStatus::default(),
+            &StatusUpdate {
+                phase: Some(CanaryPhase::Initialized),
+                ..Default::default()
+            },
+            "Deployment",
+            t0,
+        );
+        let c = &s.conditions.as_ref().expect("conditions")[0];
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str(), c.message.as_deref()),
+            (
+                "True",
+                "Initialized",
+                Some("Deployment initialization completed.")
+            )
+        );
+        let s2 = next_status(
+            &s,
+            &StatusUpdate {
+                canary_weight: Some(10),
+                ..Default::default()
+            },
+            "Deployment",
+            t1,
+        );
+        assert_eq!(s2.conditions, s.conditions, "same phase, same condition");
+        assert_eq!(
+            s2.last_transition_time,
+            Some(Time(t1)),
+            "every status write moves lastTransitionTime"
+        );
+        let s3 = next_status(
+            &s2,
+            &StatusUpdate {
+                phase: Some(CanaryPhase::Progressing),
+                ..Default::default()
+            },
+            "Deployment",
+            t1,
+        );
+        let c = &s3.conditions.as_ref().expect("conditions")[0];
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("Unknown", "Progressing"));
+        assert_eq!(c.last_transition_time, Some(Time(t1)));
+    }
+}

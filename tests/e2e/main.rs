@@ -1,0 +1,296 @@
+//! End-to-end tests of the canary controller on the test bed, with a real Prometheus.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service};
+use kube::Api;
+use serin::api::CanaryPhase;
+use support::{NS, Scenario, phase, repo};
+
+async fn initialized() -> Scenario {
+    let mut s = Scenario::start().await;
+    s.apply(&repo().join("examples/canary"));
+    s.start_serin();
+    s.wait_canary("Initialized", Duration::from_secs(60), |c| {
+        phase(c) == CanaryPhase::Initialized
+    })
+    .await;
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initialization_creates_the_primary_services_and_routing() {
+    let s = initialized().await;
+    let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), NS);
+    let primary = deployments.get("podinfo-primary").await.expect("primary");
+    let spec = primary.spec.clone().expect("spec");
+    assert_eq!(
+        spec.selector
+            .match_labels
+            .as_ref()
+            .and_then(|m| m.get("app"))
+            .map(String::as_str),
+        Some("podinfo-primary")
+    );
+    let env = serde_json::to_value(&spec.template.spec).expect("json");
+    assert_eq!(
+        env.pointer("/containers/0/env/0/valueFrom/secretKeyRef/name"),
+        Some(&serde_json::json!("podinfo-secret-primary"))
+    );
+    let target = deployments.get("podinfo").await.expect("target");
+    assert_eq!(
+        target.spec.and_then(|s| s.replicas),
+        Some(0),
+        "the target is scaled to zero"
+    );
+    let services: Api<Service> = Api::namespaced(s.client.clone(), NS);
+    let selector = |name: &str| {
+        let services = services.clone();
+        let name = name.to_owned();
+        async move {
+            services
+                .get(&name)
+                .await
+                .expect("service")
+                .spec
+                .and_then(|s| s.selector)
+                .and_then(|s| s.get("app").cloned())
+        }
+    };
+    assert_eq!(selector("podinfo").await.as_deref(), Some("podinfo-primary"));
+    assert_eq!(
+        selector("podinfo-primary").await.as_deref(),
+        Some("podinfo-primary")
+    );
+    assert_eq!(selector("podinfo-canary").await.as_deref(), Some("podinfo"));
+    let apex = services.get("podinfo").await.expect("apex");
+    assert_eq!(
+        apex.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("app.kubernetes.io/part-of"))
+            .map(String::as_str),
+        Some("podinfo")
+    );
+    let vs: serde_json::Value =
+        serde_json::from_str(&s.kubectl(&["-n", NS, "get", "virtualservice", "podinfo", "-o", "json"]))
+            .expect("vs");
+    assert_eq!(vs["spec"]["http"][0]["route"][0]["weight"], 100);
+    assert_eq!(vs["spec"]["http"][0]["route"][1]["weight"], 0);
+    assert_eq!(
+        vs["spec"]["http"][0]["headers"]["request"]["add"]["x-envoy-upstream-rq-timeout-ms"],
+        "15000"
+    );
+    s.kubectl(&[
+        "-n",
+        NS,
+        "get",
+        "destinationrule",
+        "podinfo-primary",
+        "podinfo-canary",
+    ]);
+    s.kubectl(&["-n", NS, "get", "secret", "podinfo-secret-primary"]);
+    s.kubectl(&["-n", NS, "get", "hpa", "podinfo-primary"]);
+    assert!(
+        s.events()
+            .iter()
+            .any(|e| e == "Initialization done! podinfo.test"),
+        "{:?}",
+        s.events()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_image_is_analysed_and_promoted() {
+    let s = initialized().await;
+    s.kubectl(&[
+        "-n",
+        NS,
+        "set",
+        "image",
+        "deploy/podinfo",
+        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
+    ]);
+    let mut weights = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(150);
+    loop {
+        let c = s.canaries().get("podinfo").await.expect("canary");
+        let st = c.status.clone().unwrap_or_default();
+        if weights.last() != Some(&st.canary_weight) && st.phase == CanaryPhase::Progressing {
+            weights.push(st.canary_weight);
+        }
+        if st.phase == CanaryPhase::Succeeded {
+            break;
+        }
+        assert!(
+            st.phase != CanaryPhase::Failed,
+            "the rollout failed: {st:?}\n{}",
+            support::tail(&s.log(), 60)
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no promotion in time: {st:?}\n{}",
+            support::tail(&s.log(), 60)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        weights.windows(2).all(|w| w[0] <= w[1]),
+        "weights only grow: {weights:?}"
+    );
+    for w in [10, 20, 30] {
+        assert!(weights.contains(&w), "weight {w} seen: {weights:?}");
+    }
+    let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), NS);
+    let primary = deployments.get("podinfo-primary").await.expect("primary");
+    let image = primary
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|s| s.containers.first().and_then(|c| c.image.clone()));
+    assert_eq!(image.as_deref(), Some("ghcr.io/stefanprodan/podinfo:6.0.1"));
+    let target = deployments.get("podinfo").await.expect("target");
+    assert_eq!(target.spec.and_then(|s| s.replicas), Some(0));
+    let vs: serde_json::Value =
+        serde_json::from_str(&s.kubectl(&["-n", NS, "get", "virtualservice", "podinfo", "-o", "json"]))
+            .expect("vs");
+    assert_eq!(
+        (
+            vs["spec"]["http"][0]["route"][0]["weight"].clone(),
+            vs["spec"]["http"][0]["route"][1]["weight"].clone()
+        ),
+        (serde_json::json!(100), serde_json::json!(0))
+    );
+    let events = s.events();
+    let expected = [
+        "New revision detected! Scaling up podinfo.test",
+        "Starting canary analysis for podinfo.test",
+        "Advance podinfo.test canary weight 10",
+        "Advance podinfo.test canary weight 20",
+        "Advance podinfo.test canary weight 30",
+        "Copying podinfo.test template spec to podinfo-primary.test",
+        "Routing all traffic to primary",
+        "Promotion completed! Scaling down podinfo.test",
+    ];
+    let mut at = 0;
+    for e in &events {
+        if at < expected.len() && e == expected[at] {
+            at += 1;
+        }
+    }
+    assert_eq!(
+        at,
+        expected.len(),
+        "Flagger's event sequence, in order; got {events:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_revision_is_rolled_back() {
+    let s = initialized().await;
+    let patch = r#"{"spec":{"template":{"metadata":{"annotations":{"testbed.serin.dev/error-rate":"0.5"}},"spec":{"containers":[{"name":"podinfod","image":"ghcr.io/stefanprodan/podinfo:6.0.2"}]}}}}"#;
+    s.kubectl(&[
+        "-n",
+        NS,
+        "patch",
+        "deploy",
+        "podinfo",
+        "--type=strategic",
+        "-p",
+        patch,
+    ]);
+    let c = s
+        .wait_canary("Failed", Duration::from_secs(150), |c| {
+            phase(c) == CanaryPhase::Failed
+        })
+        .await;
+    assert_eq!(c.status.as_ref().map(|s| s.canary_weight), Some(0));
+    let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), NS);
+    let primary = deployments.get("podinfo-primary").await.expect("primary");
+    let image = primary
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|s| s.containers.first().and_then(|c| c.image.clone()));
+    assert_eq!(
+        image.as_deref(),
+        Some("ghcr.io/stefanprodan/podinfo:6.0.0"),
+        "the primary is untouched"
+    );
+    let target = deployments.get("podinfo").await.expect("target");
+    assert_eq!(target.spec.and_then(|s| s.replicas), Some(0));
+    let events = s.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("Halt podinfo.test advancement success rate")),
+        "{events:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e == "Rolling back podinfo.test failed checks threshold reached 2"),
+        "{events:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e == "Canary failed! Scaling down podinfo.test"),
+        "{events:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_controller_continues_the_rollout() {
+    let mut s = initialized().await;
+    s.kubectl(&[
+        "-n",
+        NS,
+        "set",
+        "image",
+        "deploy/podinfo",
+        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.3",
+    ]);
+    let c = s
+        .wait_canary("weight 20", Duration::from_secs(90), |c| {
+            c.status
+                .as_ref()
+                .is_some_and(|st| st.phase == CanaryPhase::Progressing && st.canary_weight >= 20)
+        })
+        .await;
+    s.kill_serin();
+    let at = c.status.map(|st| st.canary_weight).unwrap_or_default();
+    s.start_serin();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let c = s.canaries().get("podinfo").await.expect("canary");
+        let st = c.status.unwrap_or_default();
+        if st.phase == CanaryPhase::Succeeded {
+            break;
+        }
+        assert!(
+            st.phase != CanaryPhase::Failed,
+            "the rollout failed after the restart: {st:?}\n{}",
+            support::tail(&s.log(), 40)
+        );
+        if st.phase == CanaryPhase::Progressing {
+            assert!(
+                st.canary_weight >= at,
+                "the weight went back from {at} to {} after the restart",
+                st.canary_weight
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no promotion after the restart: {st:?}\n{}",
+            support::tail(&s.log(), 40)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let restarts = s
+        .events()
+        .iter()
+        .filter(|e| e.starts_with("Starting canary analysis"))
+        .count();
+    assert_eq!(restarts, 1, "the analysis was not restarted");
+}

@@ -1,0 +1,204 @@
+//! The end-to-end harness: a full test bed (API emulator, data plane, real Prometheus,
+//! loadtester), serin's CRDs, the project's `examples/canary/` applied with real kubectl, and the
+//! `serin run` binary reaching in-cluster URLs through the test bed's proxy.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::{
+    api::core::v1::Namespace, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client,
+    api::{ObjectMeta, PostParams},
+};
+use serin::api::{Canary, CanaryPhase};
+use serin_testbed::{Testbed, TestbedOptions};
+
+pub const NS: &str = "test";
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+/// A running scenario: test bed, applied example and the controller.
+pub struct Scenario {
+    pub tb: Testbed,
+    pub client: Client,
+    serin: Option<Child>,
+    log: PathBuf,
+}
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.serin.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Scenario {
+    /// Starts the test bed and applies the CRDs and the namespace.
+    pub async fn start() -> Self {
+        let tb = Testbed::start_with(TestbedOptions::full())
+            .await
+            .expect("test bed with Prometheus (apt-get install -y prometheus)");
+        let client = tb.client();
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        for crd in serin::api::crds() {
+            crds.create(&PostParams::default(), &crd).await.expect("CRD");
+        }
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(NS.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        namespaces
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("namespace");
+        let log =
+            std::env::temp_dir().join(format!("serin-e2e-{}-{}.log", std::process::id(), rand_suffix()));
+        Self {
+            tb,
+            client,
+            serin: None,
+            log,
+        }
+    }
+
+    /// Runs real kubectl against the test bed.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let output = self.tb.kubectl().args(args).output().expect("kubectl runs");
+        assert!(
+            output.status.success(),
+            "kubectl {} failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Applies a directory or file into the test namespace.
+    pub fn apply(&self, path: &Path) {
+        self.kubectl(&["-n", NS, "apply", "-f", path.to_str().expect("utf8")]);
+    }
+
+    /// Starts `serin run`.
+    pub fn start_serin(&mut self) {
+        let log = std::fs::File::create(&self.log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_serin"))
+            .args([
+                "run",
+                "--admin-addr",
+                "127.0.0.1:0",
+                "--metrics-server",
+                "http://prometheus.istio-system:9090",
+                "--include-label-prefix",
+                "app.kubernetes.io",
+            ])
+            .env("KUBECONFIG", self.tb.kubeconfig())
+            .env("HTTP_PROXY", self.tb.proxy_url().expect("proxy"))
+            .env("http_proxy", self.tb.proxy_url().expect("proxy"))
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env("no_proxy", "127.0.0.1,localhost")
+            .env("RUST_LOG", "info,kube=warn")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("serin starts");
+        self.serin = Some(child);
+    }
+
+    /// Stops `serin run` (as a crash would: SIGKILL).
+    pub fn kill_serin(&mut self) {
+        if let Some(mut child) = self.serin.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The controller's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn canaries(&self) -> Api<Canary> {
+        Api::namespaced(self.client.clone(), NS)
+    }
+
+    /// Waits until the Canary satisfies `pred`, returning it; fails with the controller's log.
+    pub async fn wait_canary(
+        &self,
+        what: &str,
+        deadline: Duration,
+        pred: impl Fn(&Canary) -> bool,
+    ) -> Canary {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(c)) = self.canaries().get_opt("podinfo").await
+                && pred(&c)
+            {
+                return c;
+            }
+            if start.elapsed() > deadline {
+                let c = self.canaries().get_opt("podinfo").await.ok().flatten();
+                panic!(
+                    "timed out after {deadline:?} waiting for {what}; canary status: {:?}\n--- serin log (tail) ---\n{}",
+                    c.and_then(|c| c.status),
+                    tail(&self.log(), 60)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Events recorded on the Canary, oldest first.
+    pub fn events(&self) -> Vec<String> {
+        let out = self.kubectl(&["-n", NS, "get", "events", "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+        let mut items: Vec<(String, String)> = v["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["involvedObject"]["kind"] == "Canary")
+            .map(|e| {
+                (
+                    e["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    e["message"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        items.sort_by_key(|(rv, _)| rv.parse::<u64>().unwrap_or(0));
+        items.into_iter().map(|(_, n)| n).collect()
+    }
+}
+
+pub fn phase(c: &Canary) -> CanaryPhase {
+    c.status.as_ref().map(|s| s.phase).unwrap_or_default()
+}
+
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
