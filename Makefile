@@ -53,8 +53,6 @@ testbed:
 bench:
 	$(CARGO) bench -p serin-testbed --bench apiserver
 
-## A full canary rollout on the local test bed.
+## A full canary rollout on the local test bed (ARGS=--bad: a failing revision, rolled back).
 demo:
-	@echo "make demo: the canary engine is not part of this tree yet; the demo arrives with it." >&2
-	@echo "Meanwhile: make testbed (the local test bed), make test, serin lint / serin crd (see README.md)." >&2
-	@exit 1
+	./scripts/demo.sh $(ARGS)

@@ -9,6 +9,16 @@ use crate::api::canary::{CanaryMetric, METRIC_REQUEST_DURATION, METRIC_REQUEST_S
 /// Default query window of builtin and inline metrics.
 pub const DEFAULT_INTERVAL: &str = "1m";
 
+/// The `{{ interval }}` of a metric: its own, else `1m`. (Flagger renders an empty string for a
+/// template metric without an interval, which makes the query fail; serin uses the default.)
+pub fn metric_interval(metric: &CanaryMetric) -> String {
+    metric
+        .interval
+        .clone()
+        .filter(|i| !i.is_empty())
+        .unwrap_or_else(|| DEFAULT_INTERVAL.to_owned())
+}
+
 /// Flagger's builtin `request-success-rate` query for Istio.
 pub fn success_rate_query(namespace: &str, target: &str, interval: &str) -> String {
     format!(
@@ -160,6 +170,23 @@ mod tests {
             ),
             None,
             "no range, no verdict"
+        );
+    }
+
+    #[test]
+    fn a_template_metric_without_interval_renders_one_minute() {
+        let m = CanaryMetric {
+            name: "latency".into(),
+            template_ref: Some(Default::default()),
+            ..Default::default()
+        };
+        assert_eq!(metric_interval(&m), "1m");
+        assert_eq!(
+            metric_interval(&CanaryMetric {
+                interval: Some("30s".into()),
+                ..m
+            }),
+            "30s"
         );
     }
 

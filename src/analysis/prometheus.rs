@@ -108,3 +108,40 @@ pub fn value_of(data: &Data) -> Result<f64, QueryError> {
         Ok(value)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn data(v: serde_json::Value) -> Data {
+        serde_json::from_value(v).expect("data")
+    }
+
+    #[test]
+    fn one_series_one_value() {
+        let one = data(json!({"resultType": "vector", "result": [{"metric": {}, "value": [1.0, "99.5"]}]}));
+        assert_eq!(value_of(&one), Ok(99.5));
+        assert_eq!(
+            value_of(&data(json!({"resultType": "scalar", "result": [1.0, "3"]}))),
+            Ok(3.0)
+        );
+    }
+
+    #[test]
+    fn no_value_nan_and_several_series_are_errors() {
+        assert_eq!(
+            value_of(&data(json!({"resultType": "vector", "result": []}))),
+            Err(QueryError::NoValues)
+        );
+        let nan = data(json!({"resultType": "vector", "result": [{"metric": {}, "value": [1.0, "NaN"]}]}));
+        assert_eq!(value_of(&nan), Err(QueryError::NoValues));
+        let two = data(
+            json!({"resultType": "vector", "result": [{"metric": {"a": "1"}, "value": [1.0, "1"]}, {"metric": {"a": "2"}, "value": [1.0, "2"]}]}),
+        );
+        let err = value_of(&two).expect_err("two series");
+        assert_eq!(err, QueryError::MultipleSeries(2));
+        assert!(err.to_string().contains("returned 2 series"), "{err}");
+    }
+}

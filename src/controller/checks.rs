@@ -42,24 +42,36 @@ pub async fn call(
         "checksum": checksum(canary),
         "metadata": hook.metadata.clone().unwrap_or_default(),
     });
-    let attempts = hook.retries.unwrap_or(0).max(0) + 1;
+    let client = if hook.disable_tls.unwrap_or(false) {
+        &ctx.insecure_http
+    } else {
+        &ctx.http
+    };
+    post(
+        client,
+        &hook.url,
+        hook.timeout(),
+        hook.retries.unwrap_or(0),
+        &payload,
+    )
+    .await
+}
+
+/// POSTs a webhook payload: `Ok` on any 2xx status (Flagger accepts only 200-202), else the
+/// response body or the transport error. 5xx and 429 answers are retried `retries` times.
+pub async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    timeout: std::time::Duration,
+    retries: i32,
+    payload: &serde_json::Value,
+) -> Result<(), String> {
     let mut last = String::new();
-    for attempt in 0..attempts {
+    for attempt in 0..=retries.max(0) {
         if attempt > 0 {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
-        let client = if hook.disable_tls.unwrap_or(false) {
-            &ctx.insecure_http
-        } else {
-            &ctx.http
-        };
-        match client
-            .post(&hook.url)
-            .timeout(hook.timeout())
-            .json(&payload)
-            .send()
-            .await
-        {
+        match client.post(url).timeout(timeout).json(payload).send().await {
             Ok(response) if response.status().is_success() => return Ok(()),
             Ok(response) => {
                 let code = response.status();
@@ -75,9 +87,9 @@ pub async fn call(
             }
             Err(err) => {
                 last = if err.is_timeout() {
-                    format!("POST {} timed out after {:?}", hook.url, hook.timeout())
+                    format!("POST {url} timed out after {timeout:?}")
                 } else {
-                    format!("POST {} failed: {err}", hook.url)
+                    format!("POST {url} failed: {err}")
                 }
             }
         }
@@ -402,4 +414,61 @@ pub async fn post_rollout(ctx: &Context, canary: &Canary, phase: CanaryPhase) ->
         }
     }
     events
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A one-shot HTTP server answering every request with `status` and `body`.
+    async fn server(status: &'static str, body: &'static str) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 8192];
+                let _ = stream.read(&mut buf).await;
+                let response = format!(
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            }
+        });
+        format!("http://{addr}/")
+    }
+
+    #[tokio::test]
+    async fn any_2xx_passes_and_failures_carry_the_body() {
+        serin_runtime::tls::install_crypto_provider();
+        let client = reqwest::Client::builder().no_proxy().build().expect("client");
+        let payload = json!({"name": "podinfo"});
+        for status in [
+            "200 OK",
+            "202 Accepted",
+            "203 Non-Authoritative Information",
+            "204 No Content",
+        ] {
+            let url = server(status, "").await;
+            assert_eq!(
+                post(&client, &url, Duration::from_secs(5), 0, &payload).await,
+                Ok(()),
+                "{status}"
+            );
+        }
+        let url = server("403 Forbidden", "Forbidden").await;
+        assert_eq!(
+            post(&client, &url, Duration::from_secs(5), 0, &payload).await,
+            Err("Forbidden".into())
+        );
+        let url = server("500 Internal Server Error", "").await;
+        assert_eq!(
+            post(&client, &url, Duration::from_secs(5), 1, &payload).await,
+            Err("500 Internal Server Error".into())
+        );
+    }
 }
