@@ -15,7 +15,7 @@ done
 
 make -s deps
 echo "building serin and the test bed..."
-cargo build -q --bin serin --bin serin-testbed
+cargo build -q --bin serin && cargo build -q -p serin-testbed --bin serin-testbed
 
 work=$(mktemp -d)
 pids=()
