@@ -294,3 +294,297 @@ async fn a_restarted_controller_continues_the_rollout() {
         .count();
     assert_eq!(restarts, 1, "the analysis was not restarted");
 }
+
+fn primary_image(v: &serde_json::Value) -> String {
+    v["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_revision_during_the_analysis_restarts_it() {
+    let s = initialized().await;
+    s.kubectl(&[
+        "-n",
+        NS,
+        "set",
+        "image",
+        "deploy/podinfo",
+        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
+    ]);
+    s.wait_canary("weight 10", Duration::from_secs(90), |c| {
+        c.status.as_ref().is_some_and(|st| st.canary_weight >= 10)
+    })
+    .await;
+    s.kubectl(&[
+        "-n",
+        NS,
+        "set",
+        "image",
+        "deploy/podinfo",
+        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.2",
+    ]);
+    s.wait_canary("Succeeded", Duration::from_secs(150), |c| {
+        phase(c) == CanaryPhase::Succeeded
+    })
+    .await;
+    assert!(
+        s.events()
+            .iter()
+            .any(|e| e == "New revision detected! Restarting analysis for podinfo.test"),
+        "{:#?}",
+        s.events()
+    );
+    let primary: serde_json::Value =
+        serde_json::from_str(&s.kubectl(&["-n", NS, "get", "deploy", "podinfo-primary", "-o", "json"]))
+            .expect("json");
+    assert_eq!(
+        primary_image(&primary),
+        "ghcr.io/stefanprodan/podinfo:6.0.2",
+        "the newest revision is promoted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_tracked_secret_alone_is_analysed_and_promoted() {
+    let s = initialized().await;
+    s.kubectl(&[
+        "-n",
+        NS,
+        "patch",
+        "secret",
+        "podinfo-secret",
+        "--type=merge",
+        "-p",
+        r#"{"stringData":{"value":"second-secret"}}"#,
+    ]);
+    s.wait_canary("Progressing", Duration::from_secs(30), |c| {
+        phase(c) == CanaryPhase::Progressing
+    })
+    .await;
+    let c = s
+        .wait_canary("Succeeded", Duration::from_secs(150), |c| {
+            phase(c) == CanaryPhase::Succeeded
+        })
+        .await;
+    let copy: serde_json::Value = serde_json::from_str(&s.kubectl(&[
+        "-n",
+        NS,
+        "get",
+        "secret",
+        "podinfo-secret-primary",
+        "-o",
+        "json",
+    ]))
+    .expect("json");
+    use base64::Engine;
+    assert_eq!(
+        copy["data"]["value"],
+        base64::engine::general_purpose::STANDARD.encode("second-secret")
+    );
+    assert!(
+        c.status
+            .and_then(|st| st.tracked_configs)
+            .is_some_and(|t| t.contains_key("secret/podinfo-secret"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gates_hold_the_rollout_until_opened_and_kubectl_follows_it() {
+    let s = initialized().await;
+    let gates = r#"{"spec":{"analysis":{"webhooks":[
+        {"name":"ask-rollout","type":"confirm-rollout","url":"http://flagger-loadtester.test/gate/check"},
+        {"name":"ask-promotion","type":"confirm-promotion","url":"http://flagger-loadtester.test/gate/check"}]}}}"#;
+    s.kubectl(&[
+        "-n",
+        NS,
+        "patch",
+        "canary",
+        "podinfo",
+        "--type=merge",
+        "-p",
+        gates,
+    ]);
+    s.kubectl(&[
+        "-n",
+        NS,
+        "set",
+        "image",
+        "deploy/podinfo",
+        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
+    ]);
+    s.wait_canary("Waiting", Duration::from_secs(30), |c| {
+        phase(c) == CanaryPhase::Waiting
+    })
+    .await;
+    let proxy = s.tb.proxy_url().expect("proxy").to_owned();
+    let gate = |action: &str| {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-x",
+                &proxy,
+                "-d",
+                r#"{"name":"podinfo","namespace":"test"}"#,
+                &format!("http://flagger-loadtester.test/gate/{action}"),
+            ])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(gate("open"), "202");
+    s.wait_canary("Progressing", Duration::from_secs(30), |c| {
+        phase(c) == CanaryPhase::Progressing
+    })
+    .await;
+    assert_eq!(gate("close"), "202");
+    s.wait_canary("weight 10", Duration::from_secs(60), |c| {
+        c.status.as_ref().is_some_and(|st| st.canary_weight >= 10)
+    })
+    .await;
+    let table = s.kubectl(&["-n", NS, "get", "canaries"]);
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(row.get(1).copied(), Some("Progressing"), "{table}");
+    assert!(
+        row.get(2)
+            .is_some_and(|w| w.parse::<i32>().is_ok_and(|w| w >= 10)),
+        "{table}"
+    );
+    s.wait_canary("WaitingPromotion", Duration::from_secs(90), |c| {
+        phase(c) == CanaryPhase::WaitingPromotion
+    })
+    .await;
+    let mut waiter =
+        s.tb.kubectl()
+            .args([
+                "-n",
+                NS,
+                "wait",
+                "--for=condition=promoted",
+                "canary/podinfo",
+                "--timeout=90s",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("kubectl wait");
+    assert_eq!(gate("open"), "202");
+    s.wait_canary("Succeeded", Duration::from_secs(90), |c| {
+        phase(c) == CanaryPhase::Succeeded
+    })
+    .await;
+    let status = tokio::task::spawn_blocking(move || waiter.wait())
+        .await
+        .expect("join")
+        .expect("wait exits");
+    assert!(
+        status.success(),
+        "kubectl wait --for=condition=promoted returned {status}"
+    );
+    let events = s.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e == "Halt podinfo.test advancement waiting for approval ask-rollout"),
+        "{events:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e == "Halt podinfo.test advancement waiting for promotion approval ask-promotion"),
+        "{events:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revision_that_never_gets_ready_fails_at_its_deadline() {
+    let s = initialized().await;
+    let patch = r#"{"spec":{"progressDeadlineSeconds":10,"template":{"metadata":{"annotations":{"testbed.serin.dev/never-ready":"true"}}}}}"#;
+    s.kubectl(&[
+        "-n",
+        NS,
+        "patch",
+        "deploy",
+        "podinfo",
+        "--type=strategic",
+        "-p",
+        patch,
+    ]);
+    s.wait_canary("Failed", Duration::from_secs(90), |c| {
+        phase(c) == CanaryPhase::Failed
+    })
+    .await;
+    let events = s.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("exceeded its progress deadline")),
+        "{events:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e == "Canary failed! Scaling down podinfo.test"),
+        "{events:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_canaries_do_not_stall_a_healthy_one() {
+    let s = initialized().await;
+    let broken = repo().join("tests/e2e/fixtures/broken-canaries.yaml");
+    s.apply(&broken);
+    s.kubectl(&[
+        "-n",
+        NS,
+        "set",
+        "image",
+        "deploy/podinfo",
+        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
+    ]);
+    s.wait_canary("Succeeded", Duration::from_secs(150), |c| {
+        phase(c) == CanaryPhase::Succeeded
+    })
+    .await;
+    let out = s.kubectl(&["-n", NS, "get", "events", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let for_canary = |name: &str| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["involvedObject"]["name"] == name && e["type"] == "Warning")
+            .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert!(
+        for_canary("missing-target")
+            .iter()
+            .any(|m| m.contains("deployments.apps \"does-not-exist\" not found")),
+        "{:?}",
+        for_canary("missing-target")
+    );
+    assert!(
+        for_canary("no-selector-label")
+            .iter()
+            .any(|m| m.contains("spec.selector.matchLabels must contain one of")),
+        "{:?}",
+        for_canary("no-selector-label")
+    );
+    assert!(
+        for_canary("unimplemented-provider")
+            .iter()
+            .any(|m| m.contains("not implemented by serin")),
+        "{:?}",
+        for_canary("unimplemented-provider")
+    );
+}
