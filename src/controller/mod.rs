@@ -55,6 +55,8 @@ pub struct Stores {
 /// What a reconcile needs.
 pub struct Context {
     pub client: Client,
+    /// The Canaries, for `flagger_canary_total`.
+    pub canaries: Store<DeserializeGuard<Canary>>,
     pub config: Config,
     pub stores: Stores,
     pub metrics: metrics::Metrics,
@@ -152,6 +154,7 @@ pub async fn run(
         .unwrap_or_default();
     let ctx = Arc::new(Context {
         client: client.clone(),
+        canaries: canary_store.clone(),
         config,
         stores: Stores {
             deployments: deployments.clone(),
@@ -269,6 +272,9 @@ async fn reconcile(guard: Arc<DeserializeGuard<Canary>>, ctx: Arc<Context>) -> R
     }
     let started = std::time::Instant::now();
     let now = jiff::Timestamp::now().as_second();
+    let namespace = canary.namespace().unwrap_or_default();
+    let in_namespace = ctx.canaries.state().iter().filter(|g| g.0.as_ref().is_ok_and(|c| c.namespace().as_deref() == Some(namespace.as_str()))).count();
+    ctx.metrics.total.get_or_create(&metrics::NamespaceLabels { namespace }).set(in_namespace as i64);
     let name = format!("{}.{}", canary.name_any(), canary.namespace().unwrap_or_default());
 
     // observe: invalid specs and unimplemented choices stop here with a Warning, until a change.
