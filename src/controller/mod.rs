@@ -273,8 +273,19 @@ async fn reconcile(guard: Arc<DeserializeGuard<Canary>>, ctx: Arc<Context>) -> R
     let started = std::time::Instant::now();
     let now = jiff::Timestamp::now().as_second();
     let namespace = canary.namespace().unwrap_or_default();
-    let in_namespace = ctx.canaries.state().iter().filter(|g| g.0.as_ref().is_ok_and(|c| c.namespace().as_deref() == Some(namespace.as_str()))).count();
-    ctx.metrics.total.get_or_create(&metrics::NamespaceLabels { namespace }).set(in_namespace as i64);
+    let in_namespace = ctx
+        .canaries
+        .state()
+        .iter()
+        .filter(|g| {
+            g.0.as_ref()
+                .is_ok_and(|c| c.namespace().as_deref() == Some(namespace.as_str()))
+        })
+        .count();
+    ctx.metrics
+        .total
+        .get_or_create(&metrics::NamespaceLabels { namespace })
+        .set(in_namespace as i64);
     let name = format!("{}.{}", canary.name_any(), canary.namespace().unwrap_or_default());
 
     // observe: invalid specs and unimplemented choices stop here with a Warning, until a change.
@@ -304,6 +315,28 @@ async fn reconcile(guard: Arc<DeserializeGuard<Canary>>, ctx: Arc<Context>) -> R
         let message = format!(
             "{name}: provider {provider:?} with target kind {:?} is not implemented by serin (it implements istio with Deployment)",
             canary.spec.target_ref.kind
+        );
+        report::events(&ctx, &canary, &[engine::Event::warning(message)]).await;
+        return Ok(RequeueAction::await_change());
+    }
+    // Two Canaries for one target would fight over it: the first by name keeps it.
+    let rivals: Vec<String> = ctx
+        .canaries
+        .state()
+        .iter()
+        .filter_map(|g| g.0.as_ref().ok())
+        .filter(|c| {
+            c.namespace() == canary.namespace()
+                && c.name_any() != canary.name_any()
+                && c.spec.target_ref.name == canary.spec.target_ref.name
+        })
+        .map(|c| c.name_any())
+        .collect();
+    if let Some(first) = rivals.iter().filter(|r| **r < canary.name_any()).min() {
+        let message = format!(
+            "Canary {name} targets Deployment {}.{} like Canary {first}; only {first} manages it (delete one of them)",
+            canary.spec.target_ref.name,
+            canary.namespace().unwrap_or_default()
         );
         report::events(&ctx, &canary, &[engine::Event::warning(message)]).await;
         return Ok(RequeueAction::await_change());

@@ -593,13 +593,21 @@ async fn broken_canaries_do_not_stall_a_healthy_one() {
 async fn an_idle_canary_costs_no_api_requests() {
     let s = initialized().await;
     // Let the initialization's own writes settle: the status, then one quiet reconcile.
-    s.wait_canary("a settled status", Duration::from_secs(10), |c| c.status.as_ref().is_some_and(|st| st.phase == CanaryPhase::Initialized)).await;
+    s.wait_canary("a settled status", Duration::from_secs(10), |c| {
+        c.status
+            .as_ref()
+            .is_some_and(|st| st.phase == CanaryPhase::Initialized)
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     s.tb.reset_requests().await.expect("reset");
     // This measures an absence over time: a window longer than the analysis interval (10 s).
     tokio::time::sleep(Duration::from_secs(12)).await;
     let requests = s.tb.requests().await.expect("requests");
-    let by_serin: Vec<_> = requests.iter().filter(|r| !r.user_agent.starts_with("kubectl") && r.verb != "watch").collect();
+    let by_serin: Vec<_> = requests
+        .iter()
+        .filter(|r| !r.user_agent.starts_with("kubectl") && r.verb != "watch")
+        .collect();
     assert!(by_serin.is_empty(), "an idle Canary made requests: {by_serin:#?}");
 }
 
@@ -607,24 +615,180 @@ async fn an_idle_canary_costs_no_api_requests() {
 async fn flagger_examples_run_unchanged() {
     let shared = repo().join("../shared/fixtures/flagger");
     if !shared.is_dir() {
-        eprintln!("SKIP: Flagger fixtures not found at {} (the compatibility suite needs ../shared)", shared.display());
+        eprintln!(
+            "SKIP: Flagger fixtures not found at {} (the compatibility suite needs ../shared)",
+            shared.display()
+        );
         return;
     }
     let mut s = Scenario::start().await;
-    s.kubectl(&["-n", "istio-system", "apply", "-f", shared.join("canaries/metrictemplate-latency.yaml").to_str().expect("utf8")]);
+    s.kubectl(&[
+        "-n",
+        "istio-system",
+        "apply",
+        "-f",
+        shared
+            .join("canaries/metrictemplate-latency.yaml")
+            .to_str()
+            .expect("utf8"),
+    ]);
     s.apply(&shared.join("workloads"));
     s.apply(&shared.join("canaries/canary-progressive.yaml"));
     s.start_serin();
-    s.wait_canary("Initialized", Duration::from_secs(60), |c| phase(c) == CanaryPhase::Initialized).await;
+    s.wait_canary("Initialized", Duration::from_secs(60), |c| {
+        phase(c) == CanaryPhase::Initialized
+    })
+    .await;
     let services: Api<Service> = Api::namespaced(s.client.clone(), NS);
     let apex = services.get("podinfo").await.expect("apex");
-    assert_eq!(apex.metadata.labels.as_ref().and_then(|l| l.get("test")).map(String::as_str), Some("labels-test"));
-    assert_eq!(apex.metadata.annotations.as_ref().and_then(|a| a.get("test")).map(String::as_str), Some("annotations-test"));
-    let vs: serde_json::Value = serde_json::from_str(&s.kubectl(&["-n", NS, "get", "virtualservice", "podinfo", "-o", "json"])).expect("vs");
-    assert_eq!(vs["spec"]["http"][0]["headers"]["request"]["add"]["x-envoy-max-retries"], "10");
+    assert_eq!(
+        apex.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("test"))
+            .map(String::as_str),
+        Some("labels-test")
+    );
+    assert_eq!(
+        apex.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("test"))
+            .map(String::as_str),
+        Some("annotations-test")
+    );
+    let vs: serde_json::Value =
+        serde_json::from_str(&s.kubectl(&["-n", NS, "get", "virtualservice", "podinfo", "-o", "json"]))
+            .expect("vs");
+    assert_eq!(
+        vs["spec"]["http"][0]["headers"]["request"]["add"]["x-envoy-max-retries"],
+        "10"
+    );
     s.kubectl(&["-n", NS, "get", "secret", "podinfo-secret-primary"]);
-    s.kubectl(&["-n", NS, "set", "image", "deploy/podinfo", "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1"]);
-    s.wait_canary("Succeeded", Duration::from_secs(180), |c| phase(c) == CanaryPhase::Succeeded).await;
-    let primary: serde_json::Value = serde_json::from_str(&s.kubectl(&["-n", NS, "get", "deploy", "podinfo-primary", "-o", "json"])).expect("json");
+    s.kubectl(&[
+        "-n",
+        NS,
+        "set",
+        "image",
+        "deploy/podinfo",
+        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
+    ]);
+    s.wait_canary("Succeeded", Duration::from_secs(180), |c| {
+        phase(c) == CanaryPhase::Succeeded
+    })
+    .await;
+    let primary: serde_json::Value =
+        serde_json::from_str(&s.kubectl(&["-n", NS, "get", "deploy", "podinfo-primary", "-o", "json"]))
+            .expect("json");
     assert_eq!(primary_image(&primary), "ghcr.io/stefanprodan/podinfo:6.0.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_latency_regression_is_caught_by_the_latency_template() {
+    let s = initialized().await;
+    let patch = r#"{"spec":{"template":{"metadata":{"annotations":{"testbed.serin.dev/latency-ms":"300","testbed.serin.dev/latency-p99-ms":"900"}}}}}"#;
+    s.kubectl(&[
+        "-n",
+        NS,
+        "patch",
+        "deploy",
+        "podinfo",
+        "--type=strategic",
+        "-p",
+        patch,
+    ]);
+    s.wait_canary("Failed", Duration::from_secs(120), |c| {
+        phase(c) == CanaryPhase::Failed
+    })
+    .await;
+    let events = s.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("Halt podinfo.test advancement latency ") && e.ends_with(" > 500")),
+        "{events:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prometheus_outage_fails_checks_and_the_rollout_completes_after_it() {
+    let s = initialized().await;
+    // Three failed checks are tolerated through the outage.
+    s.kubectl(&[
+        "-n",
+        NS,
+        "patch",
+        "canary",
+        "podinfo",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"analysis":{"threshold":3}}}"#,
+    ]);
+    s.kubectl(&[
+        "-n",
+        NS,
+        "set",
+        "image",
+        "deploy/podinfo",
+        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
+    ]);
+    s.wait_canary("weight 10", Duration::from_secs(60), |c| {
+        c.status.as_ref().is_some_and(|st| st.canary_weight >= 10)
+    })
+    .await;
+    s.tb.set_prometheus_reachable(false);
+    s.wait_canary("a failed check", Duration::from_secs(60), |c| {
+        c.status.as_ref().is_some_and(|st| st.failed_checks >= 1)
+    })
+    .await;
+    s.tb.set_prometheus_reachable(true);
+    let c = s
+        .wait_canary("Succeeded", Duration::from_secs(120), |c| {
+            matches!(phase(c), CanaryPhase::Succeeded | CanaryPhase::Failed)
+        })
+        .await;
+    assert_eq!(phase(&c), CanaryPhase::Succeeded, "{:#?}", s.events());
+    assert!(
+        s.events()
+            .iter()
+            .any(|e| e.starts_with("Prometheus query failed: ")),
+        "{:#?}",
+        s.events()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_that_does_not_render_fails_checks_with_its_error() {
+    let s = initialized().await;
+    let bad = r#"{"spec":{"query":"sum(rate(x{reporter=\"{{ variables.reporter }}\"}[{{ interval }}]))"}}"#;
+    s.kubectl(&[
+        "-n",
+        NS,
+        "patch",
+        "metrictemplate",
+        "latency",
+        "--type=merge",
+        "-p",
+        bad,
+    ]);
+    s.kubectl(&[
+        "-n",
+        NS,
+        "set",
+        "image",
+        "deploy/podinfo",
+        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
+    ]);
+    s.wait_canary("Failed", Duration::from_secs(120), |c| {
+        phase(c) == CanaryPhase::Failed
+    })
+    .await;
+    let events = s.events();
+    assert!(
+        events.iter().any(
+            |e| e.starts_with("Metric template latency.test query render error: ")
+                && e.contains("\"reporter\"")
+        ),
+        "{events:#?}"
+    );
 }

@@ -99,6 +99,7 @@ pub struct Testbed {
 /// The running data plane, network and Prometheus.
 struct MeshParts {
     plane: Arc<mesh::dataplane::DataPlane>,
+    network: Arc<network::Network>,
     proxy_url: String,
     loadtester_url: String,
     prometheus: Option<prometheus::Prometheus>,
@@ -210,6 +211,16 @@ impl Testbed {
             .as_ref()
             .and_then(|m| m.prometheus.as_ref())
             .map(|p| p.url())
+    }
+
+    /// Makes Prometheus unreachable through the cluster network (`false`) or reachable again,
+    /// as an outage of the in-cluster Prometheus looks to a controller.
+    pub fn set_prometheus_reachable(&self, reachable: bool) {
+        if let Some(m) = &self.mesh {
+            m.network
+                .prometheus_down
+                .store(!reachable, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 
     /// The data plane, for tests that count simulated requests directly.
@@ -416,11 +427,12 @@ async fn start_mesh(
         prometheus: prometheus
             .as_ref()
             .map(|p| p.url().trim_start_matches("http://").to_owned()),
+        prometheus_down: std::sync::atomic::AtomicBool::new(false),
     });
     let mut tasks = vec![plane_task];
     tasks.push(serve_until(
         proxy_listener,
-        network::router(network),
+        network::router(network.clone()),
         shutdown.clone(),
     ));
 
@@ -464,6 +476,7 @@ async fn start_mesh(
     }));
     Ok(MeshParts {
         plane,
+        network,
         proxy_url: format!("http://{proxy_addr}"),
         loadtester_url,
         prometheus,

@@ -31,6 +31,8 @@ pub struct Network {
     pub loadtester: Arc<Loadtester>,
     /// `127.0.0.1:PORT` of the real Prometheus, when running.
     pub prometheus: Option<String>,
+    /// Prometheus unreachable through the network, as when it is stopped (for outage tests).
+    pub prometheus_down: std::sync::atomic::AtomicBool,
 }
 
 /// The proxy's routes.
@@ -104,6 +106,10 @@ async fn handle(State(network): State<Arc<Network>>, request: Request) -> Respon
             )
                 .into_response();
         };
+        if network.prometheus_down.load(std::sync::atomic::Ordering::SeqCst) {
+            let message = format!("cannot connect to {target}: connection refused (Prometheus is down)");
+            return (StatusCode::BAD_GATEWAY, message).into_response();
+        }
         return forward(target, parts.method.as_str(), &path, &parts.headers, &body).await;
     }
     if labels.first() == Some(&"flagger-loadtester") {
