@@ -51,6 +51,9 @@ pub struct RunArgs {
     /// Track ConfigMaps and Secrets the target uses and copy them for the primary.
     #[arg(long, env = "ENABLE_CONFIG_TRACKING", default_value_t = true, action = clap::ArgAction::Set)]
     pub enable_config_tracking: bool,
+    /// Webhook that receives every event of Canaries that have no `event` webhooks of their own.
+    #[arg(long, env = "EVENT_WEBHOOK_URL")]
+    pub event_webhook: Option<String>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     #[command(flatten)]
@@ -149,6 +152,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         include_label_prefixes: args.include_label_prefix.clone(),
         config_tracking: args.enable_config_tracking,
         namespace: args.namespace.clone(),
+        event_webhook: args.event_webhook.clone().filter(|u| !u.is_empty()),
     };
     tracing::info!(namespace = args.namespace.as_deref().unwrap_or("(all)"), mesh_provider = %args.mesh_provider, metrics_server = %args.metrics_server, "starting the canary controller");
     let ready_state = state.clone();

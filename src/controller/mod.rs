@@ -41,6 +41,8 @@ pub struct Config {
     pub include_label_prefixes: Vec<String>,
     pub config_tracking: bool,
     pub namespace: Option<String>,
+    /// Where events go when a Canary has no `event` webhooks (`--event-webhook`).
+    pub event_webhook: Option<String>,
 }
 
 /// The caches reconciles read from.
@@ -341,8 +343,18 @@ async fn reconcile(guard: Arc<DeserializeGuard<Canary>>, ctx: Arc<Context>) -> R
         report::events(&ctx, &canary, &[engine::Event::warning(message)]).await;
         return Ok(RequeueAction::await_change());
     }
-    if let Err(err) = ctx.stores.deployments.wait_until_ready().await {
-        tracing::warn!(error = %err, "the Deployment cache is not ready");
+    // Decisions need complete caches: a VirtualService missing only from a cache still filling
+    // after a restart would otherwise look deleted and be recreated at 100/0.
+    let stores = &ctx.stores;
+    let ready = futures::future::try_join4(
+        stores.deployments.wait_until_ready(),
+        stores.configmaps.wait_until_ready(),
+        stores.secrets.wait_until_ready(),
+        stores.virtual_services.wait_until_ready(),
+    );
+    if let Err(err) = ready.await {
+        tracing::warn!(error = %err, "the caches are not ready");
+        return Ok(RequeueAction::requeue(Duration::from_secs(1)));
     }
     let world = match observe::observe(&ctx, &canary, now) {
         Ok(w) => w,

@@ -59,6 +59,70 @@ pub async fn events(ctx: &Context, canary: &Canary, events: &[Event]) {
         if let Err(err) = api.create(&PostParams::default(), &event).await {
             tracing::warn!(error = %err, "recording an event failed");
         }
+        send_event_webhooks(ctx, canary, e);
+    }
+}
+
+/// Posts an event to the Canary's `event` webhooks, or to `--event-webhook` when it has none, in
+/// the background: a slow or failing receiver never holds up a rollout.
+fn send_event_webhooks(ctx: &Context, canary: &Canary, event: &Event) {
+    let mut hooks: Vec<crate::api::canary::CanaryWebhook> = canary
+        .spec
+        .analysis
+        .as_ref()
+        .and_then(|a| a.webhooks.as_ref())
+        .map(|hs| hs.iter().filter(|h| h.hook_type() == "event").cloned().collect())
+        .unwrap_or_default();
+    if hooks.is_empty()
+        && let Some(url) = &ctx.config.event_webhook
+    {
+        hooks.push(crate::api::canary::CanaryWebhook {
+            name: "event-webhook".into(),
+            url: url.clone(),
+            ..Default::default()
+        });
+    }
+    if hooks.is_empty() {
+        return;
+    }
+    let phase = canary.status.as_ref().map(|s| s.phase).unwrap_or_default();
+    let checksum = super::checks::checksum(canary);
+    for hook in hooks {
+        let mut metadata = hook.metadata.clone().unwrap_or_default();
+        metadata.insert("eventMessage".into(), event.message.clone());
+        metadata.insert(
+            "eventType".into(),
+            if event.warning { "Warning" } else { "Normal" }.into(),
+        );
+        metadata.insert(
+            "timestamp".into(),
+            jiff::Timestamp::now().as_millisecond().to_string(),
+        );
+        let payload = json!({
+            "name": canary.metadata.name,
+            "namespace": canary.metadata.namespace,
+            "phase": phase.as_str(),
+            "checksum": checksum,
+            "metadata": metadata,
+        });
+        let client = if hook.disable_tls.unwrap_or(false) {
+            ctx.insecure_http.clone()
+        } else {
+            ctx.http.clone()
+        };
+        tokio::spawn(async move {
+            if let Err(err) = super::checks::post(
+                &client,
+                &hook.url,
+                hook.timeout(),
+                hook.retries.unwrap_or(0),
+                &payload,
+            )
+            .await
+            {
+                tracing::warn!(webhook = %hook.name, error = %err, "sending an event webhook failed");
+            }
+        });
     }
 }
 

@@ -792,3 +792,121 @@ async fn a_template_that_does_not_render_fails_checks_with_its_error() {
         "{events:#?}"
     );
 }
+
+/// A local HTTP receiver: every POSTed JSON body, answered 200.
+async fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let url = format!("http://{}/", listener.local_addr().expect("addr"));
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Default::default();
+    let store = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = stream.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let length = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= length {
+                            if let Ok(v) = serde_json::from_str(&body[..length]) {
+                                store.lock().expect("lock").push(v);
+                            }
+                            let _ = stream
+                                .write_all(
+                                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                                )
+                                .await;
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_webhooks_receive_every_event() {
+    let s = initialized().await;
+    let (url, seen) = receiver().await;
+    let hooks = format!(
+        r#"{{"spec":{{"analysis":{{"webhooks":[{{"name":"events","type":"event","url":"{url}","metadata":{{"team":"web"}}}}]}}}}}}"#
+    );
+    s.kubectl(&[
+        "-n",
+        NS,
+        "patch",
+        "canary",
+        "podinfo",
+        "--type=merge",
+        "-p",
+        &hooks,
+    ]);
+    s.kubectl(&[
+        "-n",
+        NS,
+        "set",
+        "image",
+        "deploy/podinfo",
+        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
+    ]);
+    s.wait_canary("Succeeded", Duration::from_secs(150), |c| {
+        phase(c) == CanaryPhase::Succeeded
+    })
+    .await;
+    let payloads = eventually_payloads(&seen, "Promotion completed! Scaling down podinfo.test").await;
+    let scaling = payloads
+        .iter()
+        .find(|p| p["metadata"]["eventMessage"] == "New revision detected! Scaling up podinfo.test")
+        .expect("the new revision event");
+    assert_eq!(
+        (scaling["name"].clone(), scaling["namespace"].clone()),
+        (serde_json::json!("podinfo"), serde_json::json!(NS))
+    );
+    assert_eq!(scaling["metadata"]["eventType"], "Normal");
+    assert_eq!(
+        scaling["metadata"]["team"], "web",
+        "the hook's own metadata comes along"
+    );
+    assert!(
+        scaling["metadata"]["timestamp"]
+            .as_str()
+            .is_some_and(|t| t.parse::<u64>().is_ok())
+    );
+}
+
+async fn eventually_payloads(
+    seen: &std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    message: &str,
+) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let payloads = seen.lock().expect("lock").clone();
+        if payloads.iter().any(|p| p["metadata"]["eventMessage"] == message) {
+            return payloads;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no event {message:?} received; got {payloads:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
