@@ -10,10 +10,7 @@ use crate::api::{metric_template::LocalObjectReference, schema::string_enum};
 /// Every alert provider type Flagger's CRD accepts.
 pub const ALERT_PROVIDERS: &[&str] = &["slack", "msteams", "discord", "rocket", "gchat"];
 
-string_enum!(
-    alert_provider_enum,
-    ["slack", "msteams", "discord", "rocket", "gchat"]
-);
+string_enum!(alert_provider_enum, ALERT_PROVIDERS);
 
 /// An alert destination referenced by Canary alerts through `providerRef`.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -58,30 +58,7 @@ pub const PROVIDERS: &[&str] = &[
     "traefik",
 ];
 
-string_enum!(
-    provider_enum,
-    [
-        "apisix",
-        "appmesh",
-        "appmesh:v1beta2",
-        "contour",
-        "gatewayapi:v1",
-        "gatewayapi:v1beta1",
-        "gloo",
-        "istio",
-        "knative",
-        "kubernetes",
-        "kuma",
-        "linkerd",
-        "nginx",
-        "osm",
-        "skipper",
-        "smi:v1alpha1",
-        "smi:v1alpha2",
-        "smi:v1alpha3",
-        "traefik"
-    ]
-);
+string_enum!(provider_enum, PROVIDERS);
 string_enum!(target_kind_enum, ["DaemonSet", "Deployment", "Service"]);
 string_enum!(autoscaler_kind_enum, ["HorizontalPodAutoscaler", "ScaledObject"]);
 string_enum!(ingress_kind_enum, ["Ingress"]);

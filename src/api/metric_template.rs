@@ -24,22 +24,7 @@ pub const METRIC_PROVIDERS: &[&str] = &[
     "splunk",
 ];
 
-string_enum!(
-    metric_provider_enum,
-    [
-        "prometheus",
-        "influxdb",
-        "datadog",
-        "externalmetrics",
-        "stackdriver",
-        "cloudwatch",
-        "newrelic",
-        "graphite",
-        "dynatrace",
-        "keptn",
-        "splunk"
-    ]
-);
+string_enum!(metric_provider_enum, METRIC_PROVIDERS);
 
 /// A metric query template, referenced by Canary metrics through `templateRef`.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

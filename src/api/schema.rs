@@ -37,11 +37,17 @@ pub fn string_map(_: &mut SchemaGenerator) -> Schema {
 }
 
 /// An enum of strings, for fields kept as `String` so that a value serin does not know is
-/// reported by `serin lint` and by the controller instead of failing deserialization.
+/// reported by `serin lint` and by the controller instead of failing deserialization. Takes a
+/// list of literals or a `&[&str]` constant.
 macro_rules! string_enum {
     ($name:ident, [$($value:literal),* $(,)?]) => {
         pub fn $name(_: &mut ::schemars::SchemaGenerator) -> ::schemars::Schema {
             ::schemars::json_schema!({ "type": "string", "enum": [$($value),*] })
+        }
+    };
+    ($name:ident, $values:expr) => {
+        pub fn $name(_: &mut ::schemars::SchemaGenerator) -> ::schemars::Schema {
+            ::schemars::json_schema!({ "type": "string", "enum": $values })
         }
     };
 }

@@ -640,16 +640,21 @@ fn promotion_shift(input: &Input, routes: Routes) -> Decision {
     }
 }
 
+/// The status of a promotion that finished: the applied revision is now the promoted one.
+fn succeeded(input: &Input) -> StatusUpdate {
+    StatusUpdate {
+        phase: Some(CanaryPhase::Succeeded),
+        canary_weight: Some(0),
+        iterations: Some(0),
+        last_promoted_spec: input.status.last_applied_spec.clone(),
+        ..StatusUpdate::default()
+    }
+}
+
 fn finalise(input: &Input) -> Decision {
     Decision::default()
         .action(Action::ScaleTarget(Scale::Zero))
-        .status(StatusUpdate {
-            phase: Some(CanaryPhase::Succeeded),
-            canary_weight: Some(0),
-            iterations: Some(0),
-            last_promoted_spec: input.status.last_applied_spec.clone(),
-            ..StatusUpdate::default()
-        })
+        .status(succeeded(input))
         .action(Action::PostRollout(CanaryPhase::Succeeded))
         .event(Event::normal(format!(
             "Promotion completed! Scaling down {}",
@@ -673,13 +678,7 @@ fn skip_analysis(input: &Input) -> Decision {
         )))
         .action(Action::Promote)
         .action(Action::ScaleTarget(Scale::Zero))
-        .status(StatusUpdate {
-            phase: Some(CanaryPhase::Succeeded),
-            canary_weight: Some(0),
-            iterations: Some(0),
-            last_promoted_spec: input.status.last_applied_spec.clone(),
-            ..StatusUpdate::default()
-        })
+        .status(succeeded(input))
         .action(Action::PostRollout(CanaryPhase::Succeeded))
         .event(Event::normal(format!(
             "Promotion completed! Canary analysis was skipped for {}",
