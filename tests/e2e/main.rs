@@ -910,3 +910,51 @@ async fn eventually_payloads(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skip_analysis_promotes_without_analysing() {
+    let mut s = Scenario::start().await;
+    s.apply(&repo().join("examples/canary"));
+    s.kubectl(&[
+        "-n",
+        NS,
+        "patch",
+        "canary",
+        "podinfo",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"skipAnalysis":true}}"#,
+    ]);
+    s.start_serin();
+    s.wait_canary("Initialized", Duration::from_secs(60), |c| {
+        phase(c) == CanaryPhase::Initialized
+    })
+    .await;
+    s.kubectl(&[
+        "-n",
+        NS,
+        "set",
+        "image",
+        "deploy/podinfo",
+        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
+    ]);
+    s.wait_canary("Succeeded", Duration::from_secs(60), |c| {
+        phase(c) == CanaryPhase::Succeeded
+    })
+    .await;
+    let events = s.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e == "Promotion completed! Canary analysis was skipped for podinfo.test"),
+        "{events:#?}"
+    );
+    assert!(
+        !events.iter().any(|e| e.starts_with("Advance ")),
+        "no traffic steps: {events:#?}"
+    );
+    let primary: serde_json::Value =
+        serde_json::from_str(&s.kubectl(&["-n", NS, "get", "deploy", "podinfo-primary", "-o", "json"]))
+            .expect("json");
+    assert_eq!(primary_image(&primary), "ghcr.io/stefanprodan/podinfo:6.0.1");
+}
