@@ -958,3 +958,44 @@ async fn skip_analysis_promotes_without_analysing() {
             .expect("json");
     assert_eq!(primary_image(&primary), "ghcr.io/stefanprodan/podinfo:6.0.1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_that_times_out_fails_checks_and_rolls_back() {
+    let s = initialized().await;
+    // Accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+    let url = format!("http://{}/", silent.local_addr().expect("addr"));
+    let hooks = format!(
+        r#"{{"spec":{{"analysis":{{"webhooks":[{{"name":"slow-check","type":"rollout","url":"{url}","timeout":"1s"}}]}}}}}}"#
+    );
+    s.kubectl(&[
+        "-n",
+        NS,
+        "patch",
+        "canary",
+        "podinfo",
+        "--type=merge",
+        "-p",
+        &hooks,
+    ]);
+    s.kubectl(&[
+        "-n",
+        NS,
+        "set",
+        "image",
+        "deploy/podinfo",
+        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
+    ]);
+    s.wait_canary("Failed", Duration::from_secs(90), |c| {
+        phase(c) == CanaryPhase::Failed
+    })
+    .await;
+    let events = s.events();
+    assert!(
+        events.iter().any(|e| e
+            .starts_with("Halt podinfo.test advancement external check slow-check failed")
+            && e.contains("timed out")),
+        "{events:#?}"
+    );
+    drop(silent);
+}
