@@ -712,6 +712,7 @@ async fn a_latency_regression_is_caught_by_the_latency_template() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prometheus_outage_fails_checks_and_the_rollout_completes_after_it() {
+    // First Prometheus answers 500, then it is unreachable, then it is back.
     let s = initialized().await;
     // Three failed checks are tolerated through the outage.
     s.kubectl(&[

@@ -216,10 +216,19 @@ impl Testbed {
     /// Makes Prometheus unreachable through the cluster network (`false`) or reachable again,
     /// as an outage of the in-cluster Prometheus looks to a controller.
     pub fn set_prometheus_reachable(&self, reachable: bool) {
+        self.set_prometheus_fault(if reachable { 0 } else { 1 });
+    }
+
+    /// Makes Prometheus answer every query with a 500 error (`true`), or normally again.
+    pub fn set_prometheus_failing(&self, failing: bool) {
+        self.set_prometheus_fault(if failing { 2 } else { 0 });
+    }
+
+    fn set_prometheus_fault(&self, fault: u8) {
         if let Some(m) = &self.mesh {
             m.network
-                .prometheus_down
-                .store(!reachable, std::sync::atomic::Ordering::SeqCst);
+                .prometheus_fault
+                .store(fault, std::sync::atomic::Ordering::SeqCst);
         }
     }
 
@@ -427,7 +436,7 @@ async fn start_mesh(
         prometheus: prometheus
             .as_ref()
             .map(|p| p.url().trim_start_matches("http://").to_owned()),
-        prometheus_down: std::sync::atomic::AtomicBool::new(false),
+        prometheus_fault: std::sync::atomic::AtomicU8::new(0),
     });
     let mut tasks = vec![plane_task];
     tasks.push(serve_until(

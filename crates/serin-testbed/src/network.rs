@@ -31,8 +31,9 @@ pub struct Network {
     pub loadtester: Arc<Loadtester>,
     /// `127.0.0.1:PORT` of the real Prometheus, when running.
     pub prometheus: Option<String>,
-    /// Prometheus unreachable through the network, as when it is stopped (for outage tests).
-    pub prometheus_down: std::sync::atomic::AtomicBool,
+    /// A Prometheus fault for outage tests: 0 none, 1 unreachable (as when it is stopped),
+    /// 2 answering 500.
+    pub prometheus_fault: std::sync::atomic::AtomicU8,
 }
 
 /// The proxy's routes.
@@ -106,9 +107,21 @@ async fn handle(State(network): State<Arc<Network>>, request: Request) -> Respon
             )
                 .into_response();
         };
-        if network.prometheus_down.load(std::sync::atomic::Ordering::SeqCst) {
-            let message = format!("cannot connect to {target}: connection refused (Prometheus is down)");
-            return (StatusCode::BAD_GATEWAY, message).into_response();
+        match network.prometheus_fault.load(std::sync::atomic::Ordering::SeqCst) {
+            1 => {
+                let message = format!("cannot connect to {target}: connection refused (Prometheus is down)");
+                return (StatusCode::BAD_GATEWAY, message).into_response();
+            }
+            2 => {
+                let body = r#"{"status":"error","errorType":"internal","error":"simulated internal error"}"#;
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    [("content-type", "application/json")],
+                    body,
+                )
+                    .into_response();
+            }
+            _ => {}
         }
         return forward(target, parts.method.as_str(), &path, &parts.headers, &body).await;
     }
