@@ -321,20 +321,20 @@ async fn reconcile(guard: Arc<DeserializeGuard<Canary>>, ctx: Arc<Context>) -> R
         report::events(&ctx, &canary, &[engine::Event::warning(message)]).await;
         return Ok(RequeueAction::await_change());
     }
-    // Two Canaries for one target would fight over it: the first by name keeps it.
-    let rivals: Vec<String> = ctx
+    // Two Canaries for one target would fight over it.
+    let same_target: Vec<String> = ctx
         .canaries
         .state()
         .iter()
         .filter_map(|g| g.0.as_ref().ok())
         .filter(|c| {
-            c.namespace() == canary.namespace()
-                && c.name_any() != canary.name_any()
-                && c.spec.target_ref.name == canary.spec.target_ref.name
+            c.namespace() == canary.namespace() && c.spec.target_ref.name == canary.spec.target_ref.name
         })
         .map(|c| c.name_any())
         .collect();
-    if let Some(first) = rivals.iter().filter(|r| **r < canary.name_any()).min() {
+    if let Some(first) =
+        engine::target_owner(&canary.name_any(), &same_target).filter(|owner| *owner != canary.name_any())
+    {
         let message = format!(
             "Canary {name} targets Deployment {}.{} like Canary {first}; only {first} manages it (delete one of them)",
             canary.spec.target_ref.name,

@@ -218,13 +218,6 @@ pub async fn report(
         }
         None => old,
     };
-    if decision
-        .actions
-        .iter()
-        .any(|a| matches!(a, crate::engine::Action::Promote))
-    {
-        tracing::info!("Copying {target}.{ns} template spec to {target}-primary.{ns}");
-    }
     events(ctx, canary, &std::mem::take(&mut evs)).await;
 
     let labels = metrics::CanaryLabels {

@@ -248,6 +248,16 @@ impl Input<'_> {
     }
 }
 
+/// Which of the Canaries that target one workload manages it: the first by name (the others
+/// are reported and left alone, so they never fight over the target).
+pub fn target_owner<'a>(this: &'a str, same_target: &'a [String]) -> Option<&'a str> {
+    same_target
+        .iter()
+        .map(String::as_str)
+        .chain(std::iter::once(this))
+        .min()
+}
+
 /// Decides the next step for a Canary.
 pub fn decide(input: &Input) -> Decision {
     let status = input.status;

@@ -766,3 +766,11 @@ fn missing_routing_is_recreated() {
     let d = run(&spec(), &progressing(0, 0), &o, &[]);
     assert_eq!(d.actions, [Action::EnsureRouting]);
 }
+
+#[test]
+fn the_first_canary_by_name_owns_a_shared_target() {
+    let others = vec!["podinfo".to_owned(), "second-for-podinfo".to_owned()];
+    assert_eq!(target_owner("second-for-podinfo", &others), Some("podinfo"));
+    assert_eq!(target_owner("podinfo", &others), Some("podinfo"));
+    assert_eq!(target_owner("alone", &[]), Some("alone"));
+}

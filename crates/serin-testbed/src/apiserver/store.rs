@@ -852,19 +852,7 @@ impl Store {
         sub: Subresource,
         opts: &WriteOptions,
     ) -> Result<Written, ApiError> {
-        if !obj.is_object() {
-            return Err(ApiError::bad_request(
-                "the body of the request must be a JSON object",
-            ));
-        }
-        check_kind(res, &obj)?;
-        if let Some(body_name) = meta_str(&obj, "name")
-            && body_name != name
-        {
-            return Err(ApiError::bad_request(format!(
-                "the name of the object ({body_name}) does not match the name on the URL ({name})"
-            )));
-        }
+        check_named_body(res, &obj, name)?;
         let precondition = meta_str(&obj, "resourceVersion")
             .filter(|rv| !rv.is_empty())
             .map(str::to_owned);
@@ -1092,19 +1080,7 @@ impl Store {
                 "PATCH, fieldManager is required for apply requests",
             ));
         }
-        if !config.is_object() {
-            return Err(ApiError::bad_request(
-                "an applied configuration must be an object",
-            ));
-        }
-        check_kind(res, &config)?;
-        if let Some(body_name) = meta_str(&config, "name")
-            && body_name != name
-        {
-            return Err(ApiError::bad_request(format!(
-                "the name of the object ({body_name}) does not match the name on the URL ({name})"
-            )));
-        }
+        check_named_body(res, &config, name)?;
         let key = Self::key(res, namespace, name);
         let existing = self.lock().objects.get(&key).cloned();
         let Some(existing) = existing else {
@@ -1466,6 +1442,22 @@ pub enum PatchKind {
     Merge,
     Json,
     Strategic,
+}
+
+/// A body for a named object: a JSON object of the URL's kind, naming the URL's object (if at all).
+fn check_named_body(res: &ResourceInfo, obj: &Value, name: &str) -> Result<(), ApiError> {
+    if !obj.is_object() {
+        return Err(ApiError::bad_request(
+            "the body of the request must be a JSON object",
+        ));
+    }
+    check_kind(res, obj)?;
+    match meta_str(obj, "name") {
+        Some(body_name) if body_name != name => Err(ApiError::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn check_kind(res: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
