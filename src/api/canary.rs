@@ -853,6 +853,11 @@ impl CanarySpec {
             .map_or(DEFAULT_INTERVAL, |d| d.max(MIN_INTERVAL))
     }
 
+    /// Analysis rounds of A/B testing and Blue/Green (`analysis.iterations`, 0 when unset).
+    pub fn iterations(&self) -> i32 {
+        self.analysis().and_then(|a| a.iterations).unwrap_or(0)
+    }
+
     /// Failed checks tolerated before rollback; 0 or unset means 1.
     pub fn analysis_threshold(&self) -> i32 {
         match self.analysis().and_then(|a| a.threshold) {

@@ -386,10 +386,19 @@ async fn reconcile(guard: Arc<DeserializeGuard<Canary>>, ctx: Arc<Context>) -> R
         }
     };
 
-    // act
+    // act, with the status the decision leads to (session affinity cookies shape the routes).
+    let mut acting = canary.clone();
+    if let Some(update) = &decision.status {
+        acting.status = Some(report::next_status(
+            &status,
+            update,
+            &canary.spec.target_ref.kind,
+            jiff::Timestamp::now(),
+        ));
+    }
     let mut events = decision.events.clone();
     for action in &decision.actions {
-        match act::act(&ctx, &canary, &world, action).await {
+        match act::act(&ctx, &acting, &world, action).await {
             Ok(more) => events.extend(more),
             Err(message) => {
                 events.push(engine::Event::warning(message.clone()));

@@ -164,6 +164,9 @@ pub fn observe(ctx: &Context, canary: &Canary, now: i64) -> Result<World, String
             routes,
             now,
             last_transition: status.last_transition_time.map(|t| t.0.as_second()),
+            random: (0..20)
+                .map(|_| char::from(b'a' + rand::random::<u8>() % 26))
+                .collect(),
         },
         target,
         target_json,

@@ -156,6 +156,21 @@ pub fn next_status(
     if let Some(t) = &update.tracked_configs {
         s.tracked_configs = Some(t.clone());
     }
+    for (field, value) in [
+        (&mut s.session_affinity_cookie, &update.session_affinity_cookie),
+        (
+            &mut s.primary_session_affinity_cookie,
+            &update.primary_session_affinity_cookie,
+        ),
+        (
+            &mut s.previous_session_affinity_cookie,
+            &update.previous_session_affinity_cookie,
+        ),
+    ] {
+        if let Some(v) = value {
+            *field = Some(v.clone());
+        }
+    }
     let time = Time(now);
     s.last_transition_time = Some(time.clone());
     if let Some((status, message)) = s.phase.promoted_condition(kind) {

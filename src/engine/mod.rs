@@ -44,6 +44,8 @@ pub struct Observed {
     pub now: i64,
     /// Seconds since the Unix epoch of the last status write (`status.lastTransitionTime`).
     pub last_transition: Option<i64>,
+    /// Twenty random letters: the values of new session affinity cookies (canary, then primary).
+    pub random: String,
 }
 
 /// The checks the controller runs on request.
@@ -94,6 +96,33 @@ impl Event {
     }
 }
 
+/// How serious an alert is (Flagger's `AlertSeverity`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    Info,
+    Warn,
+    Error,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// A notification for the Canary's alert providers (or the global notifier), with Flagger's
+/// texts. `metadata` adds the Canary's target, threshold, deadline and routing as fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Alert {
+    pub severity: Severity,
+    pub message: String,
+    pub metadata: bool,
+}
+
 /// Target replicas.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scale {
@@ -136,6 +165,10 @@ pub struct StatusUpdate {
     pub last_applied_spec: Option<String>,
     pub last_promoted_spec: Option<String>,
     pub tracked_configs: Option<BTreeMap<String, String>>,
+    /// Session affinity cookies (`name=value`; an empty string clears one).
+    pub session_affinity_cookie: Option<String>,
+    pub primary_session_affinity_cookie: Option<String>,
+    pub previous_session_affinity_cookie: Option<String>,
 }
 
 /// What to do.
@@ -147,6 +180,8 @@ pub struct Decision {
     /// `None` when the status stays as it is.
     pub status: Option<StatusUpdate>,
     pub events: Vec<Event>,
+    /// Alerts to send (never waited for).
+    pub alerts: Vec<Alert>,
     pub outcome: Option<Outcome>,
     /// When to look again; `None` waits for a change.
     pub requeue_after: Option<Duration>,
@@ -165,6 +200,14 @@ impl Decision {
     }
     fn events(mut self, events: &[Event]) -> Self {
         self.events.extend_from_slice(events);
+        self
+    }
+    fn alert(mut self, severity: Severity, message: impl Into<String>, metadata: bool) -> Self {
+        self.alerts.push(Alert {
+            severity,
+            message: message.into(),
+            metadata,
+        });
         self
     }
     fn action(mut self, action: Action) -> Self {
@@ -206,6 +249,22 @@ impl Input<'_> {
             .and_then(|a| a.webhooks.as_ref())
             .is_some_and(|hooks| hooks.iter().any(|h| h.hook_type() == kind))
     }
+    /// Whether the hook whose failure ended a gate check asked for no alerts (`muteAlert`). A gate
+    /// runs its hooks in order, one event per hook, and stops at the first failure.
+    fn muted(&self, kind: &str, events: &[Event]) -> bool {
+        let hooks: Vec<_> = self
+            .spec
+            .analysis
+            .as_ref()
+            .and_then(|a| a.webhooks.as_ref())
+            .map(|hs| hs.iter().filter(|h| h.hook_type() == kind).collect())
+            .unwrap_or_default();
+        events
+            .len()
+            .checked_sub(1)
+            .and_then(|i| hooks.get(i))
+            .is_some_and(|h| h.mute_alert.unwrap_or(false))
+    }
     /// The result of a check, or `None` when it must run first. Checks without hooks pass.
     fn check(&self, check: Check, hook_type: Option<&str>) -> Option<&CheckResult> {
         const PASSED: &CheckResult = &CheckResult::Passed(Vec::new());
@@ -244,6 +303,7 @@ impl Input<'_> {
             last_promoted_spec: (phase == CanaryPhase::Initialized)
                 .then(|| self.observed.target_hash.clone()),
             tracked_configs: Some(self.observed.configs.clone()),
+            ..StatusUpdate::default()
         }
     }
 }
@@ -260,6 +320,10 @@ pub fn target_owner<'a>(this: &'a str, same_target: &'a [String]) -> Option<&'a 
 
 /// Decides the next step for a Canary.
 pub fn decide(input: &Input) -> Decision {
+    with_session_affinity(input, decide_phase(input))
+}
+
+fn decide_phase(input: &Input) -> Decision {
     let status = input.status;
     let phase = status.phase;
     if input.spec.is_suspended() {
@@ -305,6 +369,14 @@ fn initialize(input: &Input) -> Decision {
     base.action(Action::ScaleTarget(Scale::Zero))
         .status(input.sync_status(CanaryPhase::Initialized, 0))
         .event(Event::normal(format!("Initialization done! {}", input.canary())))
+        .alert(
+            Severity::Info,
+            format!(
+                "New {} detected, initialization completed.",
+                input.spec.target_ref.kind
+            ),
+            true,
+        )
 }
 
 /// Idle or waiting for approval: start a run when a new revision arrives.
@@ -320,10 +392,15 @@ fn start(input: &Input) -> Decision {
             if phase == CanaryPhase::Waiting {
                 d
             } else {
-                d.status(StatusUpdate {
+                let d = d.status(StatusUpdate {
                     phase: Some(CanaryPhase::Waiting),
                     ..StatusUpdate::default()
-                })
+                });
+                if input.muted("confirm-rollout", events) {
+                    d
+                } else {
+                    d.alert(Severity::Warn, "Canary is waiting for approval.", false)
+                }
             }
         }
         Some(CheckResult::Passed(events)) => {
@@ -333,6 +410,11 @@ fn start(input: &Input) -> Decision {
                     "New revision detected! Scaling up {}",
                     input.target()
                 )))
+                .alert(
+                    Severity::Info,
+                    "New revision detected, progressing canary analysis.",
+                    true,
+                )
                 .action(Action::ScaleTarget(Scale::FromZero))
                 .status(input.sync_status(CanaryPhase::Progressing, 0))
                 // serin starts the analysis as soon as the canary is ready, not a tick later.
@@ -344,11 +426,17 @@ fn start(input: &Input) -> Decision {
 /// Rolls back: traffic to the primary, target to zero, Failed.
 fn rollback(input: &Input, mut d: Decision, threshold_reached: bool) -> Decision {
     if threshold_reached {
-        d = d.event(Event::warning(format!(
-            "Rolling back {} failed checks threshold reached {}",
-            input.canary(),
-            input.spec.analysis_threshold()
-        )));
+        let threshold = input.spec.analysis_threshold();
+        d = d
+            .event(Event::warning(format!(
+                "Rolling back {} failed checks threshold reached {threshold}",
+                input.canary(),
+            )))
+            .alert(
+                Severity::Error,
+                format!("Failed checks threshold reached {threshold}"),
+                false,
+            );
     }
     d.action(Action::SetRoutes(Routes {
         primary: 100,
@@ -426,7 +514,11 @@ fn advance(input: &Input) -> Decision {
                 .requeue(READINESS_POLL);
         }
         Readiness::Failed(m) => {
-            let d = Decision::default().event(Event::warning(m.clone()));
+            let d = Decision::default().event(Event::warning(m.clone())).alert(
+                Severity::Error,
+                format!("Progress deadline exceeded {m}"),
+                false,
+            );
             return rollback(input, d, false);
         }
     }
@@ -437,10 +529,13 @@ fn advance(input: &Input) -> Decision {
         match input.check(Check::Rollback, Some("rollback")) {
             None => return Decision::need(Check::Rollback),
             Some(CheckResult::Passed(events)) if input.has_hooks("rollback") => {
-                let d = Decision::default().events(events).event(Event::warning(format!(
-                    "Rolling back {} manual webhook invoked",
-                    input.canary()
-                )));
+                let d = Decision::default()
+                    .events(events)
+                    .event(Event::warning(format!(
+                        "Rolling back {} manual webhook invoked",
+                        input.canary()
+                    )))
+                    .alert(Severity::Warn, "Rolling back manual webhook invoked", false);
                 return rollback(input, d, false);
             }
             Some(_) => {}
@@ -492,14 +587,8 @@ fn advance(input: &Input) -> Decision {
     }
     match input.spec.deployment_strategy() {
         DeploymentStrategy::Canary => canary_step(input, routes, mirror, d),
-        // A/B testing and Blue/Green arrive with their own issue; until then they are reported.
-        other => Decision::default()
-            .event(Event::warning(format!(
-                "Halt {} advancement: the {} strategy is not implemented by serin yet",
-                input.canary(),
-                other.as_str()
-            )))
-            .requeue(input.interval()),
+        DeploymentStrategy::AbTesting => ab_step(input, d),
+        DeploymentStrategy::BlueGreen => blue_green_step(input, routes, mirror, d),
     }
 }
 
@@ -542,7 +631,18 @@ fn canary_step(input: &Input, routes: Routes, mirror: bool, mut d: Decision) -> 
         if !routes.mirrored && input.status.phase != CanaryPhase::WaitingPromotion {
             match input.check(Check::ConfirmTrafficIncrease, Some("confirm-traffic-increase")) {
                 None => return Decision::need(Check::ConfirmTrafficIncrease),
-                Some(CheckResult::Failed(events)) => return d.events(events).requeue(input.interval()),
+                Some(CheckResult::Failed(events)) => {
+                    let d = d.events(events).requeue(input.interval());
+                    return if input.muted("confirm-traffic-increase", events) {
+                        d
+                    } else {
+                        d.alert(
+                            Severity::Warn,
+                            "Canary traffic increase is waiting for approval.",
+                            false,
+                        )
+                    };
+                }
                 Some(CheckResult::Passed(events)) => d = d.events(events),
             }
         }
@@ -564,37 +664,200 @@ fn canary_step(input: &Input, routes: Routes, mirror: bool, mut d: Decision) -> 
             })
             .requeue(input.interval());
     }
+    match confirm_promotion(input, d) {
+        Ok(d) => promote(input, d, cw),
+        Err(d) => d,
+    }
+}
+
+/// The `confirm-promotion` gate: `Ok` with the passed events when promotion may go ahead, `Err`
+/// with the decision that waits (WaitingPromotion; A/B and Blue/Green step back one iteration so
+/// that one more runs after the approval, as Flagger does).
+fn confirm_promotion(input: &Input, d: Decision) -> Result<Decision, Decision> {
     match input.check(Check::ConfirmPromotion, Some("confirm-promotion")) {
-        None => Decision::need(Check::ConfirmPromotion),
+        None => Err(Decision::need(Check::ConfirmPromotion)),
         Some(CheckResult::Failed(events)) => {
             let d = d.events(events).requeue(input.interval());
-            if input.status.phase == CanaryPhase::WaitingPromotion {
-                d.status(StatusUpdate::default())
-            } else {
+            let iterations = match input.spec.deployment_strategy() {
+                DeploymentStrategy::Canary => None,
+                _ => Some(input.spec.iterations() - 1),
+            };
+            Err(if input.status.phase == CanaryPhase::WaitingPromotion {
                 d.status(StatusUpdate {
-                    phase: Some(CanaryPhase::WaitingPromotion),
-                    canary_weight: Some(0),
+                    iterations,
                     ..StatusUpdate::default()
                 })
-            }
+            } else {
+                let d = d.status(StatusUpdate {
+                    phase: Some(CanaryPhase::WaitingPromotion),
+                    canary_weight: Some(0),
+                    iterations,
+                    ..StatusUpdate::default()
+                });
+                if input.muted("confirm-promotion", events) {
+                    d
+                } else {
+                    d.alert(Severity::Warn, "Canary promotion is waiting for approval.", false)
+                }
+            })
         }
-        Some(CheckResult::Passed(events)) => d
-            .events(events)
-            .event(Event::normal(format!(
-                "Copying {} template spec to {}-primary.{}",
-                input.target(),
-                input.spec.target_ref.name,
-                input.namespace
-            )))
-            .action(Action::Promote)
+        Some(CheckResult::Passed(events)) => Ok(d.events(events)),
+    }
+}
+
+/// Copies the canary to the primary and enters Promoting.
+fn promote(input: &Input, d: Decision, canary_weight: i32) -> Decision {
+    d.event(Event::normal(format!(
+        "Copying {} template spec to {}-primary.{}",
+        input.target(),
+        input.spec.target_ref.name,
+        input.namespace
+    )))
+    .action(Action::Promote)
+    .status(StatusUpdate {
+        phase: Some(CanaryPhase::Promoting),
+        canary_weight: Some(canary_weight),
+        ..StatusUpdate::default()
+    })
+    // serin moves on as soon as the primary is ready.
+    .requeue(Duration::ZERO)
+}
+
+fn iteration_event(input: &Input, iteration: i32) -> Event {
+    Event::normal(format!(
+        "Advance {} canary iteration {iteration}/{}",
+        input.canary(),
+        input.spec.iterations()
+    ))
+}
+
+/// A/B testing (Flagger's `runAB`): requests matching `analysis.match` go to the canary for
+/// `iterations` analysis rounds, then promotion.
+fn ab_step(input: &Input, d: Decision) -> Decision {
+    let iterations = input.spec.iterations();
+    let done = input.status.iterations;
+    if iterations > done {
+        return d
+            .action(Action::SetRoutes(Routes {
+                primary: 0,
+                canary: 100,
+                mirrored: false,
+            }))
+            .event(iteration_event(input, done + 1))
             .status(StatusUpdate {
-                phase: Some(CanaryPhase::Promoting),
-                canary_weight: Some(cw),
+                iterations: Some(done + 1),
                 ..StatusUpdate::default()
             })
-            // serin moves on as soon as the primary is ready.
-            .requeue(Duration::ZERO),
+            .requeue(input.interval());
     }
+    match confirm_promotion(input, d) {
+        Ok(d) => promote(input, d, 0),
+        Err(d) => d,
+    }
+}
+
+/// Blue/Green (Flagger's `runBlueGreen`): `iterations` analysis rounds against the canary
+/// Service with the traffic on the primary (mirrored to the canary with `mirror`), then all
+/// traffic to the canary for one more round, then promotion.
+fn blue_green_step(input: &Input, routes: Routes, mirror: bool, mut d: Decision) -> Decision {
+    let iterations = input.spec.iterations();
+    let done = input.status.iterations;
+    if iterations > done {
+        if mirror && !routes.mirrored {
+            d = d.action(Action::SetRoutes(Routes {
+                primary: 100,
+                canary: 0,
+                mirrored: true,
+            }));
+        }
+        return d
+            .event(iteration_event(input, done + 1))
+            .status(StatusUpdate {
+                iterations: Some(done + 1),
+                ..StatusUpdate::default()
+            })
+            .requeue(input.interval());
+    }
+    if iterations == done {
+        return match confirm_promotion(input, d) {
+            Ok(d) => d
+                .event(Event::normal(if mirror {
+                    "Stop traffic mirroring and route all traffic to canary"
+                } else {
+                    "Routing all traffic to canary"
+                }))
+                .action(Action::SetRoutes(Routes {
+                    primary: 0,
+                    canary: 100,
+                    mirrored: false,
+                }))
+                .status(StatusUpdate {
+                    canary_weight: Some(100),
+                    iterations: Some(done + 1),
+                    ..StatusUpdate::default()
+                })
+                .requeue(input.interval()),
+            Err(d) => d,
+        };
+    }
+    promote(input, d, routes.canary)
+}
+
+/// Session affinity (Flagger's `getSessionAffinityRouteRules`): a canary cookie (and a primary
+/// one with `primaryCookieName`) is chosen when traffic first reaches the canary and kept in the
+/// status; when the canary weight returns to 0 the cookie becomes the previous one, which the
+/// VirtualService then expires.
+fn with_session_affinity(input: &Input, mut d: Decision) -> Decision {
+    let Some(affinity) = input
+        .spec
+        .analysis
+        .as_ref()
+        .and_then(|a| a.session_affinity.as_ref())
+    else {
+        return d;
+    };
+    if input.spec.deployment_strategy() == DeploymentStrategy::AbTesting {
+        return d;
+    }
+    let Some(routes) = d.actions.iter().rev().find_map(|a| match a {
+        Action::SetRoutes(r) => Some(*r),
+        _ => None,
+    }) else {
+        return d;
+    };
+    let status = input.status;
+    let current = status
+        .session_affinity_cookie
+        .as_deref()
+        .filter(|c| !c.is_empty());
+    let had_status = d.status.is_some();
+    let mut update = d.status.take().unwrap_or_default();
+    let letters = |i: usize| {
+        input
+            .observed
+            .random
+            .get(i * 10..(i + 1) * 10)
+            .unwrap_or("serinserin")
+            .to_owned()
+    };
+    if routes.canary != 0 {
+        if current.is_none() {
+            update.session_affinity_cookie = Some(format!("{}={}", affinity.cookie_name, letters(0)));
+        }
+        if let Some(name) = affinity.primary_cookie_name.as_deref().filter(|n| !n.is_empty())
+            && status
+                .primary_session_affinity_cookie
+                .as_deref()
+                .is_none_or(str::is_empty)
+        {
+            update.primary_session_affinity_cookie = Some(format!("{name}={}", letters(1)));
+        }
+    } else if let Some(cookie) = current {
+        update.previous_session_affinity_cookie = Some(cookie.to_owned());
+        update.session_affinity_cookie = Some(String::new());
+    }
+    d.status = (had_status || update != StatusUpdate::default()).then_some(update);
+    d
 }
 
 fn promotion_shift(input: &Input, routes: Routes) -> Decision {
@@ -670,6 +933,11 @@ fn finalise(input: &Input) -> Decision {
             "Promotion completed! Scaling down {}",
             input.target()
         )))
+        .alert(
+            Severity::Info,
+            "Canary analysis completed successfully, promotion finished.",
+            false,
+        )
         .with_outcome(Outcome::Succeeded { skipped: false })
 }
 
@@ -694,6 +962,11 @@ fn skip_analysis(input: &Input) -> Decision {
             "Promotion completed! Canary analysis was skipped for {}",
             input.target()
         )))
+        .alert(
+            Severity::Info,
+            "Canary analysis was skipped, promotion finished.",
+            false,
+        )
         .with_outcome(Outcome::Succeeded { skipped: true })
 }
 
@@ -705,6 +978,11 @@ fn failed_promotion(input: &Input, message: &str) -> Decision {
             "Promotion of {} failed, primary not ready: {message}",
             input.target()
         )))
+        .alert(
+            Severity::Error,
+            format!("Promotion failed, primary not ready: {message}"),
+            false,
+        )
         .action(Action::SetRoutes(Routes {
             primary: 0,
             canary: 100,

@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use super::*;
-use crate::api::canary::{CanaryAnalysis, CanaryService, CanaryWebhook, TargetRef};
+use crate::api::canary::{CanaryAnalysis, CanaryService, CanaryWebhook, DeploymentStrategy, TargetRef};
 
 const NOW: i64 = 1_000_000;
 
@@ -69,6 +69,7 @@ fn observed(hash: &str, primary: i32, canary: i32) -> Observed {
         }),
         now: NOW,
         last_transition: Some(NOW - 60),
+        random: "abcdefghijklmnopqrst".into(),
     }
 }
 
@@ -744,19 +745,284 @@ fn suspended_and_terminating_canaries_do_nothing() {
     assert_eq!(d, Decision::default());
 }
 
-#[test]
-fn strategies_not_implemented_yet_are_reported() {
+fn iterated(iterations: i32, ab: bool, mirror: bool) -> CanarySpec {
     let mut s = spec();
     let a = s.analysis.as_mut().expect("analysis");
-    (a.step_weight, a.iterations) = (None, Some(3));
-    let d = run(&s, &progressing(0, 0), &observed("rev2", 100, 0), &[]);
-    assert!(
-        d.events
-            .iter()
-            .any(|e| e.warning && e.message.contains("blue-green strategy is not implemented")),
-        "{d:?}"
+    (a.step_weight, a.max_weight, a.iterations) = (None, None, Some(iterations));
+    a.mirror = Some(mirror);
+    if ab {
+        a.match_ = Some(vec![
+            serde_json::from_value(
+                serde_json::json!({"headers": {"cookie": {"regex": "^(.*?;)?(canary=always)(;.*)?$"}}}),
+            )
+            .expect("match"),
+        ]);
+    }
+    s
+}
+
+fn at_iteration(done: i32) -> CanaryStatus {
+    CanaryStatus {
+        iterations: done,
+        ..progressing(0, 0)
+    }
+}
+
+fn iterations(d: &Decision) -> Option<i32> {
+    d.status.as_ref().and_then(|s| s.iterations)
+}
+
+#[test]
+fn ab_testing_routes_matching_requests_for_each_iteration_then_promotes() {
+    let s = iterated(2, true, false);
+    assert_eq!(s.deployment_strategy(), DeploymentStrategy::AbTesting);
+    // The first step: no analysis yet (no traffic), matching traffic to the canary.
+    let d = run(&s, &at_iteration(0), &observed("rev2", 100, 0), &[]);
+    assert_eq!(d.actions, [routes(0, 100)]);
+    assert_eq!(iterations(&d), Some(1));
+    assert_eq!(
+        messages(&d),
+        [
+            "Starting canary analysis for podinfo.test",
+            "Advance podinfo.test canary iteration 1/2"
+        ]
+    );
+    // Later steps run the analysis first.
+    let d = run(&s, &at_iteration(1), &observed("rev2", 0, 100), &[]);
+    assert_eq!(d.need, Some(Check::Analysis));
+    let d = run(
+        &s,
+        &at_iteration(1),
+        &observed("rev2", 0, 100),
+        &[(Check::Analysis, passed())],
+    );
+    assert_eq!(
+        (d.actions.clone(), iterations(&d)),
+        (vec![routes(0, 100)], Some(2))
+    );
+    assert_eq!(messages(&d), ["Advance podinfo.test canary iteration 2/2"]);
+    let d = run(
+        &s,
+        &at_iteration(2),
+        &observed("rev2", 0, 100),
+        &[(Check::Analysis, passed())],
+    );
+    assert_eq!(d.actions, [Action::Promote]);
+    assert_eq!(phase(&d), Some(CanaryPhase::Promoting));
+    // A failed analysis counts, as with the canary strategy.
+    let d = run(
+        &s,
+        &at_iteration(1),
+        &observed("rev2", 0, 100),
+        &[(Check::Analysis, failed("Halt advancement"))],
+    );
+    assert_eq!(d.status.and_then(|s| s.failed_checks), Some(1));
+}
+
+#[test]
+fn ab_testing_waits_for_promotion_approval_one_iteration_back() {
+    let s = with_hooks(iterated(2, true, false), &["confirm-promotion"]);
+    let d = run(
+        &s,
+        &at_iteration(2),
+        &observed("rev2", 0, 100),
+        &[
+            (Check::Analysis, passed()),
+            (
+                Check::ConfirmPromotion,
+                failed("Halt podinfo.test advancement waiting for promotion approval confirm-promotion-hook"),
+            ),
+        ],
+    );
+    assert_eq!(phase(&d), Some(CanaryPhase::WaitingPromotion));
+    assert_eq!(
+        iterations(&d),
+        Some(1),
+        "one more iteration runs after the approval"
+    );
+    assert_eq!(
+        d.alerts,
+        [Alert {
+            severity: Severity::Warn,
+            message: "Canary promotion is waiting for approval.".into(),
+            metadata: false
+        }]
+    );
+}
+
+#[test]
+fn blue_green_analyses_without_traffic_then_switches_for_one_round_then_promotes() {
+    let s = iterated(2, false, false);
+    assert_eq!(s.deployment_strategy(), DeploymentStrategy::BlueGreen);
+    let d = run(&s, &at_iteration(0), &observed("rev2", 100, 0), &[]);
+    assert!(d.actions.is_empty(), "no user traffic reaches the canary: {d:?}");
+    assert_eq!(iterations(&d), Some(1));
+    assert_eq!(
+        messages(&d),
+        [
+            "Starting canary analysis for podinfo.test",
+            "Advance podinfo.test canary iteration 1/2"
+        ]
+    );
+    let d = run(
+        &s,
+        &at_iteration(1),
+        &observed("rev2", 100, 0),
+        &[(Check::Analysis, passed())],
     );
     assert!(d.actions.is_empty());
+    assert_eq!(iterations(&d), Some(2));
+    let d = run(
+        &s,
+        &at_iteration(2),
+        &observed("rev2", 100, 0),
+        &[(Check::Analysis, passed())],
+    );
+    assert_eq!(d.actions, [routes(0, 100)]);
+    assert_eq!(messages(&d), ["Routing all traffic to canary"]);
+    assert_eq!(iterations(&d), Some(3));
+    let d = run(
+        &s,
+        &at_iteration(3),
+        &observed("rev2", 0, 100),
+        &[(Check::Analysis, passed())],
+    );
+    assert_eq!(d.actions, [Action::Promote]);
+    assert_eq!(phase(&d), Some(CanaryPhase::Promoting));
+}
+
+#[test]
+fn blue_green_with_mirroring_mirrors_until_the_switch() {
+    let s = iterated(1, false, true);
+    let d = run(&s, &at_iteration(0), &observed("rev2", 100, 0), &[]);
+    assert_eq!(
+        d.actions,
+        [Action::SetRoutes(Routes {
+            primary: 100,
+            canary: 0,
+            mirrored: true
+        })]
+    );
+    let mut o = observed("rev2", 100, 0);
+    o.routes = Some(Routes {
+        primary: 100,
+        canary: 0,
+        mirrored: true,
+    });
+    let d = run(&s, &at_iteration(1), &o, &[(Check::Analysis, passed())]);
+    assert_eq!(d.actions, [routes(0, 100)]);
+    assert_eq!(
+        messages(&d),
+        ["Stop traffic mirroring and route all traffic to canary"]
+    );
+}
+
+fn with_affinity(mut s: CanarySpec) -> CanarySpec {
+    s.analysis.as_mut().expect("analysis").session_affinity = Some(crate::api::canary::SessionAffinity {
+        cookie_name: "flagger-cookie".into(),
+        primary_cookie_name: Some("primary-cookie".into()),
+        ..Default::default()
+    });
+    s
+}
+
+#[test]
+fn session_affinity_cookies_are_chosen_with_the_first_traffic_and_expire_at_zero() {
+    let s = with_affinity(spec());
+    let d = run(&s, &progressing(0, 0), &observed("rev2", 100, 0), &[]);
+    let st = d.status.expect("status");
+    assert_eq!(
+        (
+            st.session_affinity_cookie.as_deref(),
+            st.primary_session_affinity_cookie.as_deref()
+        ),
+        (
+            Some("flagger-cookie=abcdefghij"),
+            Some("primary-cookie=klmnopqrst")
+        )
+    );
+    // Kept while the canary has traffic.
+    let with_cookie = CanaryStatus {
+        session_affinity_cookie: Some("flagger-cookie=abcdefghij".into()),
+        primary_session_affinity_cookie: Some("primary-cookie=klmnopqrst".into()),
+        ..progressing(10, 0)
+    };
+    let d = run(
+        &s,
+        &with_cookie,
+        &observed("rev2", 90, 10),
+        &[(Check::Analysis, passed())],
+    );
+    assert_eq!(d.actions, [routes(80, 20)]);
+    let st = d.status.expect("status");
+    assert_eq!(st.session_affinity_cookie, None);
+    // Back to 0 (a rollback): the cookie becomes the previous one.
+    let failing = CanaryStatus {
+        failed_checks: 1,
+        ..with_cookie
+    };
+    let d = run(
+        &s,
+        &failing,
+        &observed("rev2", 90, 10),
+        &[(Check::Analysis, failed("Halt"))],
+    );
+    let st = d.status.expect("status");
+    assert_eq!(st.phase, Some(CanaryPhase::Failed));
+    assert_eq!(
+        (
+            st.session_affinity_cookie.as_deref(),
+            st.previous_session_affinity_cookie.as_deref()
+        ),
+        (Some(""), Some("flagger-cookie=abcdefghij"))
+    );
+}
+
+#[test]
+fn alerts_follow_flaggers_notifications_and_mute_alert() {
+    let st = status(CanaryPhase::Initializing, 0, 0);
+    let d = run(&spec(), &st, &observed("rev1", 100, 0), &[]);
+    assert_eq!(
+        d.alerts,
+        [Alert {
+            severity: Severity::Info,
+            message: "New Deployment detected, initialization completed.".into(),
+            metadata: true
+        }]
+    );
+    let d = run(
+        &spec(),
+        &progressing(10, 1),
+        &observed("rev2", 90, 10),
+        &[(Check::Analysis, failed("Halt"))],
+    );
+    assert_eq!(
+        d.alerts,
+        [Alert {
+            severity: Severity::Error,
+            message: "Failed checks threshold reached 2".into(),
+            metadata: false
+        }]
+    );
+    let mut s = with_hooks(spec(), &["confirm-rollout"]);
+    let idle = status(CanaryPhase::Succeeded, 0, 0);
+    let gate = [(
+        Check::ConfirmRollout,
+        failed("Halt podinfo.test advancement waiting for approval confirm-rollout-hook"),
+    )];
+    let d = run(&s, &idle, &observed("rev2", 100, 0), &gate);
+    assert_eq!(phase(&d), Some(CanaryPhase::Waiting));
+    assert_eq!(d.alerts.len(), 1);
+    s.analysis
+        .as_mut()
+        .expect("analysis")
+        .webhooks
+        .as_mut()
+        .expect("hooks")[0]
+        .mute_alert = Some(true);
+    let d = run(&s, &idle, &observed("rev2", 100, 0), &gate);
+    assert_eq!(phase(&d), Some(CanaryPhase::Waiting));
+    assert!(d.alerts.is_empty(), "muteAlert silences the gate's alert");
 }
 
 #[test]

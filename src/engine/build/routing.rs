@@ -175,14 +175,9 @@ fn destination(canary: &Canary, host: &str, weight: i32) -> Value {
     d
 }
 
-/// The HTTP routes for the given weights (Flagger's `SetRoutes`).
-pub fn http_routes(
-    canary: &Canary,
-    names: &ServiceNames,
-    primary: i32,
-    canary_weight: i32,
-    mirrored: bool,
-) -> Vec<Value> {
+/// The parts of every HTTP route that come from `service`: match, rewrite, timeout, retries,
+/// CORS policy and headers.
+fn route_base(canary: &Canary) -> serde_json::Map<String, Value> {
     let service = &canary.spec.service;
     let mut base = serde_json::Map::new();
     if let Some(m) = service.match_.as_ref().filter(|m| !m.is_empty()) {
@@ -210,24 +205,158 @@ pub fn http_routes(
     if let Some(h) = &service.headers {
         base.insert("headers".into(), serde_json::to_value(h).unwrap_or(Value::Null));
     }
-    let mut weighted = Value::Object(base.clone());
-    weighted["route"] = json!([
-        destination(canary, &names.primary, primary),
-        destination(canary, &names.canary, canary_weight)
-    ]);
-    if mirrored {
-        weighted["mirror"] = json!({"host": names.canary});
-        if let Some(w) = canary
-            .spec
-            .analysis
-            .as_ref()
-            .and_then(|a| a.mirror_weight)
-            .filter(|w| *w > 0)
-        {
-            weighted["mirrorPercentage"] = json!({"value": f64::from(w)});
+    base
+}
+
+/// Flagger's `mergeMatchConditions`: every extra condition combined with every `service.match`
+/// entry (the extra condition's fields win); the extra conditions alone when `service.match` is
+/// empty.
+pub fn merge_matches(extra: &[Value], service_matches: &[Value]) -> Vec<Value> {
+    if service_matches.is_empty() {
+        return extra.to_vec();
+    }
+    let mut merged = Vec::new();
+    for e in extra {
+        for base in service_matches {
+            let mut m = base.clone();
+            if let (Some(m), Some(e)) = (m.as_object_mut(), e.as_object()) {
+                for (k, v) in e {
+                    m.insert(k.clone(), v.clone());
+                }
+            }
+            merged.push(m);
         }
     }
-    vec![weighted]
+    merged
+}
+
+fn service_matches(canary: &Canary) -> Vec<Value> {
+    canary
+        .spec
+        .service
+        .match_
+        .as_ref()
+        .and_then(|m| serde_json::to_value(m).ok())
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// A route on the `Cookie` header holding `cookie` (Flagger's sticky-route regex).
+fn cookie_route(canary: &Canary, regex: String, route: Value) -> Value {
+    let mut r = Value::Object(route_base(canary));
+    let cookie = json!({"headers": {"Cookie": {"regex": regex}}});
+    r["match"] = json!(merge_matches(&[cookie], &service_matches(canary)));
+    r["route"] = route;
+    r
+}
+
+/// The HTTP routes for the given weights (Flagger's `SetRoutes`): one weighted route; for A/B
+/// testing the matched route plus the default one; with session affinity the sticky routes
+/// before the weighted one (or, at canary weight 0, the route that expires the old cookie).
+pub fn http_routes(
+    canary: &Canary,
+    names: &ServiceNames,
+    primary: i32,
+    canary_weight: i32,
+    mirrored: bool,
+) -> Vec<Value> {
+    let base = route_base(canary);
+    let analysis = canary.spec.analysis.clone().unwrap_or_default();
+    let weighted_dests = || {
+        json!([
+            destination(canary, &names.primary, primary),
+            destination(canary, &names.canary, canary_weight)
+        ])
+    };
+    if let Some(matches) = analysis.match_.as_ref().filter(|m| !m.is_empty()) {
+        let extra: Vec<Value> = matches
+            .iter()
+            .filter_map(|m| serde_json::to_value(m).ok())
+            .collect();
+        let mut matched = Value::Object(base.clone());
+        matched["match"] = json!(merge_matches(&extra, &service_matches(canary)));
+        matched["route"] = weighted_dests();
+        let mut default = Value::Object(base);
+        default["route"] = json!([destination(canary, &names.primary, primary)]);
+        return vec![matched, default];
+    }
+    let mut weighted = Value::Object(base);
+    weighted["route"] = weighted_dests();
+    let mut routes = Vec::new();
+    if let Some(affinity) = &analysis.session_affinity {
+        let status = canary.status.clone().unwrap_or_default();
+        let set = |v: Option<&String>| v.filter(|c| !c.is_empty()).cloned();
+        if canary_weight != 0 {
+            if let Some(cookie) = set(status.session_affinity_cookie.as_ref()) {
+                weighted["route"][1]["headers"] = json!({"response": {"add": {"Set-Cookie": affinity.build_cookie(&cookie, affinity.max_age())}}});
+                routes.push(cookie_route(
+                    canary,
+                    format!(".*{}.*{cookie}.*", affinity.cookie_name),
+                    json!([
+                        destination(canary, &names.primary, 0),
+                        destination(canary, &names.canary, 100)
+                    ]),
+                ));
+            }
+            if let (Some(name), Some(cookie)) = (
+                affinity.primary_cookie_name.as_ref().filter(|n| !n.is_empty()),
+                set(status.primary_session_affinity_cookie.as_ref()),
+            ) {
+                let max_age = canary.spec.analysis_interval().as_secs() as i32;
+                weighted["route"][0]["headers"] =
+                    json!({"response": {"add": {"Set-Cookie": affinity.build_cookie(&cookie, max_age)}}});
+                routes.push(cookie_route(
+                    canary,
+                    format!(".*{name}.*{cookie}.*"),
+                    json!([
+                        destination(canary, &names.primary, 100),
+                        destination(canary, &names.canary, 0)
+                    ]),
+                ));
+            }
+        } else if let Some(previous) = set(status.previous_session_affinity_cookie.as_ref()) {
+            let mut expire = cookie_route(canary, format!(".*{previous}.*"), weighted_dests());
+            expire["headers"] =
+                json!({"response": {"add": {"Set-Cookie": format!("{previous}; Max-Age=-1")}}});
+            routes.push(expire);
+        }
+    }
+    routes.push(weighted);
+    if mirrored {
+        let first = &mut routes[0];
+        first["mirror"] = json!({"host": names.canary});
+        if let Some(w) = analysis.mirror_weight.filter(|w| *w > 0) {
+            first["mirrorPercentage"] = json!({"value": f64::from(w)});
+        }
+    }
+    routes
+}
+
+/// Whether the Canary's service is plain TCP (`appProtocol: tcp`): TCP routes, no HTTP ones.
+pub fn is_tcp(canary: &Canary) -> bool {
+    canary
+        .spec
+        .service
+        .app_protocol
+        .as_deref()
+        .is_some_and(|p| p.eq_ignore_ascii_case("tcp"))
+}
+
+/// The TCP route for the given weights (one per `service.match` port).
+pub fn tcp_routes(canary: &Canary, names: &ServiceNames, primary: i32, canary_weight: i32) -> Vec<Value> {
+    let ports: Vec<Value> = service_matches(canary)
+        .iter()
+        .filter_map(|m| m.get("port").cloned())
+        .map(|port| json!({"port": port}))
+        .collect();
+    let mut route = json!({"route": [
+        destination(canary, &names.primary, primary),
+        destination(canary, &names.canary, canary_weight)
+    ]});
+    if !ports.is_empty() {
+        route["match"] = json!(ports);
+    }
+    vec![route]
 }
 
 /// The VirtualService with the given weights.
@@ -251,10 +380,17 @@ pub fn virtual_service(canary: &Canary, primary: i32, canary_weight: i32, mirror
             .unwrap_or_else(|| vec!["mesh".into()]);
         spec.insert("gateways".into(), json!(gateways));
     }
-    spec.insert(
-        "http".into(),
-        Value::Array(http_routes(canary, &names, primary, canary_weight, mirrored)),
-    );
+    if is_tcp(canary) {
+        spec.insert(
+            "tcp".into(),
+            Value::Array(tcp_routes(canary, &names, primary, canary_weight)),
+        );
+    } else {
+        spec.insert(
+            "http".into(),
+            Value::Array(http_routes(canary, &names, primary, canary_weight, mirrored)),
+        );
+    }
     json!({
         "apiVersion": "networking.istio.io/v1beta1",
         "kind": "VirtualService",
@@ -268,12 +404,8 @@ pub fn virtual_service(canary: &Canary, primary: i32, canary_weight: i32, mirror
 pub fn read_routes(canary: &Canary, vs_spec: &Value) -> Option<(i32, i32, bool)> {
     let names = canary.service_names();
     let mut found = None;
-    for route in vs_spec
-        .get("http")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    let kind = if is_tcp(canary) { "tcp" } else { "http" };
+    for route in vs_spec.get(kind).and_then(Value::as_array).into_iter().flatten() {
         let dests = route
             .get("route")
             .and_then(Value::as_array)
@@ -301,7 +433,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::api::CanarySpec;
+    use crate::api::{CanarySpec, CanaryStatus};
 
     fn canary(service: Value) -> Canary {
         let spec: CanarySpec = serde_json::from_value(json!({
@@ -444,5 +576,102 @@ mod tests {
             drs.iter()
                 .all(|d| d["spec"]["trafficPolicy"]["tls"]["mode"] == "ISTIO_MUTUAL")
         );
+    }
+
+    #[test]
+    fn ab_testing_gives_the_matched_route_then_the_default_one() {
+        let mut c = canary(json!({"port": 9898, "match": [{"uri": {"prefix": "/api"}}], "timeout": "5s"}));
+        c.spec.analysis.as_mut().expect("analysis").match_ = Some(vec![
+            serde_json::from_value(json!({"headers": {"x-canary": {"exact": "insider"}}})).expect("m"),
+            serde_json::from_value(json!({"queryParams": {"beta": {"exact": "1"}}})).expect("m"),
+        ]);
+        let vs = virtual_service(&c, 0, 100, false);
+        let http = vs["spec"]["http"].as_array().expect("http");
+        assert_eq!(http.len(), 2);
+        assert_eq!(
+            http[0]["match"],
+            json!([
+                {"uri": {"prefix": "/api"}, "headers": {"x-canary": {"exact": "insider"}}},
+                {"uri": {"prefix": "/api"}, "queryParams": {"beta": {"exact": "1"}}}
+            ]),
+            "each analysis match is combined with each service match"
+        );
+        assert_eq!(
+            http[0]["route"],
+            json!([{"destination": {"host": "podinfo-primary"}, "weight": 0}, {"destination": {"host": "podinfo-canary"}, "weight": 100}])
+        );
+        assert_eq!(http[1]["match"], json!([{"uri": {"prefix": "/api"}}]));
+        assert_eq!(
+            http[1]["route"],
+            json!([{"destination": {"host": "podinfo-primary"}, "weight": 0}])
+        );
+        assert!(http.iter().all(|r| r["timeout"] == "5s"));
+        assert_eq!(read_routes(&c, &vs["spec"]), Some((0, 100, false)));
+    }
+
+    fn with_affinity(status: CanaryStatus) -> Canary {
+        let mut c = canary(json!({"port": 9898}));
+        c.spec.analysis.as_mut().expect("analysis").session_affinity = Some(
+            serde_json::from_value(
+                json!({"cookieName": "flagger-cookie", "primaryCookieName": "primary-cookie", "maxAge": 60}),
+            )
+            .expect("affinity"),
+        );
+        c.status = Some(status);
+        c
+    }
+
+    #[test]
+    fn session_affinity_sticky_routes_then_the_weighted_one() {
+        let c = with_affinity(CanaryStatus {
+            session_affinity_cookie: Some("flagger-cookie=abc".into()),
+            primary_session_affinity_cookie: Some("primary-cookie=xyz".into()),
+            ..CanaryStatus::default()
+        });
+        let vs = virtual_service(&c, 90, 10, false);
+        let http = vs["spec"]["http"].as_array().expect("http");
+        assert_eq!(http.len(), 3);
+        assert_eq!(
+            http[0]["match"],
+            json!([{"headers": {"Cookie": {"regex": ".*flagger-cookie.*flagger-cookie=abc.*"}}}])
+        );
+        assert_eq!(http[0]["route"][1]["weight"], 100);
+        assert_eq!(
+            http[1]["match"],
+            json!([{"headers": {"Cookie": {"regex": ".*primary-cookie.*primary-cookie=xyz.*"}}}])
+        );
+        assert_eq!(http[1]["route"][0]["weight"], 100);
+        assert_eq!(
+            http[2]["route"][1]["headers"]["response"]["add"]["Set-Cookie"],
+            "flagger-cookie=abc; Max-Age=60"
+        );
+        assert_eq!(
+            http[2]["route"][0]["headers"]["response"]["add"]["Set-Cookie"], "primary-cookie=xyz; Max-Age=10",
+            "the primary cookie lasts one interval"
+        );
+        assert_eq!(read_routes(&c, &vs["spec"]), Some((90, 10, false)));
+
+        let done = with_affinity(CanaryStatus {
+            session_affinity_cookie: Some(String::new()),
+            previous_session_affinity_cookie: Some("flagger-cookie=abc".into()),
+            ..CanaryStatus::default()
+        });
+        let vs = virtual_service(&done, 100, 0, false);
+        let http = vs["spec"]["http"].as_array().expect("http");
+        assert_eq!(http.len(), 2);
+        assert_eq!(
+            http[0]["headers"]["response"]["add"]["Set-Cookie"],
+            "flagger-cookie=abc; Max-Age=-1"
+        );
+        assert_eq!(read_routes(&done, &vs["spec"]), Some((100, 0, false)));
+    }
+
+    #[test]
+    fn tcp_services_get_tcp_routes() {
+        let c = canary(json!({"port": 9898, "appProtocol": "TCP", "match": [{"port": 9898}]}));
+        let vs = virtual_service(&c, 80, 20, false);
+        assert!(vs["spec"].get("http").is_none());
+        assert_eq!(vs["spec"]["tcp"][0]["match"], json!([{"port": 9898}]));
+        assert_eq!(read_routes(&c, &vs["spec"]), Some((80, 20, false)));
     }
 }
