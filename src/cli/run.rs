@@ -54,6 +54,24 @@ pub struct RunArgs {
     /// Webhook that receives every event of Canaries that have no `event` webhooks of their own.
     #[arg(long, env = "EVENT_WEBHOOK_URL")]
     pub event_webhook: Option<String>,
+    /// Slack incoming webhook for alerts of Canaries that list no alerts of their own.
+    #[arg(long, env = "SLACK_URL")]
+    pub slack_url: Option<String>,
+    /// HTTP proxy for the Slack and Teams webhooks.
+    #[arg(long, env = "SLACK_PROXY_URL")]
+    pub slack_proxy_url: Option<String>,
+    /// Slack user name shown with alerts.
+    #[arg(long, env = "SLACK_USER", default_value = "flagger")]
+    pub slack_user: String,
+    /// Slack channel for alerts.
+    #[arg(long, env = "SLACK_CHANNEL", default_value = "general")]
+    pub slack_channel: String,
+    /// Microsoft Teams incoming webhook for alerts (wins over `--slack-url`).
+    #[arg(long, env = "MSTEAMS_URL")]
+    pub msteams_url: Option<String>,
+    /// Cluster name added to alert fields.
+    #[arg(long, env = "CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     #[command(flatten)]
@@ -153,6 +171,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         config_tracking: args.enable_config_tracking,
         namespace: args.namespace.clone(),
         event_webhook: args.event_webhook.clone().filter(|u| !u.is_empty()),
+        notifier: notifier(&args),
+        cluster_name: args.cluster_name.clone().filter(|c| !c.is_empty()),
     };
     tracing::info!(namespace = args.namespace.as_deref().unwrap_or("(all)"), mesh_provider = %args.mesh_provider, metrics_server = %args.metrics_server, "starting the canary controller");
     let ready_state = state.clone();
@@ -169,6 +189,23 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     state.set_ready(false);
     let _ = admin_task.await;
     Ok(())
+}
+
+/// The global notifier from the flags: Teams wins when both URLs are set, as in Flagger.
+fn notifier(args: &RunArgs) -> Option<controller::alerts::Notifier> {
+    let set = |u: &Option<String>| u.clone().filter(|u| !u.is_empty());
+    let (kind, url) = match (set(&args.msteams_url), set(&args.slack_url)) {
+        (Some(url), _) => ("msteams", url),
+        (None, Some(url)) => ("slack", url),
+        (None, None) => return None,
+    };
+    Some(controller::alerts::Notifier {
+        kind: kind.into(),
+        url,
+        channel: args.slack_channel.clone(),
+        username: args.slack_user.clone(),
+        proxy: set(&args.slack_proxy_url),
+    })
 }
 
 /// Builds the client and proves the API server answers, then checks the CRDs.

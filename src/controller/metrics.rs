@@ -45,6 +45,14 @@ pub struct OutcomeLabels {
     pub analysis_status: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabels {
+    pub name: String,
+    pub namespace: String,
+    /// The Canary's alert name (or the global notifier's type).
+    pub alert: String,
+}
+
 fn duration_histogram() -> Histogram {
     // Prometheus' default buckets (Flagger uses DefBuckets).
     Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
@@ -61,6 +69,8 @@ pub struct Metrics {
     pub analysis: Family<MetricLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub successes: Family<OutcomeLabels, Counter>,
     pub failures: Family<OutcomeLabels, Counter>,
+    pub alerts_sent: Family<AlertLabels, Counter>,
+    pub alert_failures: Family<AlertLabels, Counter>,
 }
 
 impl Metrics {
@@ -75,6 +85,8 @@ impl Metrics {
             analysis: Family::default(),
             successes: Family::default(),
             failures: Family::default(),
+            alerts_sent: Family::default(),
+            alert_failures: Family::default(),
         };
         registry.register(
             "flagger_info",
@@ -115,6 +127,16 @@ impl Metrics {
             "flagger_canary_failures",
             "Total number of canary failures",
             m.failures.clone(),
+        );
+        registry.register(
+            "serin_alerts_sent",
+            "Alerts delivered to alert providers or the global notifier",
+            m.alerts_sent.clone(),
+        );
+        registry.register(
+            "serin_alert_failures",
+            "Alerts that could not be delivered (the rollout goes on)",
+            m.alert_failures.clone(),
         );
         m
     }

@@ -3,6 +3,7 @@
 //! `observe` (caches) -> `decide` (pure, with the checks it asks for) -> `act` -> `report`.
 
 pub mod act;
+pub mod alerts;
 pub mod checks;
 pub mod metrics;
 pub mod observe;
@@ -43,6 +44,10 @@ pub struct Config {
     pub namespace: Option<String>,
     /// Where events go when a Canary has no `event` webhooks (`--event-webhook`).
     pub event_webhook: Option<String>,
+    /// Where alerts go when a Canary lists no alerts (`--slack-url`, `--msteams-url`).
+    pub notifier: Option<alerts::Notifier>,
+    /// Added to alert fields (`--cluster-name`).
+    pub cluster_name: Option<String>,
 }
 
 /// The caches reconciles read from.
@@ -410,6 +415,7 @@ async fn reconcile(guard: Arc<DeserializeGuard<Canary>>, ctx: Arc<Context>) -> R
 
     // report
     report::report(&ctx, &canary, &world, &decision, events, started.elapsed()).await?;
+    alerts::send(&ctx, &acting, &decision.alerts);
     Ok(match decision.requeue_after {
         Some(d) if d.is_zero() => RequeueAction::requeue(Duration::from_millis(200)),
         Some(d) => RequeueAction::requeue(d),
