@@ -14,9 +14,9 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-use super::{Context, observe::World};
+use super::{Context, finalize, observe::World};
 use crate::{
-    api::Canary,
+    api::{Canary, istio::VirtualService},
     engine::{
         Action, Event, Routes, Scale,
         build::{
@@ -34,7 +34,8 @@ fn apply_params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
 }
 
-fn istio(kind: &str, plural: &str) -> ApiResource {
+/// An Istio networking resource.
+pub fn istio(kind: &str, plural: &str) -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("networking.istio.io", "v1beta1", kind),
         plural,
@@ -264,7 +265,15 @@ async fn ensure_routing(
         .cloned()
         .unwrap_or(Value::Null);
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
-    for svc in routing::services(
+    let apex = canary.service_names().apex;
+    // A Service the user made before the Canary is taken over, not owned: deleting the Canary
+    // must not delete it.
+    let apex_adopted = services
+        .get_metadata_opt(&apex)
+        .await
+        .map_err(|e| format!("Service {apex}.{ns} get query error: {e}"))?
+        .is_some_and(|m| !finalize::owned_by(&m.metadata, canary));
+    for mut svc in routing::services(
         canary,
         routing::Target {
             label: (&world.label.0, &world.label.1),
@@ -276,6 +285,9 @@ async fn ensure_routing(
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
+        if apex_adopted && name == apex {
+            disown(&mut svc);
+        }
         apply(&services, &name, &svc).await?;
     }
     for dr in routing::destination_rules(canary) {
@@ -286,6 +298,35 @@ async fn ensure_routing(
         canary: 0,
         mirrored: false,
     });
-    let vs = routing::virtual_service(canary, routes.primary, routes.canary, routes.mirrored);
+    let mut vs = routing::virtual_service(canary, routes.primary, routes.canary, routes.mirrored);
+    if let Some(existing) = &world.virtual_service {
+        take_over(&mut vs, existing, canary);
+    }
     apply_dynamic(ctx, &istio("VirtualService", "virtualservices"), &ns, &vs).await
+}
+
+fn disown(object: &mut Value) {
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("ownerReferences");
+    }
+}
+
+/// Taking over a VirtualService the user made (Flagger's rules): it stays unowned, and unless
+/// kubectl's last-applied configuration records it, its original spec is kept in the
+/// `flagger.kubernetes.io/original-configuration` annotation for the revert on deletion.
+fn take_over(vs: &mut Value, existing: &VirtualService, canary: &Canary) {
+    let annotations = existing.metadata.annotations.clone().unwrap_or_default();
+    if let Some(original) = annotations.get(finalize::ORIGINAL_CONFIGURATION) {
+        vs["metadata"]["annotations"][finalize::ORIGINAL_CONFIGURATION] = json!(original);
+    }
+    if finalize::owned_by(&existing.metadata, canary) {
+        return;
+    }
+    disown(vs);
+    if !annotations.contains_key(finalize::ORIGINAL_CONFIGURATION)
+        && !annotations.contains_key(finalize::LAST_APPLIED)
+        && let Ok(spec) = serde_json::to_string(&existing.spec)
+    {
+        vs["metadata"]["annotations"][finalize::ORIGINAL_CONFIGURATION] = json!(spec);
+    }
 }

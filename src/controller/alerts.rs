@@ -167,7 +167,9 @@ pub fn payload(
             ))
         }
         "gchat" => {
-            let mut sections = vec![json!({"widgets": [{"textParagraph": {"text": format!("<font color=#848484><strong>{message}</strong></font>")}}]})];
+            let mut sections = vec![
+                json!({"widgets": [{"textParagraph": {"text": format!("<font color=#848484><strong>{message}</strong></font>")}}]}),
+            ];
             sections.extend(fields.iter().map(|(n, v)| {
                 json!({"widgets": [{"textParagraph": {"text": format!("{n}<br><font color=#848484><strong>{v}</strong></font>")}}]})
             }));
@@ -192,11 +194,15 @@ async fn destination(ctx: &Context, provider_ns: &str, name: &str) -> Result<Des
     let mut token = None;
     if let Some(secret_ref) = &spec.secret_ref {
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), provider_ns);
-        let secret = secrets.get(&secret_ref.name).await.map_err(|e| {
-            format!("alert provider {name}.{provider_ns} secretRef error: {e}")
-        })?;
+        let secret = secrets
+            .get(&secret_ref.name)
+            .await
+            .map_err(|e| format!("alert provider {name}.{provider_ns} secretRef error: {e}"))?;
         let data = secret.data.unwrap_or_default();
-        let text = |key: &str| data.get(key).map(|b| String::from_utf8_lossy(&b.0).trim().to_owned());
+        let text = |key: &str| {
+            data.get(key)
+                .map(|b| String::from_utf8_lossy(&b.0).trim().to_owned())
+        };
         match text("address") {
             Some(address) => url = address,
             None => {
@@ -366,22 +372,30 @@ mod tests {
     #[test]
     fn payload_shapes_are_flaggers() {
         let fields = vec![("Target".to_owned(), "Deployment/podinfo.test".to_owned())];
-        let (url, slack) = payload(&dest("slack"), "podinfo.test", "done", &fields, Severity::Error).expect("slack");
+        let (url, slack) =
+            payload(&dest("slack"), "podinfo.test", "done", &fields, Severity::Error).expect("slack");
         assert_eq!(url, "http://hooks.example/x");
         assert_eq!(slack["attachments"][0]["color"], "danger");
         assert_eq!(slack["attachments"][0]["author_name"], "podinfo.test");
         assert_eq!(slack["attachments"][0]["fields"][0]["title"], "Target");
-        assert_eq!((slack["channel"].as_str(), slack["username"].as_str()), (Some("general"), Some("flagger")));
-        let (url, discord) = payload(&dest("discord"), "podinfo.test", "wait", &[], Severity::Warn).expect("discord");
+        assert_eq!(
+            (slack["channel"].as_str(), slack["username"].as_str()),
+            (Some("general"), Some("flagger"))
+        );
+        let (url, discord) =
+            payload(&dest("discord"), "podinfo.test", "wait", &[], Severity::Warn).expect("discord");
         assert_eq!(url, "http://hooks.example/x/slack");
         assert_eq!(discord["attachments"][0]["color"], "danger");
-        let (_, teams) = payload(&dest("msteams"), "podinfo.test", "done", &fields, Severity::Info).expect("teams");
+        let (_, teams) =
+            payload(&dest("msteams"), "podinfo.test", "done", &fields, Severity::Info).expect("teams");
         assert_eq!(teams["@type"], "MessageCard");
         assert_eq!(teams["themeColor"], "0076D7");
         assert_eq!(teams["sections"][0]["facts"][0]["name"], "Target");
-        let (_, rocket) = payload(&dest("rocket"), "podinfo.test", "done", &[], Severity::Error).expect("rocket");
+        let (_, rocket) =
+            payload(&dest("rocket"), "podinfo.test", "done", &[], Severity::Error).expect("rocket");
         assert_eq!(rocket["attachments"][0]["color"], "#FF0000");
-        let (_, gchat) = payload(&dest("gchat"), "podinfo.test", "done", &fields, Severity::Info).expect("gchat");
+        let (_, gchat) =
+            payload(&dest("gchat"), "podinfo.test", "done", &fields, Severity::Info).expect("gchat");
         assert_eq!(gchat["cards"][0]["header"]["subtitle"], "podinfo.test");
         assert_eq!(gchat["cards"][0]["sections"].as_array().map(Vec::len), Some(2));
         assert!(payload(&dest("pagerduty"), "x", "y", &[], Severity::Info).is_err());

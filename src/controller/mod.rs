@@ -5,6 +5,7 @@
 pub mod act;
 pub mod alerts;
 pub mod checks;
+pub mod finalize;
 pub mod metrics;
 pub mod observe;
 pub mod report;
@@ -151,9 +152,22 @@ pub async fn run(
     .default_backoff()
     .touched_objects();
 
+    // Canaries, with their deletions passed on: a Canary deleted without the finalizer gets its
+    // target scaled back up.
     let canaries: Api<DeserializeGuard<Canary>> = api(&client, ns.as_deref());
-    let controller = Controller::new(canaries, wc);
-    let canary_store = controller.store();
+    let (canary_store, canary_writer) = reflector::store();
+    let (deleted_tx, mut deleted_rx) = tokio::sync::mpsc::unbounded_channel::<Canary>();
+    let canary_stream = reflector::reflector(canary_writer, watcher(canaries, wc.clone()))
+        .default_backoff()
+        .inspect(move |event| {
+            if let Ok(watcher::Event::Delete(guard)) = event
+                && let Ok(c) = &guard.0
+            {
+                let _ = deleted_tx.send(c.clone());
+            }
+        })
+        .applied_objects();
+    let controller = Controller::for_stream(canary_stream, canary_store.clone());
     let http = reqwest::Client::builder().build().unwrap_or_default();
     let insecure_http = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
@@ -213,6 +227,14 @@ pub async fn run(
             })
         }
     };
+    let deletions = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            while let Some(canary) = deleted_rx.recv().await {
+                finalize::deleted(&ctx, &canary).await;
+            }
+        })
+    };
     ready();
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
     let running = controller
@@ -239,6 +261,7 @@ pub async fn run(
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         } => tracing::warn!("reconciles still running after {SHUTDOWN_GRACE:?}; stopping anyway"),
     }
+    deletions.abort();
 }
 
 /// How long in-flight reconciles may run after the shutdown signal.
@@ -275,6 +298,10 @@ async fn reconcile(guard: Arc<DeserializeGuard<Canary>>, ctx: Arc<Context>) -> R
         }
     };
     if canary.metadata.deletion_timestamp.is_some() {
+        return finalize::finalize(&ctx, &canary).await;
+    }
+    if finalize::sync_finalizer(&ctx, &canary).await? {
+        // The update arrives as a change and reconciles the Canary again.
         return Ok(RequeueAction::await_change());
     }
     let started = std::time::Instant::now();

@@ -152,6 +152,14 @@ pub fn observe(ctx: &Context, canary: &Canary, now: i64) -> Result<World, String
             mirrored,
         })
     });
+    let routing_drift = match (&virtual_service, routes) {
+        (Some(vs), Some(r)) => {
+            let desired = routing::virtual_service(canary, r.primary, r.canary, r.mirrored);
+            let actual = serde_json::to_value(&vs.spec).unwrap_or(Value::Null);
+            !routing::subset_eq(&desired["spec"], &actual)
+        }
+        _ => false,
+    };
     let status = canary.status.clone().unwrap_or_default();
     Ok(World {
         observed: Observed {
@@ -164,6 +172,7 @@ pub fn observe(ctx: &Context, canary: &Canary, now: i64) -> Result<World, String
             routes,
             now,
             last_transition: status.last_transition_time.map(|t| t.0.as_second()),
+            routing_drift,
             random: (0..20)
                 .map(|_| char::from(b'a' + rand::random::<u8>() % 26))
                 .collect(),

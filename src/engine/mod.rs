@@ -46,6 +46,9 @@ pub struct Observed {
     pub last_transition: Option<i64>,
     /// Twenty random letters: the values of new session affinity cookies (canary, then primary).
     pub random: String,
+    /// The VirtualService differs from what serin generates for its current weights (edited by
+    /// hand, or the Canary's service settings changed).
+    pub routing_drift: bool,
 }
 
 /// The checks the controller runs on request.
@@ -320,7 +323,24 @@ pub fn target_owner<'a>(this: &'a str, same_target: &'a [String]) -> Option<&'a 
 
 /// Decides the next step for a Canary.
 pub fn decide(input: &Input) -> Decision {
-    with_session_affinity(input, decide_phase(input))
+    let mut d = with_session_affinity(input, decide_phase(input));
+    // Drift is corrected with the weights kept, whatever the phase.
+    let routes_written = d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::EnsureRouting | Action::SetRoutes(_)));
+    if input.observed.routing_drift
+        && !routes_written
+        && d.need.is_none()
+        && !input.spec.is_suspended()
+        && !matches!(
+            input.status.phase,
+            CanaryPhase::Terminating | CanaryPhase::Terminated
+        )
+    {
+        d.actions.insert(0, Action::EnsureRouting);
+    }
+    d
 }
 
 fn decide_phase(input: &Input) -> Decision {

@@ -70,6 +70,7 @@ fn observed(hash: &str, primary: i32, canary: i32) -> Observed {
         now: NOW,
         last_transition: Some(NOW - 60),
         random: "abcdefghijklmnopqrst".into(),
+        routing_drift: false,
     }
 }
 
@@ -1039,4 +1040,20 @@ fn the_first_canary_by_name_owns_a_shared_target() {
     assert_eq!(target_owner("second-for-podinfo", &others), Some("podinfo"));
     assert_eq!(target_owner("podinfo", &others), Some("podinfo"));
     assert_eq!(target_owner("alone", &[]), Some("alone"));
+}
+
+#[test]
+fn drift_in_the_routing_is_corrected_with_the_weights_kept() {
+    let mut o = observed("rev1", 100, 0);
+    o.routing_drift = true;
+    let d = run(&spec(), &status(CanaryPhase::Succeeded, 0, 0), &o, &[]);
+    assert_eq!(d.actions, [Action::EnsureRouting]);
+    let mut o = observed("rev2", 90, 10);
+    o.routing_drift = true;
+    let d = run(&spec(), &progressing(10, 0), &o, &[(Check::Analysis, passed())]);
+    assert_eq!(
+        d.actions,
+        [routes(80, 20)],
+        "a weight change rewrites the routes anyway"
+    );
 }

@@ -399,6 +399,21 @@ pub fn virtual_service(canary: &Canary, primary: i32, canary_weight: i32, mirror
     })
 }
 
+/// Whether `actual` holds everything `desired` says (fields others added are not drift; numbers
+/// compare by value).
+pub fn subset_eq(desired: &Value, actual: &Value) -> bool {
+    match (desired, actual) {
+        (Value::Object(d), Value::Object(a)) => d
+            .iter()
+            .all(|(k, v)| a.get(k).is_some_and(|av| subset_eq(v, av)) || (v.is_null() && !a.contains_key(k))),
+        (Value::Array(d), Value::Array(a)) => {
+            d.len() == a.len() && d.iter().zip(a).all(|(d, a)| subset_eq(d, a))
+        }
+        (Value::Number(d), Value::Number(a)) => d.as_f64() == a.as_f64(),
+        (d, a) => d == a,
+    }
+}
+
 /// Reads the weights back from a VirtualService (Flagger's `GetRoutes`): from the last HTTP route
 /// that sends to the canary Service. `None` when no route holds both.
 pub fn read_routes(canary: &Canary, vs_spec: &Value) -> Option<(i32, i32, bool)> {
