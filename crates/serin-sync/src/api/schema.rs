@@ -1,0 +1,46 @@
+//! Schema helpers for fields whose OpenAPI shape follows Flux's CRDs. No I/O.
+
+use schemars::{Schema, SchemaGenerator, json_schema};
+
+/// Flux's duration pattern (`1m`, `30s`, `1h30m`, `500ms`).
+pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+
+/// A required duration string.
+pub fn duration(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "string", "pattern": DURATION_PATTERN })
+}
+
+/// An optional duration string.
+pub fn optional_duration(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "string", "pattern": DURATION_PATTERN, "nullable": true })
+}
+
+/// A Git URL: Flux's schemes plus `file://` for local repositories.
+pub fn git_url(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "string", "pattern": "^(http|https|ssh|file)://.*$" })
+}
+
+/// Any object, kept as it was written.
+pub fn any_object(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "object", "x-kubernetes-preserve-unknown-fields": true, "nullable": true })
+}
+
+/// Any array, kept as it was written.
+pub fn any_array(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "array", "items": { "type": "object", "x-kubernetes-preserve-unknown-fields": true }, "nullable": true })
+}
+
+/// Flux's source kinds.
+pub fn source_kind(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "string", "enum": ["OCIRepository", "GitRepository", "Bucket", "ExternalArtifact"] })
+}
+
+/// `ConfigMap` or `Secret`.
+pub fn substitute_kind(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "string", "enum": ["Secret", "ConfigMap"] })
+}
+
+/// Flux's deletion policies.
+pub fn deletion_policy(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "string", "enum": ["MirrorPrune", "Delete", "WaitForTermination", "Orphan"], "nullable": true })
+}
