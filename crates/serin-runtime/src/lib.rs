@@ -1,10 +1,11 @@
 //! Shared runtime of serin's controllers (`serin` and `serin-sync`): telemetry, the admin HTTP
 //! server, leader election on a Lease, the rustls crypto provider, shutdown signals, common
-//! command-line arguments and structural-schema validation.
+//! command-line arguments, structural-schema validation and kstatus health rules.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod args;
+pub mod kstatus;
 pub mod leader;
 pub mod schema;
 pub mod shutdown;
