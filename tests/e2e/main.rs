@@ -1,5 +1,6 @@
 //! End-to-end tests of the canary controller on the test bed, with a real Prometheus.
 
+mod strategies;
 mod support;
 
 use std::time::Duration;
@@ -795,59 +796,10 @@ async fn a_template_that_does_not_render_fails_checks_with_its_error() {
 }
 
 /// A local HTTP receiver: every POSTed JSON body, answered 200.
-async fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
-    let url = format!("http://{}/", listener.local_addr().expect("addr"));
-    let seen: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Default::default();
-    let store = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let Ok(n) = stream.read(&mut chunk).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf).into_owned();
-                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                        let length = head
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                            })
-                            .unwrap_or(0);
-                        if body.len() >= length {
-                            if let Ok(v) = serde_json::from_str(&body[..length]) {
-                                store.lock().expect("lock").push(v);
-                            }
-                            let _ = stream
-                                .write_all(
-                                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                                )
-                                .await;
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    (url, seen)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_webhooks_receive_every_event() {
     let s = initialized().await;
-    let (url, seen) = receiver().await;
+    let (url, seen) = support::receiver(200).await;
     let hooks = format!(
         r#"{{"spec":{{"analysis":{{"webhooks":[{{"name":"events","type":"event","url":"{url}","metadata":{{"team":"web"}}}}]}}}}}}"#
     );
@@ -894,13 +846,15 @@ async fn event_webhooks_receive_every_event() {
     );
 }
 
-async fn eventually_payloads(
-    seen: &std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
-    message: &str,
-) -> Vec<serde_json::Value> {
+async fn eventually_payloads(seen: &support::Received, message: &str) -> Vec<serde_json::Value> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let payloads = seen.lock().expect("lock").clone();
+        let payloads: Vec<serde_json::Value> = seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(_, body)| body.clone())
+            .collect();
         if payloads.iter().any(|p| p["metadata"]["eventMessage"] == message) {
             return payloads;
         }

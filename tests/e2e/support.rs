@@ -202,3 +202,179 @@ fn rand_suffix() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
 }
+
+impl Scenario {
+    /// The workload of `examples/canary/` (Deployment, Secret, HPA, MetricTemplate) and the
+    /// Canary of `examples/<example>/` (with any other objects there), then `serin run`.
+    pub async fn example(example: &str) -> Self {
+        let mut s = Self::start().await;
+        for file in [
+            "deployment.yaml",
+            "secret.yaml",
+            "hpa.yaml",
+            "metrictemplate.yaml",
+        ] {
+            s.apply(&repo().join("examples/canary").join(file));
+        }
+        s.apply(&repo().join("examples").join(example));
+        s.start_serin();
+        s
+    }
+
+    /// The controller's `/metrics` text (its admin address is in its log).
+    pub async fn controller_metrics(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let addr = loop {
+            let log = self.log();
+            if let Some(addr) = log
+                .lines()
+                .find(|l| l.contains("admin server listening"))
+                .and_then(|l| l.split("addr=").nth(1))
+                .and_then(|a| a.split_whitespace().next())
+            {
+                break addr.trim_matches('"').to_owned();
+            }
+            assert!(Instant::now() < deadline, "no admin address in the log:\n{log}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        serin_runtime::tls::install_crypto_provider();
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client")
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// A PromQL instant query against the test bed's Prometheus; the sum of the values.
+    pub async fn prometheus_sum(&self, query: &str) -> f64 {
+        serin_runtime::tls::install_crypto_provider();
+        let url = format!("{}/api/v1/query", self.tb.prometheus_url().expect("prometheus"));
+        let v: serde_json::Value = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client")
+            .get(url)
+            .query(&[("query", query)])
+            .send()
+            .await
+            .expect("prometheus answers")
+            .json()
+            .await
+            .expect("json");
+        v["data"]["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["value"][1].as_str()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Requests Prometheus has seen at a workload of the test namespace from a source workload.
+    pub async fn requests_at(&self, workload: &str, source: &str) -> f64 {
+        self.prometheus_sum(&format!(
+            r#"sum(istio_requests_total{{reporter="destination",destination_workload_namespace="{NS}",destination_workload="{workload}",source_workload="{source}"}})"#
+        ))
+        .await
+    }
+
+    /// Whether some event on the Canary has exactly this text.
+    pub fn has_event(&self, message: &str) -> bool {
+        self.events().iter().any(|e| e == message)
+    }
+
+    /// Serves one simulated in-mesh request through the data plane (a client in the test
+    /// namespace).
+    pub fn request(&self, host: &str, headers: &[(&str, &str)]) -> serin_testbed::mesh::dataplane::Response {
+        self.request_via(None, host, headers)
+    }
+
+    /// Serves one simulated request entering through `gateway` (`None`: in-mesh).
+    pub fn request_via(
+        &self,
+        gateway: Option<&str>,
+        host: &str,
+        headers: &[(&str, &str)],
+    ) -> serin_testbed::mesh::dataplane::Response {
+        let req = serin_testbed::mesh::routing::Request {
+            host: host.into(),
+            source_namespace: NS.into(),
+            gateway: gateway.map(str::to_owned),
+            method: "GET".into(),
+            path: "/".into(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_lowercase(), (*v).to_owned()))
+                .collect(),
+        };
+        let source = serin_testbed::mesh::dataplane::Source {
+            workload: "e2e-client".into(),
+            namespace: NS.into(),
+        };
+        self.tb.data_plane().expect("data plane").serve(&req, &source)
+    }
+}
+
+/// What a local HTTP receiver got: request path and JSON body.
+pub type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
+
+/// A local HTTP receiver (a webhook or an alert provider) that answers every POST with `status`.
+pub async fn receiver(status: u16) -> (String, Received) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let url = format!("http://{}/", listener.local_addr().expect("addr"));
+    let seen: Received = Default::default();
+    let store = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = stream.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                        continue;
+                    };
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() < length {
+                        continue;
+                    }
+                    let path = head
+                        .lines()
+                        .next()
+                        .and_then(|l| l.split_whitespace().nth(1))
+                        .unwrap_or("/")
+                        .to_owned();
+                    if let Ok(v) = serde_json::from_str(&body[..length]) {
+                        store.lock().expect("lock").push((path, v));
+                    }
+                    let answer =
+                        format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                    return;
+                }
+            });
+        }
+    });
+    (url, seen)
+}
