@@ -56,6 +56,9 @@ pub struct TestbedOptions {
     pub mesh: bool,
     /// Start a real Prometheus scraping the data plane (needs `mesh`).
     pub prometheus: bool,
+    /// Append every authorization decision for identities other than the admin to a file in
+    /// this directory (default: `$SERIN_TESTBED_AUDIT_DIR`, else none).
+    pub audit_dir: Option<PathBuf>,
 }
 
 impl Default for TestbedOptions {
@@ -67,6 +70,9 @@ impl Default for TestbedOptions {
             event_log: 10_000,
             mesh: false,
             prometheus: false,
+            audit_dir: std::env::var_os(apiserver::rbac::AUDIT_DIR_ENV)
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from),
         }
     }
 }
@@ -140,12 +146,18 @@ impl Testbed {
             .map(|_| format!("{:x}", rand::random_range(0..16u8)))
             .collect();
         let store = Arc::new(Store::new(options.event_log));
+        install_bootstrap_rbac(&store)?;
+        let audit = match &options.audit_dir {
+            Some(dir) => Some(
+                apiserver::rbac::Audit::open(dir, addr.port())
+                    .with_context(|| format!("cannot open the audit log in {}", dir.display()))?,
+            ),
+            None => None,
+        };
         let shutdown = Shutdown::new();
-        let app = apiserver::server::router(Arc::new(Server::new(
-            store.clone(),
-            token.clone(),
-            addr.to_string(),
-        )));
+        let app = apiserver::server::router(Arc::new(
+            Server::new(store.clone(), token.clone(), addr.to_string()).with_audit(audit),
+        ));
         let server = {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
@@ -268,6 +280,102 @@ impl Testbed {
         &self.store
     }
 
+    /// Creates (or replaces) ClusterRole `role` with `rules_yaml` (a YAML list of PolicyRules,
+    /// as a chart keeps them) and binds it cluster-wide to ServiceAccount `namespace/name`,
+    /// which is created when missing.
+    pub async fn bind_cluster_role(
+        &self,
+        role: &str,
+        rules_yaml: &str,
+        namespace: &str,
+        service_account: &str,
+    ) -> anyhow::Result<()> {
+        use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule};
+        let rules: Vec<PolicyRule> =
+            serde_yaml::from_str(rules_yaml).with_context(|| format!("the rules of ClusterRole {role}"))?;
+        self.ensure_service_account(namespace, service_account).await?;
+        let params = kube::api::PatchParams::apply("serin-testbed").force();
+        let roles: kube::Api<ClusterRole> = kube::Api::all(self.client.clone());
+        let object = serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": role}, "rules": rules,
+        });
+        roles
+            .patch(role, &params, &kube::api::Patch::Apply(&object))
+            .await
+            .with_context(|| format!("applying ClusterRole {role}"))?;
+        let bindings: kube::Api<ClusterRoleBinding> = kube::Api::all(self.client.clone());
+        let binding = serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": role},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}],
+        });
+        bindings
+            .patch(role, &params, &kube::api::Patch::Apply(&binding))
+            .await
+            .with_context(|| format!("applying ClusterRoleBinding {role}"))?;
+        Ok(())
+    }
+
+    async fn ensure_service_account(&self, namespace: &str, name: &str) -> anyhow::Result<()> {
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        ensure_namespace(&self.store, namespace)?;
+        let api: kube::Api<ServiceAccount> = kube::Api::namespaced(self.client.clone(), namespace);
+        if api.get_opt(name).await?.is_none() {
+            let sa = ServiceAccount {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(name.to_owned()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            match api.create(&kube::api::PostParams::default(), &sa).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("creating ServiceAccount {namespace}/{name}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A bound token for ServiceAccount `namespace/name` (created when missing) from the
+    /// TokenRequest API, as `kubectl create token` gets one.
+    pub async fn service_account_token(&self, namespace: &str, name: &str) -> anyhow::Result<String> {
+        self.ensure_service_account(namespace, name).await?;
+        let request = http::Request::builder()
+            .method("POST")
+            .uri(format!(
+                "/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token"
+            ))
+            .header("content-type", "application/json")
+            .body(
+                serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 86_400}})
+                    .to_string()
+                    .into_bytes(),
+            )?;
+        let answer: serde_json::Value = serde_json::from_str(&self.client.request_text(request).await?)?;
+        answer
+            .pointer("/status/token")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+            .context("a TokenRequest answer without status.token")
+    }
+
+    /// Writes a kubeconfig that authenticates as ServiceAccount `namespace/name` (created when
+    /// missing) next to the admin's, and returns its path.
+    pub async fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> anyhow::Result<PathBuf> {
+        let token = self.service_account_token(namespace, name).await?;
+        let path = self
+            .kubeconfig
+            .with_file_name(format!("kubeconfig-{namespace}-{name}"));
+        std::fs::write(&path, kubeconfig_yaml(&self.base_url, &token))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(path)
+    }
+
     /// A `kubectl` command pointed at this test bed.
     pub fn kubectl(&self) -> std::process::Command {
         let mut cmd = std::process::Command::new("kubectl");
@@ -339,6 +447,57 @@ fn admin_options() -> apiserver::store::WriteOptions {
         manager: "serin-testbed".into(),
         ..Default::default()
     }
+}
+
+/// The bootstrap ClusterRoles and bindings every API server has that matter here:
+/// `cluster-admin` for `system:masters`, and discovery, OpenAPI, version and health for every
+/// authenticated identity.
+fn install_bootstrap_rbac(store: &Store) -> anyhow::Result<()> {
+    use serde_json::json;
+    let registry = store.registry();
+    let roles = registry
+        .find("rbac.authorization.k8s.io", "v1", "clusterroles")
+        .context("clusterroles are built in")?;
+    let bindings = registry
+        .find("rbac.authorization.k8s.io", "v1", "clusterrolebindings")
+        .context("clusterrolebindings are built in")?;
+    let meta = |name: &str| json!({"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}, "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}});
+    let group = |name: &str| json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": name});
+    let defaults = [
+        (
+            "cluster-admin",
+            json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}, {"nonResourceURLs": ["*"], "verbs": ["*"]}]),
+            vec![group("system:masters")],
+        ),
+        (
+            "system:discovery",
+            json!([{"nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*", "/readyz", "/version", "/version/"], "verbs": ["get"]}]),
+            vec![group("system:authenticated")],
+        ),
+        (
+            "system:basic-user",
+            json!([{"apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"], "verbs": ["create"]}, {"apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"], "verbs": ["create"]}]),
+            vec![group("system:authenticated")],
+        ),
+        (
+            "system:public-info-viewer",
+            json!([{"nonResourceURLs": ["/healthz", "/livez", "/readyz", "/version", "/version/"], "verbs": ["get"]}]),
+            vec![group("system:authenticated"), group("system:unauthenticated")],
+        ),
+    ];
+    for (name, rules, subjects) in defaults {
+        let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": meta(name), "rules": rules});
+        let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": meta(name),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name}, "subjects": subjects});
+        for (res, object) in [(roles, role), (bindings, binding)] {
+            match store.create(res, None, object, &admin_options()) {
+                Ok(_) => {}
+                Err(e) if e.code == 409 => {}
+                Err(e) => anyhow::bail!("installing the bootstrap {name}: {e}"),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Creates a namespace if it does not exist.

@@ -1,4 +1,6 @@
-//! `serin-testbed up`: runs the test bed in the foreground.
+//! `serin-testbed up`: runs the test bed in the foreground. `serin-testbed rbac-audit`: compares
+//! the authorization decisions that test runs recorded for an identity with the rules it was
+//! granted.
 
 use std::path::PathBuf;
 
@@ -31,6 +33,19 @@ enum Command {
         /// The API emulator alone: no data plane, network proxy, loadtester or Prometheus.
         #[arg(long)]
         no_mesh: bool,
+    },
+    /// Reads the audit logs that test beds wrote to DIR (`SERIN_TESTBED_AUDIT_DIR`) and fails
+    /// when USER was denied a request or when a rule grants something USER never requested.
+    RbacAudit {
+        /// The directory of audit logs.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The identity, such as `system:serviceaccount:istio-system:serin`.
+        #[arg(long)]
+        user: String,
+        /// YAML files, each a list of PolicyRules (repeatable).
+        #[arg(long = "rules", required = true)]
+        rules: Vec<PathBuf>,
     },
 }
 
@@ -68,6 +83,50 @@ async fn main() -> anyhow::Result<()> {
             serin_runtime::shutdown::signal().await;
             testbed.stop().await;
         }
+        Command::RbacAudit { dir, user, rules } => rbac_audit(&dir, &user, &rules)?,
+    }
+    Ok(())
+}
+
+fn rbac_audit(dir: &std::path::Path, user: &str, files: &[PathBuf]) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use serin_testbed::apiserver::rbac;
+    let records =
+        rbac::read_audit(dir).with_context(|| format!("reading the audit logs in {}", dir.display()))?;
+    let mut failed = false;
+    let mut decisions = 0;
+    for file in files {
+        let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let rules: Vec<rbac::Rule> = serde_yaml::from_str(&text)
+            .with_context(|| format!("{} is not a list of rules", file.display()))?;
+        let usage = rbac::usage(&rules, &records, user);
+        decisions = usage.decisions;
+        for idle in &usage.idle {
+            println!("idle: {}: {idle}", file.display());
+            failed = true;
+        }
+        if usage.idle.is_empty() {
+            println!("ok: {}: every rule was used", file.display());
+        }
+    }
+    let denied = rbac::usage(&[], &records, user).denied;
+    for d in &denied {
+        println!("denied: {user}: {d}");
+        failed = true;
+    }
+    if decisions == 0 {
+        anyhow::bail!(
+            "no authorization decisions for {user} in {}: did the tests run with {}={}?",
+            dir.display(),
+            rbac::AUDIT_DIR_ENV,
+            dir.display()
+        );
+    }
+    println!("{decisions} decision(s) for {user}, {} denied", denied.len());
+    if failed {
+        anyhow::bail!(
+            "the RBAC rules and what {user} requests differ: remove the idle grants, or grant what was denied"
+        );
     }
     Ok(())
 }

@@ -69,6 +69,67 @@ const SERVICE_ACCOUNT: &[Field] = &[
     (4, "automountServiceAccountToken", Ty::Bool),
 ];
 
+/// `kubectl create token` sends its TokenRequest as protobuf.
+const TOKEN_REQUEST: &[Field] = &[
+    (1, "metadata", Ty::Msg(OBJECT_META)),
+    (
+        2,
+        "spec",
+        Ty::Msg(&[
+            (1, "audiences", Ty::RepeatedStr),
+            (4, "expirationSeconds", Ty::Int),
+            (
+                3,
+                "boundObjectRef",
+                Ty::Msg(&[
+                    (1, "kind", Ty::Str),
+                    (2, "apiVersion", Ty::Str),
+                    (3, "name", Ty::Str),
+                    (4, "uid", Ty::Str),
+                ]),
+            ),
+        ]),
+    ),
+];
+
+const RESOURCE_ATTRIBUTES: &[Field] = &[
+    (1, "namespace", Ty::Str),
+    (2, "verb", Ty::Str),
+    (3, "group", Ty::Str),
+    (4, "version", Ty::Str),
+    (5, "resource", Ty::Str),
+    (6, "subresource", Ty::Str),
+    (7, "name", Ty::Str),
+];
+const NON_RESOURCE_ATTRIBUTES: &[Field] = &[(1, "path", Ty::Str), (2, "verb", Ty::Str)];
+/// `kubectl auth can-i` and `kubectl auth whoami` send their reviews as protobuf.
+const SELF_SUBJECT_ACCESS_REVIEW: &[Field] = &[
+    (1, "metadata", Ty::Msg(OBJECT_META)),
+    (
+        2,
+        "spec",
+        Ty::Msg(&[
+            (1, "resourceAttributes", Ty::Msg(RESOURCE_ATTRIBUTES)),
+            (2, "nonResourceAttributes", Ty::Msg(NON_RESOURCE_ATTRIBUTES)),
+        ]),
+    ),
+];
+const SUBJECT_ACCESS_REVIEW: &[Field] = &[
+    (1, "metadata", Ty::Msg(OBJECT_META)),
+    (
+        2,
+        "spec",
+        Ty::Msg(&[
+            (1, "resourceAttributes", Ty::Msg(RESOURCE_ATTRIBUTES)),
+            (2, "nonResourceAttributes", Ty::Msg(NON_RESOURCE_ATTRIBUTES)),
+            (3, "user", Ty::Str),
+            (4, "groups", Ty::RepeatedStr),
+            (6, "uid", Ty::Str),
+        ]),
+    ),
+];
+const SELF_SUBJECT_REVIEW: &[Field] = &[(1, "metadata", Ty::Msg(OBJECT_META))];
+
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -232,9 +293,13 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
         ("v1", "ConfigMap") => CONFIG_MAP,
         ("v1", "Secret") => SECRET,
         ("v1", "ServiceAccount") => SERVICE_ACCOUNT,
+        ("authentication.k8s.io/v1", "TokenRequest") => TOKEN_REQUEST,
+        ("authentication.k8s.io/v1", "SelfSubjectReview") => SELF_SUBJECT_REVIEW,
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => SELF_SUBJECT_ACCESS_REVIEW,
+        ("authorization.k8s.io/v1", "SubjectAccessReview") => SUBJECT_ACCESS_REVIEW,
         _ => {
             return Err(format!(
-                "the test bed decodes protobuf bodies of v1 Namespace, ConfigMap, Secret and ServiceAccount only, not {api_version} {kind}; send JSON"
+                "the test bed decodes protobuf bodies of v1 Namespace, ConfigMap, Secret and ServiceAccount and of TokenRequest and access reviews only, not {api_version} {kind}; send JSON"
             ));
         }
     };

@@ -50,6 +50,15 @@ impl ResourceInfo {
         }
     }
 
+    /// An access or identity review (`SelfSubjectAccessReview`, `SelfSubjectReview`, ...):
+    /// created and answered, never stored.
+    pub fn is_review(&self) -> bool {
+        matches!(
+            self.group.as_str(),
+            "authorization.k8s.io" | "authentication.k8s.io"
+        )
+    }
+
     /// The group and kind, such as `Deployment.apps`.
     pub fn group_kind(&self) -> String {
         if self.group.is_empty() {
@@ -61,6 +70,9 @@ impl ResourceInfo {
 
     /// Verbs for discovery.
     pub fn verbs(&self) -> Vec<&'static str> {
+        if self.is_review() {
+            return vec!["create"];
+        }
         vec![
             "create",
             "delete",
@@ -236,6 +248,30 @@ const BUILTINS: &[Builtin] = &[
         generation: true,
         ..b("networking.k8s.io", "v1", "Ingress", "ingresses", true, &["ing"])
     },
+    b(
+        "authorization.k8s.io",
+        "v1",
+        "SelfSubjectAccessReview",
+        "selfsubjectaccessreviews",
+        false,
+        &[],
+    ),
+    b(
+        "authorization.k8s.io",
+        "v1",
+        "SubjectAccessReview",
+        "subjectaccessreviews",
+        false,
+        &[],
+    ),
+    b(
+        "authentication.k8s.io",
+        "v1",
+        "SelfSubjectReview",
+        "selfsubjectreviews",
+        false,
+        &[],
+    ),
     Builtin {
         status: true,
         generation: true,

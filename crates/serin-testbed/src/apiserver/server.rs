@@ -1,6 +1,6 @@
 //! The HTTP face of the emulator: routing of Kubernetes REST paths to the store, discovery,
-//! OpenAPI, watch streams, Tables, authentication, and the test instruments
-//! (`/testbed/requests`, `/testbed/faults`). Does I/O (HTTP).
+//! OpenAPI, watch streams, Tables, authentication and RBAC authorization (see [`super::rbac`]),
+//! and the test instruments (`/testbed/requests`, `/testbed/faults`). Does I/O (HTTP).
 
 use std::{
     collections::BTreeMap,
@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use super::{
     discovery,
     error::ApiError,
+    rbac::{self, Attributes, Audit, TokenIssuer, User},
     resources::ResourceInfo,
     selector::{FieldSelector, LabelSelector},
     store::{
@@ -58,6 +59,10 @@ pub struct Server {
     faults: Mutex<Vec<Fault>>,
     /// Bumped to end every open watch stream (`POST /testbed/watches/close`).
     watch_epoch: tokio::sync::watch::Sender<u64>,
+    /// Signs and checks ServiceAccount tokens.
+    tokens: TokenIssuer,
+    /// Where authorization decisions for non-admin identities are appended.
+    audit: Option<Audit>,
 }
 
 impl Server {
@@ -69,7 +74,85 @@ impl Server {
             requests: Mutex::new(BTreeMap::new()),
             faults: Mutex::new(Vec::new()),
             watch_epoch: tokio::sync::watch::channel(0).0,
+            tokens: TokenIssuer::new(format!("{:032x}", rand::random::<u128>())),
+            audit: None,
         }
+    }
+
+    /// Appends every authorization decision for identities other than the admin to `audit`.
+    pub fn with_audit(mut self, audit: Option<Audit>) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    /// Who a request is: the admin without a credential or with the admin token, a
+    /// ServiceAccount with a token it was issued (and that still exists with the same uid), then
+    /// whoever the impersonation headers name when the requester may impersonate them.
+    fn authenticate(&self, headers: &HeaderMap) -> Result<User, ApiError> {
+        let user = match headers.get("authorization").and_then(|v| v.to_str().ok()) {
+            None => User::admin(),
+            Some(value) => {
+                let token = value.strip_prefix("Bearer ").unwrap_or_default();
+                if token == self.token {
+                    User::admin()
+                } else {
+                    let now = jiff::Timestamp::now().as_second();
+                    let claims = self
+                        .tokens
+                        .verify(token, now)
+                        .ok_or_else(ApiError::unauthorized)?;
+                    let registry = self.store.registry();
+                    let res = registry
+                        .find("", "v1", "serviceaccounts")
+                        .ok_or_else(ApiError::unauthorized)?;
+                    let sa = self
+                        .store
+                        .get(res, Some(&claims.namespace), &claims.service_account)
+                        .map_err(|_| ApiError::unauthorized())?;
+                    if sa.pointer("/metadata/uid").and_then(Value::as_str) != Some(claims.uid.as_str()) {
+                        return Err(ApiError::unauthorized());
+                    }
+                    User::service_account(&claims.namespace, &claims.service_account)
+                }
+            }
+        };
+        let Some(as_user) = headers.get("impersonate-user").and_then(|v| v.to_str().ok()) else {
+            return Ok(user);
+        };
+        let groups: Vec<String> = headers
+            .get_all("impersonate-group")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect();
+        let mut checks = vec![match as_user
+            .strip_prefix(rbac::SERVICE_ACCOUNT_PREFIX)
+            .and_then(|r| r.split_once(':'))
+        {
+            Some((ns, name)) => {
+                Attributes::resource("impersonate", "", "serviceaccounts", None, Some(ns), Some(name))
+            }
+            None => Attributes::resource("impersonate", "", "users", None, None, Some(as_user)),
+        }];
+        checks.extend(
+            groups
+                .iter()
+                .map(|g| Attributes::resource("impersonate", "", "groups", None, None, Some(g))),
+        );
+        for attrs in &checks {
+            if !self.authorize(&user, attrs).allowed {
+                return Err(rbac::forbidden(&user, attrs, ""));
+            }
+        }
+        Ok(User::impersonated(as_user, &groups))
+    }
+
+    /// Authorizes and audits one request.
+    fn authorize(&self, user: &User, attrs: &Attributes) -> rbac::Decision {
+        let decision = rbac::authorize(&self.store, user, attrs);
+        if let Some(audit) = &self.audit {
+            audit.record(user, attrs, &decision);
+        }
+        decision
     }
 
     fn count(&self, verb: &str, resource: &str, agent: &str) {
@@ -268,12 +351,18 @@ async fn handle(State(server): State<Arc<Server>>, request: Request) -> Response
     // A wrong credential is refused. A request without one is the admin's: kubectl does not send
     // bearer tokens over plain http, so the emulator serves like an API server's local insecure
     // port, which is what it is (it listens on 127.0.0.1 only).
-    let authorized = match parts.headers.get("authorization").and_then(|v| v.to_str().ok()) {
-        None => true,
-        Some(value) => value.strip_prefix("Bearer ").is_some_and(|t| t == server.token),
+    let user = match server.authenticate(&parts.headers) {
+        Ok(user) => user,
+        Err(err) => return err.into_response(),
     };
-    if !authorized {
-        return ApiError::unauthorized().into_response();
+    // Everything that is not a resource is a non-resource URL to the authorizer: discovery and
+    // OpenAPI (which every authenticated identity may read through system:discovery), and the
+    // test instruments (the admin's only).
+    if parse_resource_path(&segments).is_none() || segments.first() == Some(&"testbed") {
+        let attrs = Attributes::non_resource(parts.method.as_str(), &path);
+        if !server.authorize(&user, &attrs).allowed {
+            return rbac::forbidden(&user, &attrs, "").into_response();
+        }
     }
     let body = match axum::body::to_bytes(body, 64 * 1024 * 1024).await {
         Ok(b) => b,
@@ -328,6 +417,23 @@ async fn handle(State(server): State<Arc<Server>>, request: Request) -> Response
         return ApiError::not_found_path(&path).into_response();
     };
     let verb = verb_of(&parts.method, &p, &query);
+    // A Namespace's own path is in that namespace, as the API server's request info has it.
+    let attrs_ns = p.namespace.as_deref().or_else(|| {
+        (p.group.is_empty() && p.plural == "namespaces")
+            .then_some(p.name.as_deref())
+            .flatten()
+    });
+    let attrs = Attributes::resource(
+        verb,
+        &p.group,
+        &p.plural,
+        p.subresource.as_deref(),
+        attrs_ns,
+        p.name.as_deref(),
+    );
+    if !server.authorize(&user, &attrs).allowed {
+        return rbac::forbidden(&user, &attrs, "").into_response();
+    }
     server.count(verb, &p.plural, &agent);
     if let Some(fault) = server.take_fault(verb, &p.plural) {
         if fault.delay_ms > 0 {
@@ -357,6 +463,35 @@ async fn handle(State(server): State<Arc<Server>>, request: Request) -> Response
     if p.namespace.is_some() && !res.namespaced {
         return ApiError::not_found_path(&path).into_response();
     }
+    if res.is_review() {
+        return match parse_body(&parts.headers, &body)
+            .and_then(|review| review_response(&server, &user, &res, review))
+        {
+            Ok(response) => response,
+            Err(err) => err.into_response(),
+        };
+    }
+    if res.group.is_empty() && res.plural == "serviceaccounts" && p.subresource.as_deref() == Some("token") {
+        return match token_request(&server, &res, &p, &parts.method, &parts.headers, &body) {
+            Ok(response) => response,
+            Err(err) => err.into_response(),
+        };
+    }
+    if !user.admin
+        && let Err(err) = admit_owner_references(
+            &server,
+            &user,
+            &res,
+            &p,
+            &attrs,
+            &parts.headers,
+            &query,
+            &body,
+            &agent,
+        )
+    {
+        return err.into_response();
+    }
     match serve_resource(
         &server,
         &res,
@@ -372,6 +507,229 @@ async fn handle(State(server): State<Arc<Server>>, request: Request) -> Response
         Ok(response) => response,
         Err(err) => err.into_response(),
     }
+}
+
+/// `SelfSubjectAccessReview`, `SubjectAccessReview` (`kubectl auth can-i`) and
+/// `SelfSubjectReview` (`kubectl auth whoami`), answered from the authorizer.
+fn review_response(
+    server: &Server,
+    user: &User,
+    res: &ResourceInfo,
+    mut review: Value,
+) -> Result<Response, ApiError> {
+    let spec_attrs = |spec: &Value| -> Attributes {
+        let s = |k: &str| spec.pointer(k).and_then(Value::as_str).unwrap_or_default();
+        match spec.get("nonResourceAttributes") {
+            Some(_) => {
+                Attributes::non_resource(s("/nonResourceAttributes/verb"), s("/nonResourceAttributes/path"))
+            }
+            None => Attributes::resource(
+                s("/resourceAttributes/verb"),
+                s("/resourceAttributes/group"),
+                s("/resourceAttributes/resource"),
+                Some(s("/resourceAttributes/subresource")).filter(|x| !x.is_empty()),
+                Some(s("/resourceAttributes/namespace")).filter(|x| !x.is_empty()),
+                Some(s("/resourceAttributes/name")).filter(|x| !x.is_empty()),
+            ),
+        }
+    };
+    match res.kind.as_str() {
+        "SelfSubjectReview" => {
+            review["status"] = json!({"userInfo": {"username": user.name, "groups": user.groups}});
+        }
+        "SelfSubjectAccessReview" => {
+            let spec = review.get("spec").cloned().unwrap_or_default();
+            let decision = rbac::authorize(&server.store, user, &spec_attrs(&spec));
+            review["status"] = json!({"allowed": decision.allowed, "reason": decision.reason});
+        }
+        _ => {
+            let spec = review.get("spec").cloned().unwrap_or_default();
+            let name = spec.get("user").and_then(Value::as_str).unwrap_or_default();
+            let groups: Vec<String> = spec
+                .get("groups")
+                .and_then(Value::as_array)
+                .map(|g| g.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default();
+            let subject = User {
+                name: name.to_owned(),
+                admin: groups.iter().any(|g| g == "system:masters"),
+                groups,
+            };
+            let decision = rbac::authorize(&server.store, &subject, &spec_attrs(&spec));
+            review["status"] = json!({"allowed": decision.allowed, "reason": decision.reason});
+        }
+    }
+    review["apiVersion"] = json!(res.api_version());
+    review["kind"] = json!(res.kind);
+    Ok(json_response(StatusCode::CREATED, &review))
+}
+
+/// The TokenRequest subresource (`kubectl create token`): a bound token for the ServiceAccount.
+fn token_request(
+    server: &Server,
+    res: &ResourceInfo,
+    p: &ResourcePath,
+    method: &Method,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
+    if *method != Method::POST {
+        return Err(ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource",
+        ));
+    }
+    let ns = p.namespace.as_deref().unwrap_or("default");
+    let name = p.name.as_deref().unwrap_or_default();
+    let sa = server.store.get(res, Some(ns), name)?;
+    let mut request = if body.is_empty() {
+        json!({})
+    } else {
+        parse_body(headers, body)?
+    };
+    let seconds = request
+        .pointer("/spec/expirationSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(3600);
+    if seconds < 600 {
+        return Err(ApiError::invalid(
+            "authentication.k8s.io",
+            "TokenRequest",
+            name,
+            &[(
+                "spec.expirationSeconds".into(),
+                format!("Invalid value: {seconds}: may not specify a duration less than 10 minutes"),
+            )],
+        ));
+    }
+    let audiences: Vec<String> = request
+        .pointer("/spec/audiences")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect::<Vec<_>>()
+        })
+        .filter(|a| !a.is_empty())
+        .unwrap_or_else(|| vec![rbac::DEFAULT_AUDIENCE.to_owned()]);
+    let now = jiff::Timestamp::now().as_second();
+    let claims = rbac::TokenClaims {
+        namespace: ns.to_owned(),
+        service_account: name.to_owned(),
+        uid: sa
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        expires: now + seconds,
+    };
+    let token = server.tokens.issue(&claims, &audiences, now);
+    let expiration = jiff::Timestamp::from_second(claims.expires)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    request["apiVersion"] = json!("authentication.k8s.io/v1");
+    request["kind"] = json!("TokenRequest");
+    request["metadata"] = json!({"name": name, "namespace": ns, "creationTimestamp": null});
+    request["spec"]["audiences"] = json!(audiences);
+    request["spec"]["expirationSeconds"] = json!(seconds);
+    request["status"] = json!({"token": token, "expirationTimestamp": expiration});
+    Ok(json_response(StatusCode::CREATED, &request))
+}
+
+/// The OwnerReferencesPermissionEnforcement admission plugin for writes by identities other
+/// than the admin. A patch is first run as a dry run to see the object it would make.
+#[allow(clippy::too_many_arguments)]
+fn admit_owner_references(
+    server: &Server,
+    user: &User,
+    res: &ResourceInfo,
+    p: &ResourcePath,
+    attrs: &Attributes,
+    headers: &HeaderMap,
+    query: &BTreeMap<String, String>,
+    body: &Bytes,
+    agent: &str,
+) -> Result<(), ApiError> {
+    let writes = matches!(attrs.verb.as_str(), "create" | "update" | "patch");
+    if !writes || p.subresource.is_some() || !body.windows(15).any(|w| w == b"ownerReferences") {
+        return Ok(());
+    }
+    let store = &server.store;
+    let ns = p.namespace.as_deref();
+    let old = p.name.as_deref().and_then(|n| store.get(res, ns, n).ok());
+    let new = match attrs.verb.as_str() {
+        "patch" => {
+            let name = p.name.as_deref().unwrap_or_default();
+            let patch = parse_body(headers, body)?;
+            let mut opts = write_options(query, agent)?;
+            opts.dry_run = true;
+            let content_type = headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let written = match content_type.split(';').next().unwrap_or_default() {
+                "application/apply-patch+yaml" | "application/apply-patch+json" => {
+                    opts.manager = query.get("fieldManager").cloned().unwrap_or_default();
+                    store.apply(res, ns, name, patch, Subresource::Main, &opts)
+                }
+                "application/json-patch+json" => {
+                    store.patch(res, ns, name, PatchKind::Json, &patch, Subresource::Main, &opts)
+                }
+                "application/strategic-merge-patch+json" => store.patch(
+                    res,
+                    ns,
+                    name,
+                    PatchKind::Strategic,
+                    &patch,
+                    Subresource::Main,
+                    &opts,
+                ),
+                _ => store.patch(res, ns, name, PatchKind::Merge, &patch, Subresource::Main, &opts),
+            };
+            // An invalid patch fails the same way when it is really applied.
+            match written {
+                Ok(w) => w.object,
+                Err(_) => return Ok(()),
+            }
+        }
+        _ => parse_body(headers, body)?,
+    };
+    let registry = store.registry();
+    let target = Attributes {
+        name: p.name.clone().unwrap_or_else(|| {
+            new.pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        }),
+        ..attrs.clone()
+    };
+    let checks = rbac::owner_reference_checks(&target, old.as_ref(), &new, |api_version, kind| {
+        registry
+            .find_kind(api_version, kind)
+            .map(|r| (r.group.clone(), r.plural.clone()))
+    })
+    .map_err(|e| ApiError::forbidden(format!("{} {:?} is forbidden: {e}", res.plural, target.name)))?;
+    for check in &checks {
+        if !server.authorize(user, check).allowed {
+            let why = if check.verb == "delete" {
+                "cannot set an ownerRef on a resource you can't delete"
+            } else {
+                "cannot set blockOwnerDeletion if an ownerReference refers to a resource you can't set finalizers on"
+            };
+            let denied = rbac::forbidden(user, check, "");
+            let qualified = if res.group.is_empty() {
+                res.plural.clone()
+            } else {
+                format!("{}.{}", res.plural, res.group)
+            };
+            return Err(ApiError::forbidden(format!(
+                "{qualified} {:?} is forbidden: {why}: {}",
+                target.name,
+                denied.message.split_once("forbidden: ").map_or("", |(_, m)| m)
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn instrument_requests(server: &Server, method: &Method) -> Response {

@@ -766,7 +766,20 @@ impl Store {
                 }
             },
         };
-        if !is_dns_subdomain(&name) {
+        // RBAC objects are named like path segments (`system:discovery`), as on a real server.
+        if res.group == "rbac.authorization.k8s.io" {
+            if let Some(why) = super::rbac::path_segment_name_error(&name) {
+                return Err(ApiError::invalid(
+                    &res.group,
+                    &res.kind,
+                    &name,
+                    &[(
+                        "metadata.name".into(),
+                        format!("Invalid value: \"{name}\": {why}"),
+                    )],
+                ));
+            }
+        } else if !is_dns_subdomain(&name) {
             return Err(ApiError::invalid(
                 &res.group,
                 &res.kind,
