@@ -226,13 +226,15 @@ impl Scenario {
         let deadline = Instant::now() + Duration::from_secs(10);
         let addr = loop {
             let log = self.log();
-            if let Some(addr) = log
+            // The line may carry terminal colours around the field name.
+            if let Some(port) = log
                 .lines()
                 .find(|l| l.contains("admin server listening"))
-                .and_then(|l| l.split("addr=").nth(1))
-                .and_then(|a| a.split_whitespace().next())
+                .and_then(|l| l.split("127.0.0.1:").nth(1))
+                .map(|p| p.chars().take_while(char::is_ascii_digit).collect::<String>())
+                .filter(|p| !p.is_empty())
             {
-                break addr.trim_matches('"').to_owned();
+                break format!("127.0.0.1:{port}");
             }
             assert!(Instant::now() < deadline, "no admin address in the log:\n{log}");
             tokio::time::sleep(Duration::from_millis(100)).await;

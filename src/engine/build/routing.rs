@@ -291,14 +291,14 @@ pub fn http_routes(
                 weighted["route"][1]["headers"] = json!({"response": {"add": {"Set-Cookie": affinity.build_cookie(&cookie, affinity.max_age())}}});
                 routes.push(cookie_route(
                     canary,
-                    format!(".*{}.*{cookie}.*", affinity.cookie_name),
+                    format!(".*{cookie}.*"),
                     json!([
                         destination(canary, &names.primary, 0),
                         destination(canary, &names.canary, 100)
                     ]),
                 ));
             }
-            if let (Some(name), Some(cookie)) = (
+            if let (Some(_), Some(cookie)) = (
                 affinity.primary_cookie_name.as_ref().filter(|n| !n.is_empty()),
                 set(status.primary_session_affinity_cookie.as_ref()),
             ) {
@@ -307,7 +307,7 @@ pub fn http_routes(
                     json!({"response": {"add": {"Set-Cookie": affinity.build_cookie(&cookie, max_age)}}});
                 routes.push(cookie_route(
                     canary,
-                    format!(".*{name}.*{cookie}.*"),
+                    format!(".*{cookie}.*"),
                     json!([
                         destination(canary, &names.primary, 100),
                         destination(canary, &names.canary, 0)
@@ -648,12 +648,12 @@ mod tests {
         assert_eq!(http.len(), 3);
         assert_eq!(
             http[0]["match"],
-            json!([{"headers": {"Cookie": {"regex": ".*flagger-cookie.*flagger-cookie=abc.*"}}}])
+            json!([{"headers": {"Cookie": {"regex": ".*flagger-cookie=abc.*"}}}])
         );
         assert_eq!(http[0]["route"][1]["weight"], 100);
         assert_eq!(
             http[1]["match"],
-            json!([{"headers": {"Cookie": {"regex": ".*primary-cookie.*primary-cookie=xyz.*"}}}])
+            json!([{"headers": {"Cookie": {"regex": ".*primary-cookie=xyz.*"}}}])
         );
         assert_eq!(http[1]["route"][0]["weight"], 100);
         assert_eq!(
