@@ -379,6 +379,39 @@ fn check_analysis(out: &mut Findings, spec: &CanarySpec, analysis: &CanaryAnalys
             );
         }
     }
+    let strategy = spec.deployment_strategy();
+    if analysis.session_affinity.is_some() && strategy == DeploymentStrategy::AbTesting {
+        out.warning(
+            format!("{P}.sessionAffinity"),
+            "ignored with A/B testing: the match conditions decide who reaches the canary",
+        );
+    }
+    if analysis.mirror.unwrap_or(false) && strategy == DeploymentStrategy::AbTesting {
+        out.warning(
+            format!("{P}.mirror"),
+            "ignored with A/B testing (mirroring works with weights or Blue/Green)",
+        );
+    }
+    if analysis.mirror_weight.is_some() && !analysis.mirror.unwrap_or(false) {
+        out.warning(format!("{P}.mirrorWeight"), "ignored without mirror: true");
+    }
+    let tcp = spec
+        .service
+        .app_protocol
+        .as_deref()
+        .is_some_and(|p| p.eq_ignore_ascii_case("tcp"));
+    if tcp && strategy == DeploymentStrategy::AbTesting {
+        out.warning(
+            format!("{P}.match"),
+            "a TCP service (appProtocol: tcp) has no HTTP routes to match on: all traffic follows the weights",
+        );
+    }
+    if tcp && analysis.session_affinity.is_some() {
+        out.warning(
+            format!("{P}.sessionAffinity"),
+            "cookies need HTTP routes; a TCP service (appProtocol: tcp) ignores it",
+        );
+    }
     if let Some(affinity) = &analysis.session_affinity {
         if affinity.cookie_name.is_empty() {
             out.error(format!("{P}.sessionAffinity.cookieName"), "must not be empty");
@@ -486,6 +519,34 @@ mod tests {
             .filter(|f| f.severity == Severity::Error)
             .map(|f| f.to_string())
             .collect()
+    }
+
+    #[test]
+    fn settings_a_strategy_ignores_are_warned_about() {
+        let mut s = spec(progressive());
+        let a = s.analysis.as_mut().expect("analysis");
+        (a.step_weight, a.max_weight, a.iterations) = (None, None, Some(3));
+        a.match_ = Some(vec![Default::default()]);
+        a.mirror = Some(true);
+        a.session_affinity = Some(SessionAffinity {
+            cookie_name: "c".into(),
+            ..Default::default()
+        });
+        let warnings: Vec<String> = canary(&s, "istio")
+            .into_iter()
+            .filter(|f| f.severity == Severity::Warning)
+            .map(|f| f.to_string())
+            .collect();
+        for want in [
+            "spec.analysis.sessionAffinity: ignored with A/B testing",
+            "spec.analysis.mirror: ignored with A/B testing",
+        ] {
+            assert!(
+                warnings.iter().any(|w| w.starts_with(want)),
+                "{want} in {warnings:#?}"
+            );
+        }
+        assert_eq!(errors(&s), Vec::<String>::new(), "warnings only");
     }
 
     #[test]
