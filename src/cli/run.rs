@@ -273,3 +273,54 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn parse(args: &[&str]) -> RunArgs {
+        Cli::try_parse_from(std::iter::once("serin").chain(args.iter().copied()))
+            .expect("flags parse")
+            .run
+    }
+
+    #[test]
+    fn the_global_notifier_follows_flaggers_flags() {
+        assert_eq!(notifier(&parse(&[])), None);
+        let slack = notifier(&parse(&[
+            "--slack-url",
+            "https://hooks.slack.com/services/x",
+            "--slack-channel",
+            "deploys",
+        ]))
+        .expect("slack");
+        assert_eq!(
+            (
+                slack.kind.as_str(),
+                slack.channel.as_str(),
+                slack.username.as_str()
+            ),
+            ("slack", "deploys", "flagger")
+        );
+        let teams = notifier(&parse(&[
+            "--slack-url",
+            "https://hooks.slack.com/services/x",
+            "--msteams-url",
+            "https://example.webhook.office.com/x",
+        ]))
+        .expect("teams");
+        assert_eq!(
+            (teams.kind.as_str(), teams.url.as_str()),
+            ("msteams", "https://example.webhook.office.com/x"),
+            "Teams wins when both are set"
+        );
+    }
+}
