@@ -4,6 +4,8 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod apply;
 pub mod build;
 pub mod cli;
+pub mod controller;
 pub mod source;

@@ -2,6 +2,7 @@
 //! commands teams use with Flux.
 
 pub mod crd;
+pub mod run;
 
 use clap::{Parser, Subcommand};
 
@@ -17,4 +18,6 @@ pub struct Cli {
 pub enum Command {
     /// Print the GitRepository and Kustomization CRDs (or write them into a directory).
     Crd(crd::CrdArgs),
+    /// Run the GitRepository and Kustomization controllers.
+    Run(run::RunArgs),
 }

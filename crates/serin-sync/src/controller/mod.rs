@@ -1,0 +1,236 @@
+//! The two reconcilers (GitRepository in `source`, Kustomization in `kustomization`), their
+//! shared context and the watches that drive them: a Kustomization is reconciled when its spec
+//! or `reconcile.fluxcd.io/requestedAt` changes, when its source's artifact changes, and on its
+//! interval. Status-only updates do not retrigger. Does I/O.
+
+pub mod events;
+pub mod finalizer;
+pub mod kustomization;
+pub mod source;
+pub mod status;
+
+use std::{
+    hash::{Hash, Hasher},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
+
+use futures::StreamExt;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::Action,
+        predicates, reflector,
+        reflector::ObjectRef,
+        watcher::{self, watcher},
+    },
+};
+
+use crate::api::{GitRepository, Kustomization, REQUESTED_AT_ANNOTATION};
+
+/// Settings of the controllers.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where fetched revisions are stored.
+    pub storage_dir: PathBuf,
+    /// Requeue after a dependency or artifact is not ready (Flux's `--requeue-dependency`).
+    pub requeue_dependency: Duration,
+    /// How long apply stages wait for CRDs and Namespaces.
+    pub stage_timeout: Duration,
+    /// Poll interval of stage waits.
+    pub poll_interval: Duration,
+    /// Poll interval of health checks.
+    pub health_interval: Duration,
+    /// Longest retry of a failed Git fetch.
+    pub retry_cap: Duration,
+    /// Watch only this namespace.
+    pub namespace: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            storage_dir: std::env::temp_dir().join("serin-sync"),
+            requeue_dependency: Duration::from_secs(30),
+            stage_timeout: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(2),
+            health_interval: Duration::from_secs(5),
+            retry_cap: Duration::from_secs(30),
+            namespace: None,
+        }
+    }
+}
+
+/// What the reconcilers share.
+pub struct Context {
+    pub client: Client,
+    /// The client's configuration, for impersonating a Kustomization's service account.
+    pub kube_config: Option<kube::Config>,
+    pub config: Config,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// The client to apply a Kustomization with: impersonating its `serviceAccountName`.
+    pub fn client_for(&self, ks: &Kustomization) -> Result<Client, String> {
+        let (Some(sa), Some(config)) = (ks.spec.service_account_name.as_ref(), self.kube_config.as_ref())
+        else {
+            return Ok(self.client.clone());
+        };
+        let mut config = config.clone();
+        config.auth_info.impersonate = Some(format!(
+            "system:serviceaccount:{}:{sa}",
+            ks.namespace().unwrap_or_default()
+        ));
+        Client::try_from(config).map_err(|e| format!("failed to build the impersonating client: {e}"))
+    }
+}
+
+/// Errors that abort one reconcile (API errors); retried with a short delay.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API error: {0}")]
+    Kube(#[source] kube::Error),
+}
+
+impl Error {
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "Kube",
+        }
+    }
+}
+
+/// The message of an API error.
+pub fn api_message(err: &kube::Error) -> String {
+    match err {
+        kube::Error::Api(s) => s.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Flux's ±5 % interval jitter.
+pub fn jitter(interval: Duration) -> Duration {
+    let f: f64 = rand::random_range(0.95..1.05);
+    interval.mul_f64(f)
+}
+
+fn error_policy<K>(_: Arc<K>, err: &Error, _: Arc<Context>) -> Action {
+    tracing::warn!(error = %err, category = err.category(), "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Generation and the requestedAt annotation: what makes a spec change worth a reconcile.
+fn spec_or_request<K: Resource>(obj: &K) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    predicates::generation(obj).hash(&mut h);
+    obj.meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(REQUESTED_AT_ANNOTATION))
+        .hash(&mut h);
+    obj.meta().deletion_timestamp.is_some().hash(&mut h);
+    Some(h.finish())
+}
+
+/// Runs both controllers until `shutdown` resolves. `ready` is called once they watch.
+pub async fn run(
+    ctx: Arc<Context>,
+    ready: impl FnOnce(),
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let ns = ctx.config.namespace.clone();
+    fn api<K>(client: &Client, ns: Option<&str>) -> Api<K>
+    where
+        K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let wc = watcher::Config::default();
+    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+
+    // GitRepositories.
+    let (repo_store, repo_writer) = reflector::store();
+    let repo_stream = reflector::reflector(
+        repo_writer,
+        watcher(api::<GitRepository>(&client, ns.as_deref()), wc.clone()),
+    )
+    .default_backoff()
+    .applied_objects()
+    .predicate_filter(spec_or_request, Default::default());
+    let sources = Controller::for_stream(repo_stream, repo_store)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(source::reconcile, error_policy, ctx.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "GitRepository reconcile did not complete");
+            }
+        });
+
+    // Kustomizations, and their sources' artifacts.
+    let (ks_store, ks_writer) = reflector::store();
+    let ks_stream = reflector::reflector(
+        ks_writer,
+        watcher(api::<Kustomization>(&client, ns.as_deref()), wc.clone()),
+    )
+    .default_backoff()
+    .applied_objects()
+    .predicate_filter(spec_or_request, Default::default());
+    let artifact_stream = watcher(api::<GitRepository>(&client, ns.as_deref()), wc)
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(
+            |r: &GitRepository| {
+                r.status.as_ref().and_then(|s| s.artifact.as_ref()).map(|a| {
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    a.revision.hash(&mut h);
+                    a.digest.hash(&mut h);
+                    h.finish()
+                })
+            },
+            Default::default(),
+        );
+    let controller = Controller::for_stream(ks_stream, ks_store);
+    let store = controller.store();
+    let kustomizations = controller
+        .watches_stream(artifact_stream, move |repo: GitRepository| {
+            let repo_ns = repo.namespace().unwrap_or_default();
+            let repo_name = repo.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|k| {
+                    let kns = k.namespace().unwrap_or_default();
+                    k.spec.source_ref.kind == "GitRepository"
+                        && k.spec.source_ref.name == repo_name
+                        && k.spec.source_ref.namespace.clone().unwrap_or(kns) == repo_ns
+                })
+                .map(|k| ObjectRef::from_obj(&*k))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown.clone())
+        .run(kustomization::reconcile, error_policy, ctx.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "Kustomization reconcile did not complete");
+            }
+        });
+    ready();
+    futures::join!(sources, kustomizations);
+}

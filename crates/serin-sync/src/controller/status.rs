@@ -1,0 +1,339 @@
+//! Status bookkeeping shared by both reconcilers: Go-style durations (`10m0s`), conditions with
+//! stable transition times, the Kustomization history, and the unsupported-field check. Pure.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::api::{GitRepositorySpec, KustomizationSpec, kustomization::Snapshot};
+
+pub const READY: &str = "Ready";
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
+pub const HEALTHY: &str = "Healthy";
+pub const ARTIFACT_IN_STORAGE: &str = "ArtifactInStorage";
+pub const FETCH_FAILED: &str = "FetchFailed";
+/// Reason of the Ready=False condition for fields serin-sync does not implement.
+pub const UNSUPPORTED_REASON: &str = "UnsupportedField";
+
+/// Parses a Flux/Go duration such as `10m`, `1h30m`, `30s`, `500ms` or `1.5h`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let mut total = 0f64;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let (num, tail) = rest.split_at(num_len);
+        let value: f64 = num.parse().ok()?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let factor = match unit {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            "us" | "µs" => 0.000_001,
+            "ns" => 0.000_000_001,
+            _ => return None,
+        };
+        total += value * factor;
+        rest = tail;
+    }
+    Some(Duration::from_secs_f64(total))
+}
+
+/// Formats a duration as Go prints it, rounded to milliseconds (`10m0s`, `1.5s`, `176ms`).
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let (h, rem) = (ms / 3_600_000, ms % 3_600_000);
+    let (m, rem) = (rem / 60_000, rem % 60_000);
+    let secs = if rem % 1000 == 0 {
+        format!("{}s", rem / 1000)
+    } else {
+        format!(
+            "{}s",
+            format!("{}.{:03}", rem / 1000, rem % 1000).trim_end_matches('0')
+        )
+    };
+    if h > 0 {
+        format!("{h}h{m}m{secs}")
+    } else if m > 0 {
+        format!("{m}m{secs}")
+    } else {
+        secs
+    }
+}
+
+/// Sets a condition; the transition time changes only when the status does.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) {
+    let message: String = message.chars().take(32_000).collect();
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != status {
+                c.last_transition_time = Time(now);
+            }
+            c.status = status.to_owned();
+            c.reason = reason.to_owned();
+            c.message = message;
+            c.observed_generation = generation;
+        }
+        None => conditions.push(Condition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message,
+            observed_generation: generation,
+            last_transition_time: Time(now),
+        }),
+    }
+}
+
+/// Removes a condition.
+pub fn remove_condition(conditions: &mut Vec<Condition>, type_: &str) {
+    conditions.retain(|c| c.type_ != type_);
+}
+
+/// A condition's status, if present.
+pub fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// Records one reconcile in the history: the entry with the same digest and status is updated,
+/// else a new one is put first; at most 5 are kept.
+pub fn upsert_history(
+    history: &mut Vec<Snapshot>,
+    digest: &str,
+    status: &str,
+    revision: &str,
+    duration: Duration,
+    now: &str,
+) {
+    let duration = format_duration(duration);
+    if let Some(pos) = history
+        .iter()
+        .position(|s| s.digest == digest && s.last_reconciled_status == status)
+    {
+        let mut entry = history.remove(pos);
+        entry.last_reconciled = now.to_owned();
+        entry.last_reconciled_duration = duration;
+        entry.total_reconciliations += 1;
+        entry.metadata.insert("revision".into(), revision.to_owned());
+        history.insert(0, entry);
+    } else {
+        history.insert(
+            0,
+            Snapshot {
+                digest: digest.to_owned(),
+                first_reconciled: now.to_owned(),
+                last_reconciled: now.to_owned(),
+                last_reconciled_duration: duration,
+                last_reconciled_status: status.to_owned(),
+                total_reconciliations: 1,
+                metadata: [("revision".to_owned(), revision.to_owned())].into(),
+            },
+        );
+    }
+    history.truncate(5);
+}
+
+/// The first field of a Kustomization that serin-sync does not implement, with why.
+pub fn unsupported_kustomization_field(spec: &KustomizationSpec) -> Option<String> {
+    let not = |field: &str, what: &str| {
+        Some(format!(
+            "unsupported field '{field}': serin-sync does not implement {what}"
+        ))
+    };
+    if spec.decryption.is_some() {
+        return not("spec.decryption", "SOPS decryption");
+    }
+    if spec.kube_config.is_some() {
+        return not("spec.kubeConfig", "applying to remote clusters");
+    }
+    if spec
+        .health_check_exprs
+        .as_ref()
+        .is_some_and(|v| v.as_array().is_none_or(|a| !a.is_empty()))
+    {
+        return not("spec.healthCheckExprs", "CEL health checks");
+    }
+    if spec.depends_on.iter().any(|d| d.ready_expr.is_some()) {
+        return not("spec.dependsOn[].readyExpr", "CEL readiness expressions");
+    }
+    if spec.source_ref.kind != "GitRepository" {
+        return Some(format!(
+            "unsupported field 'spec.sourceRef.kind': source kind '{}' is not supported by serin-sync (only GitRepository)",
+            spec.source_ref.kind
+        ));
+    }
+    if spec.post_build.as_ref().is_some_and(|p| {
+        p.substitute_strategy
+            .as_deref()
+            .is_some_and(|s| s != "WithVariables" && s != "Always")
+    }) {
+        return not("spec.postBuild.substituteStrategy", "this substitution strategy");
+    }
+    None
+}
+
+/// The first field of a GitRepository that serin-sync does not implement, with why.
+pub fn unsupported_source_field(spec: &GitRepositorySpec) -> Option<String> {
+    let not = |field: &str, what: &str| {
+        Some(format!(
+            "unsupported field '{field}': serin-sync does not implement {what}"
+        ))
+    };
+    if spec.verify.is_some() {
+        return not("spec.verify", "commit signature verification");
+    }
+    if spec
+        .include
+        .as_ref()
+        .is_some_and(|v| v.as_array().is_none_or(|a| !a.is_empty()))
+    {
+        return not("spec.include", "including other repositories");
+    }
+    if spec.sparse_checkout.as_ref().is_some_and(|v| !v.is_empty()) {
+        return not("spec.sparseCheckout", "sparse checkouts");
+    }
+    if spec.recurse_submodules == Some(true) {
+        return not("spec.recurseSubmodules", "submodules");
+    }
+    if spec.proxy_secret_ref.is_some() {
+        return not("spec.proxySecretRef", "proxies");
+    }
+    if spec.provider.as_deref().is_some_and(|p| p != "generic") {
+        return not("spec.provider", "cloud provider authentication");
+    }
+    None
+}
+
+/// Flux's default timeout: `timeout`, else `interval - 30s`, at least 30 s.
+pub fn kustomization_timeout(spec: &KustomizationSpec) -> Duration {
+    if let Some(t) = spec.timeout.as_deref().and_then(parse_duration) {
+        return t;
+    }
+    let interval = parse_duration(&spec.interval).unwrap_or(Duration::from_secs(600));
+    interval
+        .saturating_sub(Duration::from_secs(30))
+        .max(Duration::from_secs(30))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_print_as_go() {
+        assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5h"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("10"), None);
+        assert_eq!(format_duration(Duration::from_secs(600)), "10m0s");
+        assert_eq!(format_duration(Duration::from_secs(60)), "1m0s");
+        assert_eq!(format_duration(Duration::from_secs(30)), "30s");
+        assert_eq!(format_duration(Duration::from_millis(176)), "176ms");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(format_duration(Duration::from_secs(3600)), "1h0m0s");
+    }
+
+    #[test]
+    fn timeout_defaults_to_interval_minus_30s_at_least_30s() {
+        let spec = |interval: &str, timeout: Option<&str>| KustomizationSpec {
+            interval: interval.into(),
+            timeout: timeout.map(Into::into),
+            ..Default::default()
+        };
+        assert_eq!(
+            kustomization_timeout(&spec("10m", None)),
+            Duration::from_secs(570)
+        );
+        assert_eq!(kustomization_timeout(&spec("45s", None)), Duration::from_secs(30));
+        assert_eq!(
+            kustomization_timeout(&spec("10m", Some("2m"))),
+            Duration::from_secs(120)
+        );
+    }
+
+    #[test]
+    fn conditions_keep_their_transition_time() {
+        let t0 = jiff::Timestamp::from_second(1).expect("time");
+        let t1 = jiff::Timestamp::from_second(2).expect("time");
+        let mut c = Vec::new();
+        set_condition(&mut c, READY, "False", "BuildFailed", "x", Some(1), t0);
+        set_condition(&mut c, READY, "False", "BuildFailed", "y", Some(1), t1);
+        assert_eq!(c[0].last_transition_time.0, t0);
+        set_condition(
+            &mut c,
+            READY,
+            "True",
+            "ReconciliationSucceeded",
+            "ok",
+            Some(1),
+            t1,
+        );
+        assert_eq!(c[0].last_transition_time.0, t1);
+    }
+
+    #[test]
+    fn history_deduplicates_and_keeps_five() {
+        let mut h = Vec::new();
+        for n in 0..7 {
+            upsert_history(
+                &mut h,
+                &format!("sha256:{n}"),
+                "ReconciliationSucceeded",
+                "r",
+                Duration::ZERO,
+                "now",
+            );
+        }
+        upsert_history(
+            &mut h,
+            "sha256:6",
+            "ReconciliationSucceeded",
+            "r",
+            Duration::ZERO,
+            "later",
+        );
+        assert_eq!(h.len(), 5);
+        assert_eq!(h[0].digest, "sha256:6");
+        assert_eq!(h[0].total_reconciliations, 2);
+    }
+
+    #[test]
+    fn unsupported_fields_are_named() {
+        let spec = KustomizationSpec {
+            source_ref: crate::api::kustomization::CrossNamespaceSourceReference {
+                kind: "GitRepository".into(),
+                ..Default::default()
+            },
+            decryption: Some(serde_json::json!({"provider": "sops"})),
+            ..Default::default()
+        };
+        assert!(unsupported_kustomization_field(&spec).is_some_and(|m| m.contains("spec.decryption")));
+        let oci = KustomizationSpec {
+            source_ref: crate::api::kustomization::CrossNamespaceSourceReference {
+                kind: "OCIRepository".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(unsupported_kustomization_field(&oci).is_some_and(|m| m.contains("OCIRepository")));
+    }
+}

@@ -1,0 +1,287 @@
+//! Helpers of serin-sync's test-bed tests: a local Git repository made from `examples/gitops`,
+//! the controllers running in-process against the test bed, and waits with deadlines.
+#![allow(dead_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::Arc,
+    time::Duration,
+};
+
+use k8s_openapi::{
+    api::core::v1::Namespace, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client,
+    api::{ObjectMeta, PostParams},
+};
+use serin_sync::{
+    api::{GitRepository, Kustomization},
+    controller,
+};
+use serin_testbed::Testbed;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Runs git in `dir`, panicking with its output on failure.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=Test",
+            "-c",
+            "user.email=test@example.com",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A bare repository holding `examples/gitops` on branch `main`, and a work tree to commit to.
+pub struct GitFixture {
+    pub dir: tempfile::TempDir,
+}
+
+impl GitFixture {
+    pub fn from_examples() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).expect("mkdir");
+        serin_sync::build::copy_dir(&repo_root().join("examples/gitops"), &work).expect("copy examples");
+        git(&work, &["init", "-q", "-b", "main"]);
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-q", "-m", "Initial cluster state"]);
+        git(dir.path(), &["clone", "-q", "--bare", "work", "repo.git"]);
+        git(
+            &work,
+            &[
+                "remote",
+                "add",
+                "origin",
+                dir.path().join("repo.git").to_str().expect("utf-8"),
+            ],
+        );
+        Self { dir }
+    }
+
+    pub fn work(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    pub fn url(&self) -> String {
+        format!("file://{}", self.dir.path().join("repo.git").display())
+    }
+
+    /// The commit `main` points at.
+    pub fn head(&self) -> String {
+        git(&self.work(), &["rev-parse", "HEAD"])
+    }
+
+    /// Writes (or with `None` removes) a file, commits and pushes; returns the new commit.
+    pub fn commit(&self, changes: &[(&str, Option<&str>)], message: &str) -> String {
+        for (path, content) in changes {
+            let full = self.work().join(path);
+            match content {
+                Some(c) => {
+                    std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
+                    std::fs::write(&full, c).expect("write");
+                }
+                None => std::fs::remove_file(&full).expect("remove"),
+            }
+        }
+        git(&self.work(), &["add", "-A"]);
+        git(&self.work(), &["commit", "-q", "-m", message]);
+        git(&self.work(), &["push", "-q", "origin", "main"]);
+        self.head()
+    }
+}
+
+/// Installs serin-sync's CRDs and serin's (from `crds/`).
+pub async fn install_crds(tb: &Testbed) {
+    let api: Api<CustomResourceDefinition> = Api::all(tb.client());
+    for crd in serin_sync::api::crds() {
+        api.create(&PostParams::default(), &crd)
+            .await
+            .expect("CRD created");
+    }
+    let out = tb
+        .kubectl()
+        .args(["apply", "-f"])
+        .arg(repo_root().join("crds"))
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "serin's CRDs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub async fn create_namespace(client: &Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let _ = api.create(&PostParams::default(), &ns).await;
+}
+
+/// Runs serin-sync's controllers in-process with short test intervals until dropped.
+pub struct Controllers {
+    pub storage: tempfile::TempDir,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Controllers {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn start_controllers(tb: &Testbed) -> Controllers {
+    let storage = tempfile::tempdir().expect("tempdir");
+    let ctx = Arc::new(controller::Context {
+        client: tb.client(),
+        kube_config: None,
+        config: controller::Config {
+            storage_dir: storage.path().to_path_buf(),
+            requeue_dependency: Duration::from_millis(500),
+            stage_timeout: Duration::from_secs(20),
+            poll_interval: Duration::from_millis(200),
+            health_interval: Duration::from_millis(300),
+            retry_cap: Duration::from_secs(2),
+            namespace: None,
+        },
+    });
+    let task = tokio::spawn(controller::run(ctx, || {}, futures::future::pending()));
+    Controllers { storage, task }
+}
+
+/// Applies YAML with kubectl (server-side, as a user would with `kubectl apply`).
+pub fn kubectl_apply(tb: &Testbed, yaml: &str) {
+    use std::io::Write;
+    let mut child = tb
+        .kubectl()
+        .args(["apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(yaml.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("kubectl ends");
+    assert!(
+        out.status.success(),
+        "kubectl apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The bootstrap objects: GitRepository `flux-system` and Kustomization `flux-system`.
+pub fn bootstrap_yaml(url: &str, path: &str, interval: &str) -> String {
+    format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: flux-system\n  namespace: flux-system\nspec:\n  interval: {interval}\n  ref:\n    branch: main\n  url: {url}\n---\napiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: flux-system\n  namespace: flux-system\nspec:\n  interval: 10m\n  path: {path}\n  prune: true\n  sourceRef:\n    kind: GitRepository\n    name: flux-system\n"
+    )
+}
+
+/// Waits until `check` returns `Some`, polling every 100 ms, up to `deadline`.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = tokio::time::Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A Kustomization's Ready condition: `(status, reason, message)`.
+pub async fn ready(client: &Client, name: &str) -> Option<(String, String, String)> {
+    let api: Api<Kustomization> = Api::namespaced(client.clone(), "flux-system");
+    let ks = api.get_opt(name).await.ok()??;
+    let c = ks.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+    Some((c.status, c.reason, c.message))
+}
+
+/// Waits until a Kustomization is Ready=True at `revision`.
+pub async fn wait_applied(client: &Client, name: &str, revision: &str, deadline: Duration) -> Kustomization {
+    let api: Api<Kustomization> = Api::namespaced(client.clone(), "flux-system");
+    eventually(
+        deadline,
+        &format!("Kustomization {name} applied at {revision}"),
+        || {
+            let api = api.clone();
+            async move {
+                let ks = api.get_opt(name).await.ok()??;
+                let st = ks.status.clone()?;
+                let ready = st
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                (ready && st.last_applied_revision.as_deref() == Some(revision)).then_some(ks)
+            }
+        },
+    )
+    .await
+}
+
+/// Marks the Canary as serin does once it has initialized it (serin itself does not run here).
+pub async fn mark_canary(client: &Client, ns: &str, name: &str, phase: &str) {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+    let gvk = GroupVersionKind::gvk("flagger.app", "v1beta1", "Canary");
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        ns,
+        &ApiResource::from_gvk_with_plural(&gvk, "canaries"),
+    );
+    let body = serde_json::json!({"status": {"phase": phase}});
+    eventually(
+        Duration::from_secs(60),
+        &format!("Canary {ns}/{name} to exist"),
+        || {
+            let (api, body) = (api.clone(), body.clone());
+            async move {
+                api.patch_status(name, &PatchParams::default(), &Patch::Merge(&body))
+                    .await
+                    .ok()
+                    .map(|_| ())
+            }
+        },
+    )
+    .await;
+}
+
+/// The GitRepository `flux-system`.
+pub async fn source(client: &Client) -> Option<GitRepository> {
+    let api: Api<GitRepository> = Api::namespaced(client.clone(), "flux-system");
+    api.get_opt("flux-system").await.ok()?
+}
