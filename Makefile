@@ -10,12 +10,14 @@ build:
 	$(CARGO) build --workspace --all-targets
 
 ## What the tests need beyond the Rust toolchain: kubectl and curl (checked), real Prometheus
-## (Debian's package, installed when missing) and real Helm (helm-sdkpy, installed when missing).
+## (Debian's package, installed when missing), real Helm (helm-sdkpy) and Docker's Dockerfile parser
+## (the PyPI package dockerfile), both installed when missing.
 deps:
 	@command -v kubectl >/dev/null || { echo "kubectl is not on PATH; the test bed's kubectl tests need it" >&2; exit 1; }
 	@command -v prometheus >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus curl >/dev/null; }
 	@command -v prometheus >/dev/null || { echo "prometheus is not on PATH; install it with apt-get install -y prometheus" >&2; exit 1; }
 	@python3 -c 'import helm_sdkpy' 2>/dev/null || python3 -m pip install --quiet --ignore-requires-python helm-sdkpy
+	@python3 -c 'import dockerfile' 2>/dev/null || python3 -m pip install --quiet dockerfile
 
 ## Every test of the workspace (unit, integration, Flagger compatibility).
 test: deps
