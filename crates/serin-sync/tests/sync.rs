@@ -141,3 +141,415 @@ async fn syncs_the_dev_cluster_from_git() {
     assert_eq!(artifact.revision, revision);
     let _ = deployments.list(&ListParams::default()).await;
 }
+
+async fn synced() -> (Testbed, GitFixture, Controllers, String) {
+    let (tb, repo, controllers) = bootstrap().await;
+    mark_canary(&tb.client(), "podinfo", "podinfo", "Initialized").await;
+    let revision = format!("main@sha1:{}", repo.head());
+    wait_applied(&tb.client(), "apps", &revision, DEADLINE).await;
+    (tb, repo, controllers, revision)
+}
+
+const CONFIG_MAP: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: NAME\n  namespace: podinfo\nANNOTATIONSdata:\n  a: b\n";
+
+fn config_map(name: &str, annotations: &str) -> String {
+    CONFIG_MAP
+        .replace("NAME", name)
+        .replace("ANNOTATIONS", annotations)
+}
+
+async fn config_map_exists(client: &kube::Client, name: &str) -> bool {
+    let api: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), "podinfo");
+    api.get_opt(name).await.expect("get").is_some()
+}
+
+const DEV_KUSTOMIZATION: &str = "apps/dev/kustomization.yaml";
+
+fn dev_kustomization(repo: &GitFixture) -> String {
+    std::fs::read_to_string(repo.work().join(DEV_KUSTOMIZATION)).expect("read")
+}
+
+/// Acceptance 3: prune, `prune: disabled`, `kubectl edit` reverted, suspend and resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prunes_restores_drift_and_suspends() {
+    let (tb, repo, _controllers, _) = synced().await;
+    let client = tb.client();
+
+    // Two ConfigMaps join the overlay, one of them never to be pruned.
+    let with_maps = dev_kustomization(&repo).replace(
+        "  - ../base/podinfo\n",
+        "  - ../base/podinfo\n  - extra.yaml\n  - keep.yaml\n",
+    );
+    let rev = repo.commit(
+        &[
+            (DEV_KUSTOMIZATION, Some(&with_maps)),
+            ("apps/dev/extra.yaml", Some(&config_map("extra", ""))),
+            (
+                "apps/dev/keep.yaml",
+                Some(&config_map(
+                    "keep",
+                    "  annotations:\n    kustomize.toolkit.fluxcd.io/prune: disabled\n",
+                )),
+            ),
+        ],
+        "Add two ConfigMaps",
+    );
+    wait_applied(&client, "apps", &format!("main@sha1:{rev}"), DEADLINE).await;
+    assert!(config_map_exists(&client, "extra").await && config_map_exists(&client, "keep").await);
+
+    // Removed from Git: extra and the HPA are pruned, keep stays.
+    let without = dev_kustomization(&repo).replace("  - extra.yaml\n  - keep.yaml\n", "");
+    let base =
+        std::fs::read_to_string(repo.work().join("apps/base/podinfo/kustomization.yaml")).expect("read");
+    let rev = repo.commit(
+        &[
+            (DEV_KUSTOMIZATION, Some(&without)),
+            ("apps/dev/extra.yaml", None),
+            ("apps/dev/keep.yaml", None),
+            (
+                "apps/base/podinfo/kustomization.yaml",
+                Some(&base.replace("  - hpa.yaml\n", "")),
+            ),
+            ("apps/base/podinfo/hpa.yaml", None),
+        ],
+        "Remove the ConfigMaps and the HPA",
+    );
+    let apps = wait_applied(&client, "apps", &format!("main@sha1:{rev}"), DEADLINE).await;
+    assert!(!config_map_exists(&client, "extra").await, "extra is pruned");
+    assert!(
+        config_map_exists(&client, "keep").await,
+        "keep has prune: disabled"
+    );
+    let hpas: Api<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler> =
+        Api::namespaced(client.clone(), "podinfo");
+    assert!(
+        hpas.get_opt("podinfo").await.expect("get").is_none(),
+        "the HPA is pruned"
+    );
+    let inventory = apps.status.and_then(|s| s.inventory).expect("inventory");
+    assert!(
+        inventory
+            .entries
+            .iter()
+            .all(|e| !e.id.contains("HorizontalPodAutoscaler") && !e.id.contains("_extra_"))
+    );
+
+    // A real `kubectl edit` of a field Git declares is reverted on the next run.
+    let edit = tb
+        .kubectl()
+        .args(["edit", "deployment/podinfo", "-n", "podinfo"])
+        .env("EDITOR", "sed -i s/podinfo:6.5.0/podinfo:9.9.9/")
+        .env("KUBE_EDITOR", "sed -i s/podinfo:6.5.0/podinfo:9.9.9/")
+        .output()
+        .expect("kubectl edit");
+    assert!(
+        edit.status.success(),
+        "kubectl edit: {}",
+        String::from_utf8_lossy(&edit.stderr)
+    );
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "podinfo");
+    let image = |d: Deployment| {
+        d.spec
+            .and_then(|s| s.template.spec)
+            .map(|s| s.containers[0].image.clone().unwrap_or_default())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        image(deployments.get("podinfo").await.expect("get")),
+        "ghcr.io/stefanprodan/podinfo:9.9.9"
+    );
+    request_reconcile(&client, "apps").await;
+    assert_eq!(
+        image(deployments.get("podinfo").await.expect("get")),
+        "ghcr.io/stefanprodan/podinfo:6.5.0"
+    );
+
+    // Suspended: a new commit is fetched but not applied; resumed: it is.
+    kubectl(
+        &tb,
+        &[
+            "patch",
+            "kustomization",
+            "apps",
+            "-n",
+            "flux-system",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"suspend":true}}"#,
+        ],
+    );
+    let with_late =
+        dev_kustomization(&repo).replace("  - ../base/podinfo\n", "  - ../base/podinfo\n  - late.yaml\n");
+    let rev = repo.commit(
+        &[
+            (DEV_KUSTOMIZATION, Some(&with_late)),
+            ("apps/dev/late.yaml", Some(&config_map("late", ""))),
+        ],
+        "Add late",
+    );
+    let revision = format!("main@sha1:{rev}");
+    wait_applied(&client, "infrastructure", &revision, DEADLINE).await;
+    // A negative check needs a window: unsuspended, apps would apply within a second of its
+    // dependency (dependency retry 0.5 s), so three seconds without it is telling.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !config_map_exists(&client, "late").await,
+        "suspended: nothing applied"
+    );
+    let api: Api<Kustomization> = Api::namespaced(client.clone(), "flux-system");
+    let suspended = api.get("apps").await.expect("apps");
+    assert_ne!(
+        suspended.status.and_then(|s| s.last_applied_revision).as_deref(),
+        Some(revision.as_str())
+    );
+    kubectl(
+        &tb,
+        &[
+            "patch",
+            "kustomization",
+            "apps",
+            "-n",
+            "flux-system",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"suspend":false}}"#,
+        ],
+    );
+    wait_applied(&client, "apps", &revision, DEADLINE).await;
+    assert!(config_map_exists(&client, "late").await, "resumed: caught up");
+}
+
+/// Acceptance 5: each error gives Ready=False with Flux's reason and a message naming the
+/// problem, and the applied state stays (nothing is pruned because a build failed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_keep_the_applied_state() {
+    let (tb, repo, _controllers, _) = synced().await;
+    let client = tb.client();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "podinfo");
+    let still_there = || async { deployments.get_opt("podinfo").await.expect("get").is_some() };
+    let original = dev_kustomization(&repo);
+    let apps_yaml = std::fs::read_to_string(repo.work().join("clusters/dev/apps.yaml")).expect("read");
+
+    // A missing path.
+    repo.commit(
+        &[(
+            "clusters/dev/apps.yaml",
+            Some(&apps_yaml.replace("./apps/dev", "./apps/missing")),
+        )],
+        "Wrong path",
+    );
+    let message = wait_failed(&client, "apps", "ArtifactFailed").await;
+    assert!(
+        message.starts_with("kustomization path not found: stat ") && message.contains("apps/missing"),
+        "{message}"
+    );
+    assert!(still_there().await);
+    repo.commit(&[("clusters/dev/apps.yaml", Some(&apps_yaml))], "Right path");
+
+    // A YAML syntax error in a directory without kustomization.yaml (the generator reads it).
+    let rev = repo.commit(
+        &[(
+            "clusters/dev/broken.yaml",
+            Some("apiVersion: v1\nkind: [ConfigMap\n"),
+        )],
+        "Broken YAML",
+    );
+    let message = wait_failed(&client, "flux-system", "BuildFailed").await;
+    assert!(
+        message.starts_with("failed to decode Kubernetes YAML from clusters/dev/broken.yaml"),
+        "{message}"
+    );
+    let root = Api::<Kustomization>::namespaced(client.clone(), "flux-system")
+        .get("flux-system")
+        .await
+        .expect("root");
+    assert_eq!(
+        root.status
+            .as_ref()
+            .and_then(|s| s.last_attempted_revision.clone()),
+        Some(format!("main@sha1:{rev}"))
+    );
+    assert_eq!(
+        root.status.and_then(|s| s.inventory).map(|i| i.entries.len()),
+        Some(2),
+        "the inventory is kept"
+    );
+    let rev = repo.commit(&[("clusters/dev/broken.yaml", None)], "Fix YAML");
+    wait_applied(&client, "flux-system", &format!("main@sha1:{rev}"), DEADLINE).await;
+
+    // A kustomize build error.
+    repo.commit(
+        &[(
+            DEV_KUSTOMIZATION,
+            Some(&original.replace("  - ../base/podinfo\n", "  - ../base/podinfo\n  - missing.yaml\n")),
+        )],
+        "Missing resource",
+    );
+    let message = wait_failed(&client, "apps", "BuildFailed").await;
+    assert!(
+        message.starts_with("kustomize build failed: ") && message.contains("missing.yaml"),
+        "{message}"
+    );
+    assert!(still_there().await);
+
+    // An unknown kind without a CRD.
+    let widget = "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\n  namespace: podinfo\n";
+    repo.commit(
+        &[
+            (
+                DEV_KUSTOMIZATION,
+                Some(&original.replace("  - ../base/podinfo\n", "  - ../base/podinfo\n  - widget.yaml\n")),
+            ),
+            ("apps/dev/widget.yaml", Some(widget)),
+        ],
+        "Unknown kind",
+    );
+    let message = wait_failed(&client, "apps", "ReconciliationFailed").await;
+    assert!(
+        message.contains("Widget/podinfo/w dry-run failed")
+            && message.contains("no matches for kind \"Widget\""),
+        "{message}"
+    );
+    assert!(still_there().await);
+    let rev = repo.commit(
+        &[
+            (DEV_KUSTOMIZATION, Some(&original)),
+            ("apps/dev/widget.yaml", None),
+        ],
+        "Back to good",
+    );
+    wait_applied(&client, "apps", &format!("main@sha1:{rev}"), DEADLINE).await;
+
+    // Sources: an unreachable repository and a wrong branch.
+    let source = |name: &str, url: &str, branch: &str| {
+        format!(
+            "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: {name}\n  namespace: flux-system\nspec:\n  interval: 1m\n  ref:\n    branch: {branch}\n  url: {url}\n"
+        )
+    };
+    kubectl_apply(
+        &tb,
+        &source("unreachable", "file:///nonexistent/repo.git", "main"),
+    );
+    kubectl_apply(&tb, &source("wrong-branch", &repo.url(), "nope"));
+    let repos: Api<serin_sync::api::GitRepository> = Api::namespaced(client.clone(), "flux-system");
+    for (name, needle) in [
+        ("unreachable", "/nonexistent/repo.git"),
+        ("wrong-branch", "couldn't find remote ref \"refs/heads/nope\""),
+    ] {
+        let message = eventually(DEADLINE, &format!("GitRepository {name} failing"), || {
+            let repos = repos.clone();
+            async move {
+                let r = repos.get_opt(name).await.ok()??;
+                let c = r.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+                (c.status == "False" && c.reason == "GitOperationFailed").then_some(c.message)
+            }
+        })
+        .await;
+        assert!(
+            message.starts_with("failed to checkout and determine revision: unable to clone '"),
+            "{message}"
+        );
+        assert!(message.contains(needle), "{name}: {message}");
+    }
+}
+
+/// Acceptance 4: serin's replicas on a Canary target survive serin-sync even when Git declares
+/// `replicas`, and objects serin generated are neither overwritten nor pruned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serin_keeps_its_replicas_and_generated_objects() {
+    use k8s_openapi::api::core::v1::Service;
+    use kube::api::{Patch, PatchParams, PostParams};
+    let (tb, repo, _controllers, _) = synced().await;
+    let client = tb.client();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "podinfo");
+    let replicas = |d: Deployment| d.spec.and_then(|s| s.replicas);
+
+    // serin scales the target to zero, as it does after a promotion.
+    let scale = serde_json::json!({"spec": {"replicas": 0}});
+    deployments
+        .patch(
+            "podinfo",
+            &PatchParams {
+                field_manager: Some("serin".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(&scale),
+        )
+        .await
+        .expect("scaled");
+    // serin's generated apex Service, owned by the Canary.
+    let canary_uid = kubectl(
+        &tb,
+        &[
+            "get",
+            "canary",
+            "podinfo",
+            "-n",
+            "podinfo",
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ],
+    );
+    let services: Api<Service> = Api::namespaced(client.clone(), "podinfo");
+    let generated: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "podinfo", "namespace": "podinfo", "ownerReferences": [{"apiVersion": "flagger.app/v1beta1", "kind": "Canary", "name": "podinfo", "uid": canary_uid, "controller": true}]},
+        "spec": {"selector": {"app": "podinfo-primary"}, "ports": [{"name": "http", "port": 9898, "targetPort": 9898}]}
+    }))
+    .expect("service");
+    services
+        .create(&PostParams::default(), &generated)
+        .await
+        .expect("created");
+
+    // Git now declares replicas and a Service of the same name.
+    let patch = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: podinfo\nspec:\n  replicas: 3\n";
+    let service = "apiVersion: v1\nkind: Service\nmetadata:\n  name: podinfo\n  namespace: podinfo\nspec:\n  selector:\n    app: podinfo\n  ports:\n  - name: http\n    port: 80\n";
+    let original = dev_kustomization(&repo);
+    let with = original
+        .replace("  - ../base/podinfo\n", "  - ../base/podinfo\n  - service.yaml\n")
+        .replace(
+            "patches:\n",
+            "patches:\n  - path: replicas.yaml\n    target:\n      kind: Deployment\n      name: podinfo\n",
+        );
+    let rev = repo.commit(
+        &[
+            (DEV_KUSTOMIZATION, Some(&with)),
+            ("apps/dev/replicas.yaml", Some(patch)),
+            ("apps/dev/service.yaml", Some(service)),
+        ],
+        "Declare replicas and a Service",
+    );
+    wait_applied(&client, "apps", &format!("main@sha1:{rev}"), DEADLINE).await;
+    request_reconcile(&client, "apps").await;
+    assert_eq!(
+        replicas(deployments.get("podinfo").await.expect("get")),
+        Some(0),
+        "serin's replicas are kept"
+    );
+    let svc = services.get("podinfo").await.expect("get");
+    assert_eq!(
+        svc.spec
+            .and_then(|s| s.selector)
+            .and_then(|s| s.get("app").cloned())
+            .as_deref(),
+        Some("podinfo-primary")
+    );
+
+    // Gone from Git: serin's Service is not pruned.
+    let rev = repo.commit(
+        &[
+            (DEV_KUSTOMIZATION, Some(&original)),
+            ("apps/dev/replicas.yaml", None),
+            ("apps/dev/service.yaml", None),
+        ],
+        "Drop them",
+    );
+    wait_applied(&client, "apps", &format!("main@sha1:{rev}"), DEADLINE).await;
+    assert!(
+        services.get_opt("podinfo").await.expect("get").is_some(),
+        "serin's Service stays"
+    );
+    assert_eq!(replicas(deployments.get("podinfo").await.expect("get")), Some(0));
+}

@@ -285,3 +285,56 @@ pub async fn source(client: &Client) -> Option<GitRepository> {
     let api: Api<GitRepository> = Api::namespaced(client.clone(), "flux-system");
     api.get_opt("flux-system").await.ok()?
 }
+
+/// Asks for an immediate reconcile (as `flux reconcile` does) and waits until it was handled;
+/// returns the Kustomization as it was then.
+pub async fn request_reconcile(client: &Client, name: &str) -> Kustomization {
+    use kube::api::{Patch, PatchParams};
+    let api: Api<Kustomization> = Api::namespaced(client.clone(), "flux-system");
+    let token = jiff::Timestamp::now().to_string();
+    let body = serde_json::json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": token}}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&body))
+        .await
+        .expect("annotated");
+    eventually(
+        Duration::from_secs(60),
+        &format!("Kustomization {name} to handle {token}"),
+        || {
+            let (api, token) = (api.clone(), token.clone());
+            async move {
+                let ks = api.get_opt(name).await.ok()??;
+                let st = ks.status.clone()?;
+                let settled = !st
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "Unknown");
+                (st.last_handled_reconcile_at.as_deref() == Some(token.as_str()) && settled).then_some(ks)
+            }
+        },
+    )
+    .await
+}
+
+/// Waits until a Kustomization's Ready condition is False with `reason`; returns its message.
+pub async fn wait_failed(client: &Client, name: &str, reason: &str) -> String {
+    eventually(
+        Duration::from_secs(60),
+        &format!("Kustomization {name} Ready=False {reason}"),
+        || async move {
+            let (status, r, message) = ready(client, name).await?;
+            (status == "False" && r == reason).then_some(message)
+        },
+    )
+    .await
+}
+
+/// Runs kubectl, panicking on failure; returns stdout.
+pub fn kubectl(tb: &Testbed, args: &[&str]) -> String {
+    let out = tb.kubectl().args(args).output().expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
