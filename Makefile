@@ -19,9 +19,17 @@ deps:
 	@python3 -c 'import helm_sdkpy' 2>/dev/null || python3 -m pip install --quiet --ignore-requires-python helm-sdkpy
 	@python3 -c 'import dockerfile' 2>/dev/null || python3 -m pip install --quiet dockerfile
 
-## Every test of the workspace (unit, integration, Flagger compatibility).
+## Every test of the workspace (unit, integration, Flagger compatibility), then the RBAC check:
+## the e2e suite runs serin as the chart's ServiceAccount under the chart's ClusterRoles, every
+## test bed appends its authorization decisions to RBAC_AUDIT_DIR, and `rbac-audit` fails when
+## serin was denied something or a rule grants something serin never requested.
+RBAC_AUDIT_DIR ?= $(CURDIR)/target/rbac-audit
+SERIN_IDENTITY := system:serviceaccount:istio-system:serin
 test: deps
-	$(CARGO) nextest run --workspace --lib --bins --tests --profile $(NEXTEST_PROFILE)
+	rm -rf $(RBAC_AUDIT_DIR)
+	SERIN_TESTBED_AUDIT_DIR=$(RBAC_AUDIT_DIR) $(CARGO) nextest run --workspace --lib --bins --tests --profile $(NEXTEST_PROFILE)
+	$(CARGO) run -q -p serin-testbed -- rbac-audit --dir $(RBAC_AUDIT_DIR) --user $(SERIN_IDENTITY) \
+		--rules charts/serin/files/rbac/controller.yaml --rules charts/serin/files/rbac/crds.yaml
 
 fmt:
 	$(CARGO) fmt --all

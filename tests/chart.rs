@@ -310,7 +310,8 @@ async fn kustomize_installs_serin_into_istio_system() {
 }
 
 /// Runs the Deployment's container command as its pod would: the same arguments (the admin
-/// server on a free local port), the ServiceAccount's token; returns when `/readyz` answers 200.
+/// server on a free local port), the ServiceAccount's token; waits for `/readyz` to answer 200,
+/// then has it track a ConfigMap.
 async fn run_like_the_pod(tb: &Testbed, deployment: &Deployment) {
     let c = container(deployment);
     assert_eq!(
@@ -369,11 +370,86 @@ async fn run_like_the_pod(tb: &Testbed, deployment: &Deployment) {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    let tracked = if ready {
+        track_a_config_map(tb).await
+    } else {
+        Err("not ready".to_owned())
+    };
     let _ = child.kill();
     let _ = child.wait();
     let text = std::fs::read_to_string(log.path()).unwrap_or_default();
     assert!(ready, "serin {args:?} did not become ready:\n{text}");
     assert!(!text.contains("forbidden"), "serin was denied something:\n{text}");
+    tracked.unwrap_or_else(|e| panic!("{e}\n--- serin log ---\n{text}"));
+}
+
+/// A Canary whose target reads a ConfigMap: serin initializes it and copies the ConfigMap for
+/// the primary (config tracking), which the e2e scenarios do not cover.
+async fn track_a_config_map(tb: &Testbed) -> Result<(), String> {
+    let manifest = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: podinfo-config, namespace: apps}
+data: {color: blue}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: podinfo, namespace: apps}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: podinfo}}
+  template:
+    metadata: {labels: {app: podinfo}}
+    spec:
+      containers:
+        - name: podinfod
+          image: ghcr.io/stefanprodan/podinfo:6.0.0
+          ports: [{name: http, containerPort: 9898}]
+          env:
+            - name: PODINFO_UI_COLOR
+              valueFrom: {configMapKeyRef: {name: podinfo-config, key: color}}
+---
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {name: podinfo, namespace: apps}
+spec:
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+  service: {port: 9898}
+  analysis: {interval: 1m, threshold: 5, maxWeight: 50, stepWeight: 10}
+"#;
+    let mut child = tb
+        .kubectl()
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().ok_or("stdin")?;
+        stdin.write_all(manifest.as_bytes()).map_err(|e| e.to_string())?;
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("kubectl apply: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(tb.client(), "apps");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(copy)) = configmaps.get_opt("podinfo-config-primary").await {
+            let color = copy.data.and_then(|d| d.get("color").cloned());
+            return if color.as_deref() == Some("blue") {
+                Ok(())
+            } else {
+                Err(format!("podinfo-config-primary holds {color:?}"))
+            };
+        }
+        if Instant::now() > deadline {
+            return Err("no ConfigMap podinfo-config-primary after 30s".to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

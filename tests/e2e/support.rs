@@ -30,6 +30,8 @@ pub struct Scenario {
     pub client: Client,
     serin: Option<Child>,
     log: PathBuf,
+    /// serin's kubeconfig: the chart's ServiceAccount under the chart's ClusterRoles.
+    serin_kubeconfig: PathBuf,
 }
 
 impl Drop for Scenario {
@@ -64,6 +66,19 @@ impl Scenario {
             .create(&PostParams::default(), &ns)
             .await
             .expect("namespace");
+        // serin runs as the Helm chart's ServiceAccount under the chart's ClusterRoles, with RBAC
+        // enforced; `make test` compares what it requested with those rules afterwards.
+        let rbac = repo().join("charts/serin/files/rbac");
+        for (role, file) in [("serin", "controller.yaml"), ("serin-crds", "crds.yaml")] {
+            let rules = std::fs::read_to_string(rbac.join(file)).expect("the chart's RBAC rules");
+            tb.bind_cluster_role(role, &rules, "istio-system", "serin")
+                .await
+                .expect("the chart's ClusterRole");
+        }
+        let serin_kubeconfig = tb
+            .service_account_kubeconfig("istio-system", "serin")
+            .await
+            .expect("a token of serin's ServiceAccount");
         let log =
             std::env::temp_dir().join(format!("serin-e2e-{}-{}.log", std::process::id(), rand_suffix()));
         Self {
@@ -71,6 +86,7 @@ impl Scenario {
             client,
             serin: None,
             log,
+            serin_kubeconfig,
         }
     }
 
@@ -105,7 +121,7 @@ impl Scenario {
                 "--include-label-prefix",
                 "app.kubernetes.io",
             ])
-            .env("KUBECONFIG", self.tb.kubeconfig())
+            .env("KUBECONFIG", &self.serin_kubeconfig)
             .env("HTTP_PROXY", self.tb.proxy_url().expect("proxy"))
             .env("http_proxy", self.tb.proxy_url().expect("proxy"))
             .env("NO_PROXY", "127.0.0.1,localhost")
