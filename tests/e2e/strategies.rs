@@ -557,3 +557,35 @@ spec: {{type: rocket, address: "{broken}"}}
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_edited_virtual_service_is_put_back_with_its_weights() {
+    let s = example_initialized("canary").await;
+    new_image(&s);
+    s.wait_canary("weight 10", ROLLOUT, |c| {
+        c.status.as_ref().is_some_and(|st| st.canary_weight >= 10)
+    })
+    .await;
+    s.kubectl(&[
+        "-n",
+        NS,
+        "patch",
+        "virtualservice",
+        "podinfo",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"hosts":["podinfo","hijack.example.com"]}}"#,
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let vs = virtual_service(&s, "podinfo");
+        if vs["spec"]["hosts"] == json!(["podinfo"]) {
+            let canary_weight = vs["spec"]["http"][0]["route"][1]["weight"].as_i64().unwrap_or(0);
+            assert!(canary_weight >= 10, "the weights are kept: {vs:#}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the edit was not put back: {vs:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.wait_canary("Succeeded", ROLLOUT, succeeded).await;
+}
