@@ -29,7 +29,8 @@ test: deps
 	rm -rf $(RBAC_AUDIT_DIR)
 	SERIN_TESTBED_AUDIT_DIR=$(RBAC_AUDIT_DIR) $(CARGO) nextest run --workspace --lib --bins --tests --profile $(NEXTEST_PROFILE)
 	$(CARGO) run -q -p serin-testbed -- rbac-audit --dir $(RBAC_AUDIT_DIR) --user $(SERIN_IDENTITY) \
-		--rules charts/serin/files/rbac/controller.yaml --rules charts/serin/files/rbac/crds.yaml
+		--rules charts/serin/files/rbac/controller.yaml --rules charts/serin/files/rbac/crds.yaml \
+		--rules charts/serin/files/rbac/leader-election.yaml
 
 fmt:
 	$(CARGO) fmt --all

@@ -343,12 +343,33 @@ async fn run_like_the_pod(tb: &Testbed, deployment: &Deployment) {
         .service_account_kubeconfig("istio-system", &sa)
         .await
         .expect("a token of the chart's ServiceAccount");
+    // The container's environment: literal values, Secret references resolved as the kubelet
+    // would, the downward API's pod name and namespace. No collector listens for OTLP here.
+    let secrets: Api<Secret> = Api::namespaced(tb.client(), "istio-system");
+    let mut vars = vec![
+        ("POD_NAMESPACE".to_owned(), "istio-system".to_owned()),
+        ("POD_NAME".to_owned(), "serin-0".to_owned()),
+    ];
+    for var in c.env.clone().unwrap_or_default() {
+        if var.name.starts_with("OTEL_") || var.name.starts_with("POD_") {
+            continue;
+        }
+        let value = match (var.value, var.value_from.and_then(|f| f.secret_key_ref)) {
+            (Some(v), _) => v,
+            (None, Some(r)) => {
+                let secret = secrets.get(&r.name).await.expect("the referenced Secret");
+                let data = secret.data.unwrap_or_default();
+                String::from_utf8(data.get(&r.key).expect("the referenced key").0.clone()).expect("utf8")
+            }
+            (None, None) => panic!("{} has no value", var.name),
+        };
+        vars.push((var.name, value));
+    }
     let log = tempfile::NamedTempFile::new().expect("log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_serin"))
         .args(&args)
         .env("KUBECONFIG", &kubeconfig)
-        .env("POD_NAMESPACE", "istio-system")
-        .env("POD_NAME", "serin-0")
+        .envs(vars)
         .env_remove("KUBERNETES_SERVICE_HOST")
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
@@ -370,8 +391,15 @@ async fn run_like_the_pod(tb: &Testbed, deployment: &Deployment) {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    let leader = args.iter().any(|a| a == "--leader-elect");
     let tracked = if ready {
-        track_a_config_map(tb).await
+        let tracking = !args.iter().any(|a| a == "--enable-config-tracking=false");
+        let tracked = track_a_config_map(tb, tracking).await;
+        if leader {
+            // Stay past one retry period (2 s), so the leader renews its Lease with an update.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+        tracked
     } else {
         Err("not ready".to_owned())
     };
@@ -381,11 +409,15 @@ async fn run_like_the_pod(tb: &Testbed, deployment: &Deployment) {
     assert!(ready, "serin {args:?} did not become ready:\n{text}");
     assert!(!text.contains("forbidden"), "serin was denied something:\n{text}");
     tracked.unwrap_or_else(|e| panic!("{e}\n--- serin log ---\n{text}"));
+    if leader {
+        assert!(text.contains("became leader"), "{text}");
+    }
 }
 
-/// A Canary whose target reads a ConfigMap: serin initializes it and copies the ConfigMap for
-/// the primary (config tracking), which the e2e scenarios do not cover.
-async fn track_a_config_map(tb: &Testbed) -> Result<(), String> {
+/// A Canary whose target reads a ConfigMap: serin initializes it (the primary Deployment) and,
+/// with config tracking on, copies the ConfigMap for the primary, which the e2e scenarios do not
+/// cover.
+async fn track_a_config_map(tb: &Testbed, tracking: bool) -> Result<(), String> {
     let manifest = r#"
 apiVersion: v1
 kind: ConfigMap
@@ -435,8 +467,16 @@ spec:
         return Err(format!("kubectl apply: {}", String::from_utf8_lossy(&out.stderr)));
     }
     let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(tb.client(), "apps");
+    let deployments: Api<Deployment> = Api::namespaced(tb.client(), "apps");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
+        let primary = deployments.get_opt("podinfo-primary").await.ok().flatten();
+        if primary.is_some() && !tracking {
+            return match configmaps.get_opt("podinfo-config-primary").await {
+                Ok(None) => Ok(()),
+                other => Err(format!("config tracking is off, yet: {other:?}")),
+            };
+        }
         if let Ok(Some(copy)) = configmaps.get_opt("podinfo-config-primary").await {
             let color = copy.data.and_then(|d| d.get("color").cloned());
             return if color.as_deref() == Some("blue") {
@@ -446,7 +486,10 @@ spec:
             };
         }
         if Instant::now() > deadline {
-            return Err("no ConfigMap podinfo-config-primary after 30s".to_owned());
+            return Err(format!(
+                "after 30s: primary Deployment {}, ConfigMap copy absent (config tracking {tracking})",
+                if primary.is_some() { "created" } else { "absent" }
+            ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -701,6 +744,10 @@ async fn helm_installs_serin_sync_and_every_value_given() {
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "istio-system", &ar);
         api.get("serin").await.expect("the monitor");
     }
+
+    // The rendered command line, environment and leader election run under the chart's RBAC,
+    // restricted to apps.
+    run_like_the_pod(&tb, &d).await;
 
     // serin-sync: same image, its own ServiceAccount, cluster-admin by default.
     let sync = deployments.get("serin-sync").await.expect("serin-sync");
