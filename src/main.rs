@@ -16,7 +16,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Lint(args) => ExitCode::from(lint::run(&args) as u8),
-        Command::Run(args) => run_controller(args),
+        Command::Run(args) => run_controller(*args),
     }
 }
 

@@ -18,7 +18,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the controller against the cluster of the current kubeconfig (or in-cluster config).
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Print the CustomResourceDefinitions serin serves (the contents of `crds/`).
     Crd(crd::CrdArgs),
     /// Check Canary, MetricTemplate and AlertProvider manifests without a cluster.

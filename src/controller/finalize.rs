@@ -219,26 +219,13 @@ pub async fn finalize(ctx: &Context, canary: &Canary) -> Result<RequeueAction, E
         return Ok(RequeueAction::await_change());
     }
     let name = format!("{}.{}", canary.name_any(), canary.namespace().unwrap_or_default());
-    let status = canary.status.clone().unwrap_or_default();
-    if status.phase != CanaryPhase::Terminating {
+    let phase = canary.status.as_ref().map(|s| s.phase).unwrap_or_default();
+    if phase != CanaryPhase::Terminating {
         let update = engine::StatusUpdate {
             phase: Some(CanaryPhase::Terminating),
             ..Default::default()
         };
-        let next = report::next_status(
-            &status,
-            &update,
-            &canary.spec.target_ref.kind,
-            jiff::Timestamp::now(),
-        );
-        let api: Api<Canary> = Api::namespaced(ctx.client.clone(), &canary.namespace().unwrap_or_default());
-        api.patch_status(
-            &canary.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": next})),
-        )
-        .await
-        .map_err(Error::Status)?;
+        report::write_status(ctx, canary, &update).await?;
         report::events(
             ctx,
             canary,

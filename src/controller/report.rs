@@ -206,6 +206,25 @@ pub fn next_status(
     s
 }
 
+/// Writes the status an update leads to through the status subresource; returns it.
+pub async fn write_status(
+    ctx: &Context,
+    canary: &Canary,
+    update: &StatusUpdate,
+) -> Result<CanaryStatus, Error> {
+    let old = canary.status.clone().unwrap_or_default();
+    let next = next_status(&old, update, &canary.spec.target_ref.kind, jiff::Timestamp::now());
+    let api: Api<Canary> = Api::namespaced(ctx.client.clone(), &canary.namespace().unwrap_or_default());
+    api.patch_status(
+        &canary.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": next})),
+    )
+    .await
+    .map_err(Error::Status)?;
+    Ok(next)
+}
+
 /// Writes the status, records events and updates metrics.
 pub async fn report(
     ctx: &Context,
@@ -219,18 +238,7 @@ pub async fn report(
     let target = canary.spec.target_ref.name.clone();
     let old = canary.status.clone().unwrap_or_default();
     let status = match &decision.status {
-        Some(update) => {
-            let next = next_status(&old, update, &canary.spec.target_ref.kind, jiff::Timestamp::now());
-            let api: Api<Canary> = Api::namespaced(ctx.client.clone(), &ns);
-            api.patch_status(
-                &canary.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": next})),
-            )
-            .await
-            .map_err(Error::Status)?;
-            next
-        }
+        Some(update) => write_status(ctx, canary, update).await?,
         None => old,
     };
     events(ctx, canary, &std::mem::take(&mut evs)).await;

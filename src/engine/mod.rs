@@ -685,24 +685,31 @@ fn canary_step(input: &Input, routes: Routes, mirror: bool, mut d: Decision) -> 
             .requeue(input.interval());
     }
     match confirm_promotion(input, d) {
-        Ok(d) => promote(input, d, cw),
-        Err(d) => d,
+        Gate::Open(d) => promote(input, d, cw),
+        Gate::Closed(d) => d,
     }
 }
 
-/// The `confirm-promotion` gate: `Ok` with the passed events when promotion may go ahead, `Err`
-/// with the decision that waits (WaitingPromotion; A/B and Blue/Green step back one iteration so
-/// that one more runs after the approval, as Flagger does).
-fn confirm_promotion(input: &Input, d: Decision) -> Result<Decision, Decision> {
+/// The outcome of the `confirm-promotion` gate.
+enum Gate {
+    /// Promotion may go ahead; the decision so far with the gate's events.
+    Open(Decision),
+    /// The decision that waits (or asks for the check).
+    Closed(Decision),
+}
+
+/// The `confirm-promotion` gate. While closed: WaitingPromotion, and A/B testing and Blue/Green
+/// step back one iteration so that one more runs after the approval, as Flagger does.
+fn confirm_promotion(input: &Input, d: Decision) -> Gate {
     match input.check(Check::ConfirmPromotion, Some("confirm-promotion")) {
-        None => Err(Decision::need(Check::ConfirmPromotion)),
+        None => Gate::Closed(Decision::need(Check::ConfirmPromotion)),
         Some(CheckResult::Failed(events)) => {
             let d = d.events(events).requeue(input.interval());
             let iterations = match input.spec.deployment_strategy() {
                 DeploymentStrategy::Canary => None,
                 _ => Some(input.spec.iterations() - 1),
             };
-            Err(if input.status.phase == CanaryPhase::WaitingPromotion {
+            Gate::Closed(if input.status.phase == CanaryPhase::WaitingPromotion {
                 d.status(StatusUpdate {
                     iterations,
                     ..StatusUpdate::default()
@@ -721,7 +728,7 @@ fn confirm_promotion(input: &Input, d: Decision) -> Result<Decision, Decision> {
                 }
             })
         }
-        Some(CheckResult::Passed(events)) => Ok(d.events(events)),
+        Some(CheckResult::Passed(events)) => Gate::Open(d.events(events)),
     }
 }
 
@@ -771,8 +778,8 @@ fn ab_step(input: &Input, d: Decision) -> Decision {
             .requeue(input.interval());
     }
     match confirm_promotion(input, d) {
-        Ok(d) => promote(input, d, 0),
-        Err(d) => d,
+        Gate::Open(d) => promote(input, d, 0),
+        Gate::Closed(d) => d,
     }
 }
 
@@ -800,7 +807,7 @@ fn blue_green_step(input: &Input, routes: Routes, mirror: bool, mut d: Decision)
     }
     if iterations == done {
         return match confirm_promotion(input, d) {
-            Ok(d) => d
+            Gate::Open(d) => d
                 .event(Event::normal(if mirror {
                     "Stop traffic mirroring and route all traffic to canary"
                 } else {
@@ -817,7 +824,7 @@ fn blue_green_step(input: &Input, routes: Routes, mirror: bool, mut d: Decision)
                     ..StatusUpdate::default()
                 })
                 .requeue(input.interval()),
-            Err(d) => d,
+            Gate::Closed(d) => d,
         };
     }
     promote(input, d, routes.canary)
