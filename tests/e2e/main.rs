@@ -190,17 +190,7 @@ async fn a_new_image_is_analysed_and_promoted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_revision_is_rolled_back() {
     let s = initialized().await;
-    let patch = r#"{"spec":{"template":{"metadata":{"annotations":{"testbed.serin.dev/error-rate":"0.5"}},"spec":{"containers":[{"name":"podinfod","image":"ghcr.io/stefanprodan/podinfo:6.0.2"}]}}}}"#;
-    s.kubectl(&[
-        "-n",
-        NS,
-        "patch",
-        "deploy",
-        "podinfo",
-        "--type=strategic",
-        "-p",
-        patch,
-    ]);
+    s.push_failing_revision();
     let c = s
         .wait_canary("Failed", Duration::from_secs(150), |c| {
             phase(c) == CanaryPhase::Failed

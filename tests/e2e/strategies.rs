@@ -455,17 +455,7 @@ spec: {{type: rocket, address: "{broken}"}}
         alerts,
     ]);
     // A failing revision: an info alert when it starts, an error alert at the rollback.
-    let patch = r#"{"spec":{"template":{"metadata":{"annotations":{"testbed.serin.dev/error-rate":"0.5"}},"spec":{"containers":[{"name":"podinfod","image":"ghcr.io/stefanprodan/podinfo:6.0.2"}]}}}}"#;
-    s.kubectl(&[
-        "-n",
-        NS,
-        "patch",
-        "deploy",
-        "podinfo",
-        "--type=strategic",
-        "-p",
-        patch,
-    ]);
+    s.push_failing_revision();
     s.wait_canary("Failed", ROLLOUT, |c| phase(c) == CanaryPhase::Failed)
         .await;
 

@@ -396,3 +396,20 @@ pub async fn receiver(status: u16) -> (String, Received) {
     });
     (url, seen)
 }
+
+impl Scenario {
+    /// Pushes a revision (image 6.0.2) that answers half its requests with 500s.
+    pub fn push_failing_revision(&self) {
+        let patch = r#"{"spec":{"template":{"metadata":{"annotations":{"testbed.serin.dev/error-rate":"0.5"}},"spec":{"containers":[{"name":"podinfod","image":"ghcr.io/stefanprodan/podinfo:6.0.2"}]}}}}"#;
+        self.kubectl(&[
+            "-n",
+            NS,
+            "patch",
+            "deploy",
+            "podinfo",
+            "--type=strategic",
+            "-p",
+            patch,
+        ]);
+    }
+}
