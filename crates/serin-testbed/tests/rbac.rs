@@ -138,7 +138,7 @@ rules:
   - apiGroups: [""]
     resources: [configmaps]
     resourceNames: [allowed]
-    verbs: [get]
+    verbs: [get, list]
   - apiGroups: [apps]
     resources: [deployments/scale]
     verbs: [get, patch]
@@ -170,8 +170,13 @@ subjects: [{kind: ServiceAccount, name: bot}]
     assert_eq!(
         status_of(cms.list(&ListParams::default()).await).code,
         403,
-        "resourceNames never grant list"
+        "resourceNames grant no list of everything"
     );
+    let one = cms
+        .list(&ListParams::default().fields("metadata.name=allowed"))
+        .await
+        .expect("a list narrowed to the name is authorized for that name");
+    assert_eq!(one.items.len(), 1);
     let deployment: Deployment = serde_json::from_value(json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "web"},

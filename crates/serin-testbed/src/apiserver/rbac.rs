@@ -156,6 +156,21 @@ impl Attributes {
     }
 }
 
+/// The name a list, watch or deletecollection is authorized for: the API server takes it from a
+/// field selector that requires `metadata.name` to equal one value (as a single-object watch
+/// sends), so `resourceNames` rules can allow it.
+pub fn name_from_field_selector(selector: &str) -> Option<String> {
+    selector
+        .split(',')
+        .filter_map(|term| {
+            let term = term.trim();
+            term.strip_prefix("metadata.name==")
+                .or_else(|| term.strip_prefix("metadata.name="))
+        })
+        .find(|name| !name.is_empty() && path_segment_name_error(name).is_none())
+        .map(str::to_owned)
+}
+
 /// One `PolicyRule`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -769,6 +784,21 @@ mod tests {
             !url.allows(&get_secret),
             "non-resource rules never grant resources"
         );
+    }
+
+    #[test]
+    fn a_name_field_selector_names_the_request() {
+        assert_eq!(
+            name_from_field_selector("metadata.name=serin-leader-election").as_deref(),
+            Some("serin-leader-election")
+        );
+        assert_eq!(
+            name_from_field_selector("status.phase=Running,metadata.name==a").as_deref(),
+            Some("a")
+        );
+        assert_eq!(name_from_field_selector("metadata.name!=a"), None);
+        assert_eq!(name_from_field_selector("metadata.namespace=a"), None);
+        assert_eq!(name_from_field_selector(""), None);
     }
 
     #[test]

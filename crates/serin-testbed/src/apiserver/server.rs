@@ -423,13 +423,20 @@ async fn handle(State(server): State<Arc<Server>>, request: Request) -> Response
             .then_some(p.name.as_deref())
             .flatten()
     });
+    let selected_name = matches!(verb, "list" | "watch" | "deletecollection")
+        .then(|| {
+            query
+                .get("fieldSelector")
+                .and_then(|f| rbac::name_from_field_selector(f))
+        })
+        .flatten();
     let attrs = Attributes::resource(
         verb,
         &p.group,
         &p.plural,
         p.subresource.as_deref(),
         attrs_ns,
-        p.name.as_deref(),
+        p.name.as_deref().or(selected_name.as_deref()),
     );
     if !server.authorize(&user, &attrs).allowed {
         return rbac::forbidden(&user, &attrs, "").into_response();
