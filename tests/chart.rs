@@ -307,6 +307,12 @@ async fn kustomize_installs_serin_into_istio_system() {
         .get("serin")
         .await
         .expect("the ServiceAccount");
+    // The installed Deployment's command line runs under the installed RBAC.
+    let d = Api::<Deployment>::namespaced(client.clone(), "istio-system")
+        .get("serin")
+        .await
+        .expect("the Deployment");
+    run_like_the_pod(&tb, &d).await;
 }
 
 /// Runs the Deployment's container command as its pod would: the same arguments (the admin
@@ -796,6 +802,20 @@ async fn helm_installs_serin_sync_and_every_value_given() {
     uninstall(&tb, "serin").await;
     let left = release_objects(&client).await;
     assert!(left.is_empty(), "left after uninstall: {left:?}");
+    for (kind, plural) in [
+        ("ServiceMonitor", "servicemonitors"),
+        ("PodMonitor", "podmonitors"),
+    ] {
+        let ar = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("monitoring.coreos.com", "v1", kind),
+            plural,
+        );
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "istio-system", &ar);
+        assert!(
+            api.get_opt("serin").await.expect("get").is_none(),
+            "{kind} left after uninstall"
+        );
+    }
     for name in [
         "canaries.flagger.app",
         "gitrepositories.source.toolkit.fluxcd.io",
