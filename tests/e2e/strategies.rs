@@ -579,3 +579,42 @@ async fn a_hand_edited_virtual_service_is_put_back_with_its_weights() {
     }
     s.wait_canary("Succeeded", ROLLOUT, succeeded).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_global_notifier_gets_the_alerts_of_canaries_without_alerts() {
+    let (url, seen) = support::receiver(200).await;
+    let mut s = Scenario::start().await;
+    s.apply(&support::repo().join("examples/canary"));
+    s.start_serin_with(&[
+        "--slack-url",
+        &url,
+        "--slack-channel",
+        "deploys",
+        "--cluster-name",
+        "e2e-cluster",
+    ]);
+    s.wait_canary("Initialized", Duration::from_secs(60), |c| {
+        phase(c) == CanaryPhase::Initialized
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let message = loop {
+        let found = seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(_, b)| b.clone())
+            .find(|b| b["attachments"][0]["text"] == "New Deployment detected, initialization completed.");
+        if let Some(m) = found {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "no alert at the global notifier");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(message["channel"], "deploys");
+    assert_eq!(message["username"], "flagger");
+    assert_eq!(
+        message["attachments"][0]["fields"][0],
+        json!({"title": "Cluster", "value": "e2e-cluster", "short": false})
+    );
+}

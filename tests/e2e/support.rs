@@ -110,6 +110,11 @@ impl Scenario {
 
     /// Starts `serin run`.
     pub fn start_serin(&mut self) {
+        self.start_serin_with(&[]);
+    }
+
+    /// Starts `serin run` with more flags.
+    pub fn start_serin_with(&mut self, flags: &[&str]) {
         let log = std::fs::File::create(&self.log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_serin"))
             .args([
@@ -121,6 +126,7 @@ impl Scenario {
                 "--include-label-prefix",
                 "app.kubernetes.io",
             ])
+            .args(flags)
             .env("KUBECONFIG", &self.serin_kubeconfig)
             .env("HTTP_PROXY", self.tb.proxy_url().expect("proxy"))
             .env("http_proxy", self.tb.proxy_url().expect("proxy"))
