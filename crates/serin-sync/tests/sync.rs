@@ -15,12 +15,16 @@ use support::*;
 const DEADLINE: Duration = Duration::from_secs(60);
 
 async fn bootstrap() -> (Testbed, GitFixture, Controllers) {
+    bootstrap_with_interval("2s").await
+}
+
+async fn bootstrap_with_interval(interval: &str) -> (Testbed, GitFixture, Controllers) {
     let tb = Testbed::start().await.expect("test bed");
     install_crds(&tb).await;
     create_namespace(&tb.client(), "flux-system").await;
     let repo = GitFixture::from_examples();
     let controllers = start_controllers(&tb);
-    kubectl_apply(&tb, &bootstrap_yaml(&repo.url(), "./clusters/dev", "2s"));
+    kubectl_apply(&tb, &bootstrap_yaml(&repo.url(), "./clusters/dev", interval));
     (tb, repo, controllers)
 }
 
@@ -142,8 +146,12 @@ async fn syncs_the_dev_cluster_from_git() {
     let _ = deployments.list(&ListParams::default()).await;
 }
 
-async fn synced() -> (Testbed, GitFixture, Controllers, String) {
-    let (tb, repo, controllers) = bootstrap().await;
+pub async fn synced() -> (Testbed, GitFixture, Controllers, String) {
+    synced_with_interval("2s").await
+}
+
+pub async fn synced_with_interval(interval: &str) -> (Testbed, GitFixture, Controllers, String) {
+    let (tb, repo, controllers) = bootstrap_with_interval(interval).await;
     mark_canary(&tb.client(), "podinfo", "podinfo", "Initialized").await;
     let revision = format!("main@sha1:{}", repo.head());
     wait_applied(&tb.client(), "apps", &revision, DEADLINE).await;
@@ -552,4 +560,28 @@ async fn serin_keeps_its_replicas_and_generated_objects() {
         "serin's Service stays"
     );
     assert_eq!(replicas(deployments.get("podinfo").await.expect("get")), Some(0));
+}
+
+/// Acceptance 2: a new image tag committed to Git is applied within one source interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_image_tag_is_applied_within_one_interval() {
+    let (tb, repo, _controllers, _) = synced().await;
+    let client = tb.client();
+    let promoted = dev_kustomization(&repo).replace("newTag: 6.5.0", "newTag: 6.5.1");
+    let rev = repo.commit(&[(DEV_KUSTOMIZATION, Some(&promoted))], "podinfo 6.5.1");
+    // The source polls every 2 s; the apps Kustomization follows its artifact at once.
+    wait_applied(
+        &client,
+        "apps",
+        &format!("main@sha1:{rev}"),
+        Duration::from_secs(10),
+    )
+    .await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "podinfo");
+    let d = deployments.get("podinfo").await.expect("get");
+    let image = d
+        .spec
+        .and_then(|s| s.template.spec)
+        .map(|s| s.containers[0].image.clone().unwrap_or_default());
+    assert_eq!(image.as_deref(), Some("ghcr.io/stefanprodan/podinfo:6.5.1"));
 }

@@ -203,7 +203,85 @@ impl ResourceManager {
         Ok(())
     }
 
-    async fn apply_one(&mut self, mut desired: Value, options: &ApplyOptions) -> Result<Change, String> {
+    async fn apply_one(&mut self, desired: Value, options: &ApplyOptions) -> Result<Change, String> {
+        let (id, api, desired, planned) = match self.plan(desired, options).await? {
+            Planned::Done(change) => return Ok(change),
+            Planned::Apply {
+                id,
+                api,
+                desired,
+                live,
+                dry_run,
+                ignored,
+            } => {
+                let action = match &live {
+                    None => Action::Created,
+                    Some(live) if drift::has_drifted(live, &dry_run, &ignored) => Action::Configured,
+                    Some(_) => {
+                        return Ok(Change {
+                            id,
+                            action: Action::Unchanged,
+                        });
+                    }
+                };
+                (id, api, desired, action)
+            }
+        };
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        api.patch(&id.name, &params, &Patch::Apply(&desired))
+            .await
+            .map_err(|e| format!("{} apply failed: {}", id.subject(), api_message(&e)))?;
+        Ok(Change { id, action: planned })
+    }
+
+    /// What applying `desired` would change, without changing anything: the action and, for
+    /// drifted objects, the live object and the dry-run result (both without `status`).
+    pub async fn diff_one(
+        &mut self,
+        desired: Value,
+        options: &ApplyOptions,
+    ) -> Result<(Change, Option<(Value, Value)>), String> {
+        let options = ApplyOptions {
+            force: false,
+            ..options.clone()
+        };
+        match self.plan(desired, &options).await? {
+            Planned::Done(change) => Ok((change, None)),
+            Planned::Apply {
+                id,
+                live,
+                dry_run,
+                ignored,
+                ..
+            } => Ok(match live {
+                None => (
+                    Change {
+                        id,
+                        action: Action::Created,
+                    },
+                    None,
+                ),
+                Some(live) if drift::has_drifted(&live, &dry_run, &ignored) => (
+                    Change {
+                        id,
+                        action: Action::Configured,
+                    },
+                    Some((live, dry_run)),
+                ),
+                Some(_) => (
+                    Change {
+                        id,
+                        action: Action::Unchanged,
+                    },
+                    None,
+                ),
+            }),
+        }
+    }
+
+    /// Reads the live object, applies the exclusion rules and ignore rules, and runs the
+    /// server-side dry-run (recreating the object first on an immutable-field error when forced).
+    async fn plan(&mut self, mut desired: Value, options: &ApplyOptions) -> Result<Planned, String> {
         let id = ObjectId::of(&desired);
         let (api, _) = self.api(&id).await?;
         let live = api
@@ -217,16 +295,16 @@ impl ResourceManager {
                 || owned_by_canary(o)
         };
         if skip(&desired) || live.as_ref().is_some_and(skip) {
-            return Ok(Change {
+            return Ok(Planned::Done(Change {
                 id,
                 action: Action::Skipped,
-            });
+            }));
         }
         if live.is_some() && objects::has_meta(&desired, SSA_KEY, "IfNotPresent") {
-            return Ok(Change {
+            return Ok(Planned::Done(Change {
                 id,
                 action: Action::Skipped,
-            });
+            }));
         }
         let mut ignored = drift::ignored_paths(&options.ignore, &desired);
         if id.group == "apps"
@@ -247,8 +325,7 @@ impl ResourceManager {
                 }
             }
         }
-        let params = PatchParams::apply(FIELD_MANAGER).force();
-        let dry_params = params.clone().dry_run();
+        let dry_params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
         let mut live = live;
         let dry_run = match api.patch(&id.name, &dry_params, &Patch::Apply(&desired)).await {
             Ok(o) => to_value(o),
@@ -270,20 +347,14 @@ impl ResourceManager {
                 }
             }
         };
-        let action = match &live {
-            None => Action::Created,
-            Some(live) if drift::has_drifted(live, &dry_run, &ignored) => Action::Configured,
-            Some(_) => {
-                return Ok(Change {
-                    id,
-                    action: Action::Unchanged,
-                });
-            }
-        };
-        api.patch(&id.name, &params, &Patch::Apply(&desired))
-            .await
-            .map_err(|e| format!("{} apply failed: {}", id.subject(), api_message(&e)))?;
-        Ok(Change { id, action })
+        Ok(Planned::Apply {
+            id,
+            api,
+            desired,
+            live,
+            dry_run,
+            ignored,
+        })
     }
 
     async fn recreate_wait(
@@ -429,6 +500,20 @@ impl ResourceManager {
             Err(e) => Err(format!("{} delete failed: {}", id.subject(), api_message(&e))),
         }
     }
+}
+
+/// The outcome of planning one object (short-lived, one at a time: its size does not matter).
+#[allow(clippy::large_enum_variant)]
+enum Planned {
+    Done(Change),
+    Apply {
+        id: ObjectId,
+        api: Api<DynamicObject>,
+        desired: Value,
+        live: Option<Value>,
+        dry_run: Value,
+        ignored: Vec<String>,
+    },
 }
 
 /// The ownership labels of a Kustomization, as `delete_all` checks them.

@@ -120,9 +120,13 @@ pub fn finish(yaml: &str, post_build: Option<&PostBuildVars>) -> Result<Built, B
     })
 }
 
-/// Copies a directory tree (regular files and directories only).
+/// Copies a directory tree (regular files and directories only, `.git` left out).
 pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
-    for entry in walkdir::WalkDir::new(from).min_depth(1) {
+    let walker = walkdir::WalkDir::new(from)
+        .min_depth(1)
+        .into_iter()
+        .filter_entry(|e| e.file_name() != ".git");
+    for entry in walker {
         let entry = entry.map_err(std::io::Error::other)?;
         let rel = entry.path().strip_prefix(from).map_err(std::io::Error::other)?;
         let target = to.join(rel);

@@ -1,10 +1,19 @@
 //! The `serin-sync` command line: `run` (the controller), `crd` (print the CRDs) and the
-//! commands teams use with Flux.
+//! commands teams use with Flux, with the same output shapes: `get`, `reconcile`, `suspend`,
+//! `resume`, `delete`, `build`, `diff`, `tree` and `install`.
 
 pub mod crd;
+pub mod get;
+pub mod install;
+pub mod local;
+pub mod objects;
 pub mod run;
+pub mod tree;
 
-use clap::{Parser, Subcommand};
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use kube::Client;
 
 /// serin-sync: reconciles Git repositories to the cluster, compatible with Flux.
 #[derive(Parser, Debug)]
@@ -20,4 +29,74 @@ pub enum Command {
     Crd(crd::CrdArgs),
     /// Run the GitRepository and Kustomization controllers.
     Run(run::RunArgs),
+    /// Show Kustomizations and sources.
+    Get(get::GetArgs),
+    /// Ask for an immediate reconcile and wait for it.
+    Reconcile(objects::ReconcileArgs),
+    /// Stop reconciling a Kustomization.
+    Suspend(objects::SuspendArgs),
+    /// Resume a suspended Kustomization and wait for it.
+    Resume(objects::SuspendArgs),
+    /// Delete a Kustomization (its objects are garbage-collected per its deletionPolicy).
+    Delete(objects::DeleteArgs),
+    /// Print the YAML a Kustomization would apply from a local directory.
+    Build(local::LocalArgs),
+    /// Compare what a Kustomization would apply from a local directory with the cluster.
+    Diff(local::LocalArgs),
+    /// Show the objects a Kustomization applied, nested Kustomizations expanded.
+    Tree(tree::TreeArgs),
+    /// Install the CRDs, a GitRepository and the root Kustomization `flux-system`.
+    Install(install::InstallArgs),
+}
+
+/// Flags every cluster command has.
+#[derive(Args, Debug, Clone)]
+pub struct ClusterArgs {
+    /// Path to the kubeconfig (default: $KUBECONFIG, then ~/.kube/config, then in-cluster).
+    #[arg(long, global = true, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The namespace of the objects.
+    #[arg(short = 'n', long, global = true, default_value = "flux-system")]
+    pub namespace: String,
+    /// How long to wait for a reconcile.
+    #[arg(long, global = true, default_value = "5m", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::controller::status::parse_duration(s)
+        .ok_or_else(|| format!("invalid duration '{s}' (use 30s, 1m, 500ms)"))
+}
+
+impl ClusterArgs {
+    /// A client for the kubeconfig (or the environment).
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        serin_runtime::tls::install_crypto_provider();
+        let config = match &self.kubeconfig {
+            Some(path) => {
+                let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
+                kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?
+            }
+            None => kube::Config::infer().await?,
+        };
+        Ok(Client::try_from(config)?)
+    }
+}
+
+/// A cluster command's failure: printed as `✗ message`, exit code 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CliError(pub String);
+
+/// Prints Flux's progress lines on stderr.
+pub mod say {
+    pub fn action(m: &str) {
+        eprintln!("► {m}");
+    }
+    pub fn success(m: &str) {
+        eprintln!("✔ {m}");
+    }
+    pub fn waiting(m: &str) {
+        eprintln!("◎ {m}");
+    }
 }

@@ -343,14 +343,7 @@ async fn run(
         );
     };
 
-    // Ownership and common metadata.
-    let owner = objects::owner_labels(&name, &ns);
-    let common = ks.spec.common_metadata.clone().unwrap_or_default();
-    let mut desired = built.objects.clone();
-    for o in &mut desired {
-        objects::set_metadata(o, &common.labels, &common.annotations);
-        objects::set_metadata(o, &owner, &BTreeMap::new());
-    }
+    let desired = desired_objects(ks, built.objects.clone());
 
     // Apply.
     status::set_condition(
@@ -537,6 +530,17 @@ async fn run(
     Ok(revision)
 }
 
+/// The built objects with the common metadata and the ownership labels set.
+pub fn desired_objects(ks: &Kustomization, mut built: Vec<Value>) -> Vec<Value> {
+    let owner = objects::owner_labels(&ks.name_any(), &ks.namespace().unwrap_or_default());
+    let common = ks.spec.common_metadata.clone().unwrap_or_default();
+    for o in &mut built {
+        objects::set_metadata(o, &common.labels, &common.annotations);
+        objects::set_metadata(o, &owner, &BTreeMap::new());
+    }
+    built
+}
+
 /// Emits the change set's created/configured lines as one Normal event.
 async fn report_changes(
     ctx: &Context,
@@ -562,6 +566,10 @@ async fn report_changes(
 }
 
 /// The substitution variables: `substituteFrom` in order, then `substitute`.
+pub async fn substitution_vars(ks: &Kustomization, client: &Client) -> Result<Option<PostBuildVars>, String> {
+    post_build_vars(ks, client).await.map_err(|f| f.message)
+}
+
 async fn post_build_vars(ks: &Kustomization, client: &Client) -> Result<Option<PostBuildVars>, Failure> {
     let Some(pb) = &ks.spec.post_build else {
         return Ok(None);
@@ -616,7 +624,7 @@ async fn post_build_vars(ks: &Kustomization, client: &Client) -> Result<Option<P
 }
 
 /// `(namespace, name)` of every Deployment a Canary targets; empty when serin is not installed.
-async fn canary_targets(client: &Client) -> Vec<(String, String)> {
+pub async fn canary_targets(client: &Client) -> Vec<(String, String)> {
     let gvk = GroupVersionKind::gvk("flagger.app", "v1beta1", "Canary");
     let resource = ApiResource::from_gvk_with_plural(&gvk, "canaries");
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);

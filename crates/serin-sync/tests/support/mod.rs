@@ -51,6 +51,7 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 }
 
 /// A bare repository holding `examples/gitops` on branch `main`, and a work tree to commit to.
+#[derive(Debug)]
 pub struct GitFixture {
     pub dir: tempfile::TempDir,
 }
@@ -143,6 +144,7 @@ pub async fn create_namespace(client: &Client, name: &str) {
 }
 
 /// Runs serin-sync's controllers in-process with short test intervals until dropped.
+#[derive(Debug)]
 pub struct Controllers {
     pub storage: tempfile::TempDir,
     task: tokio::task::JoinHandle<()>,
