@@ -408,6 +408,7 @@ async fn alerts_reach_providers_by_severity_and_a_failing_one_does_not_hold_the_
     let (teams, teams_seen) = support::receiver(200).await;
     let (discord, discord_seen) = support::receiver(200).await;
     let (broken, broken_seen) = support::receiver(500).await;
+    let (proxy, proxy_seen) = support::receiver(200).await;
     let providers = format!(
         r#"
 apiVersion: flagger.app/v1beta1
@@ -434,6 +435,11 @@ apiVersion: flagger.app/v1beta1
 kind: AlertProvider
 metadata: {{name: broken}}
 spec: {{type: rocket, address: "{broken}"}}
+---
+apiVersion: flagger.app/v1beta1
+kind: AlertProvider
+metadata: {{name: proxied}}
+spec: {{type: gchat, address: "http://chat.example.invalid/v1/spaces/x", proxy: "{proxy}"}}
 "#
     );
     let file = std::env::temp_dir().join(format!("serin-alerts-{}.yaml", std::process::id()));
@@ -443,7 +449,8 @@ spec: {{type: rocket, address: "{broken}"}}
         {"name":"releases","severity":"info","providerRef":{"name":"slack"}},
         {"name":"on-call","severity":"error","providerRef":{"name":"teams"}},
         {"name":"chat","severity":"warn","providerRef":{"name":"discord"}},
-        {"name":"broken","providerRef":{"name":"broken"}}]}}}"#;
+        {"name":"broken","providerRef":{"name":"broken"}},
+        {"name":"proxied","severity":"error","providerRef":{"name":"proxied"}}]}}}"#;
     s.kubectl(&[
         "-n",
         NS,
@@ -530,6 +537,20 @@ spec: {{type: rocket, address: "{broken}"}}
             .all(|(path, _)| path == "/hooks/1/slack"),
         "Discord's Slack-compatible endpoint"
     );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy_seen.lock().expect("lock").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing went through the provider's proxy"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (target, gchat) = proxy_seen.lock().expect("lock")[0].clone();
+    assert_eq!(
+        target, "http://chat.example.invalid/v1/spaces/x",
+        "sent through the proxy"
+    );
+    assert_eq!(gchat["cards"][0]["header"]["subtitle"], "podinfo.test");
 
     // The controller's metrics: Flagger's names, and the failed deliveries counted.
     let metrics = s.controller_metrics().await;
