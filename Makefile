@@ -11,12 +11,14 @@ build:
 
 ## What the tests need beyond the Rust toolchain: kubectl and curl (checked), real Prometheus
 ## (Debian's package, installed when missing), real Helm (helm-sdkpy) and Docker's Dockerfile parser
-## (the PyPI package dockerfile), both installed when missing.
+## (the PyPI package dockerfile), both installed when missing, and Debian's openssh-server for
+## serin-sync's ssh test (installed when missing).
 deps:
 	@command -v kubectl >/dev/null || { echo "kubectl is not on PATH; the test bed's kubectl tests need it" >&2; exit 1; }
 	@command -v prometheus >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus curl >/dev/null; }
 	@command -v prometheus >/dev/null || { echo "prometheus is not on PATH; install it with apt-get install -y prometheus" >&2; exit 1; }
 	@python3 -c 'import helm_sdkpy' 2>/dev/null || python3 -m pip install --quiet --ignore-requires-python helm-sdkpy
+	@test -x /usr/sbin/sshd || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server openssh-client >/dev/null; }
 	@python3 -c 'import dockerfile' 2>/dev/null || python3 -m pip install --quiet dockerfile
 
 ## Every test of the workspace (unit, integration, Flagger compatibility), then the RBAC check:
