@@ -161,10 +161,10 @@ impl GitCli {
             return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
         }
         let stderr = String::from_utf8_lossy(&output.stderr).trim().replace('\n', "; ");
+        // A host key mismatch fails the Git operation (Flux: GitOperationFailed), not the login.
         let auth = [
             "Authentication failed",
             "Permission denied",
-            "Host key verification failed",
             "could not read Username",
         ]
         .iter()
