@@ -296,3 +296,74 @@ async fn paging_selectors_and_dry_run() {
         "a dry run stores nothing"
     );
 }
+
+/// A patch that rewrites managedFields replaces them (Flux takes fields over from `kubectl`
+/// this way); the new owner's next apply then drops a field it no longer applies.
+#[tokio::test]
+async fn managed_fields_can_be_rewritten_by_a_patch() {
+    let tb = Testbed::start().await.expect("test bed");
+    let api: Api<ConfigMap> = Api::namespaced(tb.client(), "default");
+    let applied =
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owned"}, "data": {"a": "1"}});
+    api.patch(
+        "owned",
+        &PatchParams::apply("flux").force(),
+        &Patch::Apply(&applied),
+    )
+    .await
+    .expect("applied");
+    let edit = json!({"data": {"b": "2"}});
+    api.patch(
+        "owned",
+        &PatchParams {
+            field_manager: Some("kubectl-edit".into()),
+            ..Default::default()
+        },
+        &Patch::Merge(&edit),
+    )
+    .await
+    .expect("edited");
+    let live = api.get("owned").await.expect("get");
+    let entries =
+        serde_json::to_value(live.metadata.managed_fields.clone().unwrap_or_default()).expect("json");
+    assert!(
+        entries
+            .as_array()
+            .expect("array")
+            .iter()
+            .any(|e| e["manager"] == "kubectl-edit")
+    );
+
+    // Rewrite: flux's Apply entry now owns both keys; kubectl-edit owns nothing.
+    let takeover = json!({"metadata": {"managedFields": [{
+        "manager": "flux", "operation": "Apply", "apiVersion": "v1", "time": "2026-01-01T00:00:00Z", "fieldsType": "FieldsV1",
+        "fieldsV1": {"f:data": {"f:a": {}, "f:b": {}}}
+    }]}});
+    api.patch("owned", &PatchParams::default(), &Patch::Merge(&takeover))
+        .await
+        .expect("taken over");
+    let live = api.get("owned").await.expect("get");
+    let managers: Vec<String> = live
+        .metadata
+        .managed_fields
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| m.manager)
+        .collect();
+    assert_eq!(managers, ["flux"]);
+
+    api.patch(
+        "owned",
+        &PatchParams::apply("flux").force(),
+        &Patch::Apply(&applied),
+    )
+    .await
+    .expect("applied again");
+    let data = api.get("owned").await.expect("get").data.unwrap_or_default();
+    assert_eq!(
+        data.keys().collect::<Vec<_>>(),
+        ["a"],
+        "the field only the edit set is gone"
+    );
+}

@@ -923,6 +923,12 @@ impl Store {
         };
         obj["apiVersion"] = json!(res.api_version());
         obj["kind"] = json!(res.kind);
+        // An update or patch that sets managedFields to something new replaces them, as the API
+        // server does (how controllers such as Flux take fields over from other managers).
+        let explicit_managers = (managers.is_none() && sub == Subresource::Main)
+            .then(|| meta(&obj).get("managedFields").cloned())
+            .flatten()
+            .filter(|m| m.is_array() && Some(m) != meta(&existing).get("managedFields"));
         {
             // Fields the server owns.
             let old_meta = meta(&existing).clone();
@@ -989,9 +995,14 @@ impl Store {
                 }),
             );
         }
-        match managers {
-            Some(list) => write_managers(&mut obj, &list),
-            None => record_update(Some(&existing), &mut obj, &opts.manager, sub, &res.api_version()),
+        match (managers, explicit_managers) {
+            (Some(list), _) => write_managers(&mut obj, &list),
+            (None, Some(given)) => {
+                let mut base = existing.clone();
+                meta_mut(&mut base).insert("managedFields".into(), given);
+                record_update(Some(&base), &mut obj, &opts.manager, sub, &res.api_version());
+            }
+            (None, None) => record_update(Some(&existing), &mut obj, &opts.manager, sub, &res.api_version()),
         }
         if same_content(&existing, &obj)
             && meta(&existing).get("managedFields") == meta(&obj).get("managedFields")
