@@ -266,6 +266,16 @@ async fn kustomize_installs_serin_into_istio_system() {
         assert_eq!(b["subjects"][0]["namespace"], "istio-system", "{b}");
     }
 
+    // The base stands alone too, in its own namespace.
+    let base = kubectl_kustomize("deploy/base");
+    assert!(
+        base.iter()
+            .any(|d| d["kind"] == "Namespace" && d["metadata"]["name"] == "serin-system")
+    );
+    for b in base.iter().filter(|d| d["kind"] == "ClusterRoleBinding") {
+        assert_eq!(b["subjects"][0]["namespace"], "serin-system", "{b}");
+    }
+
     let tb = testbed().await;
     let output = tb
         .kubectl()
@@ -623,26 +633,9 @@ async fn helm_installs_serin_sync_and_every_value_given() {
         .expect("crd");
         crds.create(&PostParams::default(), &crd).await.expect("CRD");
     }
-    let values = json!({
-        "image": {"tag": "1.2.3"},
-        "replicaCount": 2,
-        "metricsServer": "http://prometheus.istio-system:9090",
-        "selectorLabels": "app.kubernetes.io/name,app",
-        "includeLabelPrefix": "app.kubernetes.io,team",
-        "namespace": "apps",
-        "configTracking": {"enabled": false},
-        "eventWebhook": "http://events.apps/hook",
-        "clusterName": "prod-eu",
-        "slack": {"user": "serin", "channel": "deploys", "url": "https://hooks.slack.test/T/B/x", "proxy": "http://proxy:3128"},
-        "msteams": {"url": "https://teams.test/webhook"},
-        "logLevel": "debug",
-        "logFormat": "text",
-        "otlpEndpoint": "http://otel.observability:4317",
-        "serviceMonitor": {"enabled": true},
-        "podMonitor": {"enabled": true},
-        "podDisruptionBudget": {"enabled": true},
-        "sync": {"enabled": true, "logLevel": "debug"},
-    });
+    // A values file, as `helm install -f charts/serin/ci/full-values.yaml` reads it.
+    let file = std::fs::read_to_string(chart().join("ci/full-values.yaml")).expect("values file");
+    let values: Value = serde_yaml::from_str(&file).expect("YAML values");
     let release = install(&tb, "serin", values).await.expect("installed");
     assert_eq!(release["info"]["status"], "deployed", "{release}");
     let deployments = Api::<Deployment>::namespaced(client.clone(), "istio-system");
