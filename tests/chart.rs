@@ -965,7 +965,17 @@ fn the_dockerfile_builds_both_binaries_into_a_non_root_image() {
         .find(|c| c["cmd"] == "USER")
         .map(|c| values(c)[0].clone())
         .expect("a USER in the runtime stage");
-    assert_eq!(user, "10001:10001", "the chart's runAsUser and runAsGroup");
+    let chart_values: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(chart().join("values.yaml")).expect("values"))
+            .expect("YAML");
+    assert_eq!(
+        user,
+        format!(
+            "{}:{}",
+            chart_values["securityContext"]["runAsUser"], chart_values["securityContext"]["runAsGroup"]
+        ),
+        "the image's user is the chart's runAsUser and runAsGroup"
+    );
     let entrypoint = runtime
         .iter()
         .find(|c| c["cmd"] == "ENTRYPOINT")
@@ -982,4 +992,19 @@ fn the_dockerfile_builds_both_binaries_into_a_non_root_image() {
         ignore.lines().any(|l| l.trim() == "target/"),
         "the build context leaves target/ out"
     );
+}
+
+/// The image tag the chart and the kustomize base default to is serin's version.
+#[test]
+fn the_chart_and_the_base_install_this_version_of_serin() {
+    let chart_yaml: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(chart().join("Chart.yaml")).expect("Chart.yaml"))
+            .expect("YAML");
+    assert_eq!(chart_yaml["appVersion"], env!("CARGO_PKG_VERSION"));
+    let base: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(repo().join("deploy/base/kustomization.yaml")).expect("kustomization"),
+    )
+    .expect("YAML");
+    assert_eq!(base["images"][0]["name"], "ghcr.io/serin-dev/serin");
+    assert_eq!(base["images"][0]["newTag"], env!("CARGO_PKG_VERSION"));
 }
