@@ -272,21 +272,34 @@ async fn prunes_restores_drift_and_suspends() {
         "ghcr.io/stefanprodan/podinfo:6.5.0"
     );
 
-    // Suspended: a new commit is fetched but not applied; resumed: it is.
+    // A field only a kubectl edit set is dropped too: serin-sync takes the kubectl managers'
+    // fields over (as Flux does), so its next apply no longer keeps them.
     kubectl(
         &tb,
         &[
-            "patch",
-            "kustomization",
-            "apps",
+            "annotate",
+            "deployment/podinfo",
             "-n",
-            "flux-system",
-            "--type",
-            "merge",
-            "-p",
-            r#"{"spec":{"suspend":true}}"#,
+            "podinfo",
+            "example.com/manual=yes",
         ],
     );
+    request_reconcile(&client, "apps").await;
+    let annotations = deployments
+        .get("podinfo")
+        .await
+        .expect("get")
+        .metadata
+        .annotations
+        .unwrap_or_default();
+    assert!(!annotations.contains_key("example.com/manual"), "{annotations:?}");
+    assert_eq!(
+        annotations.get("example.serin.dev/cluster").map(String::as_str),
+        Some("dev")
+    );
+
+    // Suspended: a new commit is fetched but not applied; resumed: it is.
+    set_suspend(&client, "apps", true).await;
     let with_late =
         dev_kustomization(&repo).replace("  - ../base/podinfo\n", "  - ../base/podinfo\n  - late.yaml\n");
     let rev = repo.commit(
@@ -311,20 +324,7 @@ async fn prunes_restores_drift_and_suspends() {
         suspended.status.and_then(|s| s.last_applied_revision).as_deref(),
         Some(revision.as_str())
     );
-    kubectl(
-        &tb,
-        &[
-            "patch",
-            "kustomization",
-            "apps",
-            "-n",
-            "flux-system",
-            "--type",
-            "merge",
-            "-p",
-            r#"{"spec":{"suspend":false}}"#,
-        ],
-    );
+    set_suspend(&client, "apps", false).await;
     wait_applied(&client, "apps", &revision, DEADLINE).await;
     assert!(config_map_exists(&client, "late").await, "resumed: caught up");
 }
@@ -584,4 +584,19 @@ async fn a_new_image_tag_is_applied_within_one_interval() {
         .and_then(|s| s.template.spec)
         .map(|s| s.containers[0].image.clone().unwrap_or_default());
     assert_eq!(image.as_deref(), Some("ghcr.io/stefanprodan/podinfo:6.5.1"));
+}
+
+/// Sets `spec.suspend` as `serin-sync suspend|resume` does (field manager `serin-sync`). With
+/// `kubectl patch` the parent Kustomization would take the field over and revert it, as Flux does.
+async fn set_suspend(client: &kube::Client, name: &str, suspend: bool) {
+    use kube::api::{Patch, PatchParams};
+    let api: Api<Kustomization> = Api::namespaced(client.clone(), "flux-system");
+    let body = serde_json::json!({"spec": {"suspend": suspend}});
+    let params = PatchParams {
+        field_manager: Some("serin-sync".into()),
+        ..Default::default()
+    };
+    api.patch(name, &params, &Patch::Merge(&body))
+        .await
+        .expect("suspend set");
 }

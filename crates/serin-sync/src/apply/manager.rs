@@ -24,6 +24,7 @@ use serin_runtime::kstatus::{self, Status};
 use super::{
     drift,
     order::{self, ObjectId, Stage},
+    takeover,
 };
 use crate::{
     api::kustomization::IgnoreRule,
@@ -204,7 +205,7 @@ impl ResourceManager {
     }
 
     async fn apply_one(&mut self, desired: Value, options: &ApplyOptions) -> Result<Change, String> {
-        let (id, api, desired, planned) = match self.plan(desired, options).await? {
+        let (id, api, desired, action) = match self.plan(desired, options).await? {
             Planned::Done(change) => return Ok(change),
             Planned::Apply {
                 id,
@@ -213,10 +214,20 @@ impl ResourceManager {
                 live,
                 dry_run,
                 ignored,
+                cleanup,
             } => {
+                if let Some(patch) = &cleanup {
+                    api.patch(&id.name, &PatchParams::default(), &Patch::Merge(patch))
+                        .await
+                        .map_err(|e| {
+                            format!("{} metadata cleanup failed: {}", id.subject(), api_message(&e))
+                        })?;
+                }
                 let action = match &live {
                     None => Action::Created,
-                    Some(live) if drift::has_drifted(live, &dry_run, &ignored) => Action::Configured,
+                    Some(live) if cleanup.is_some() || drift::has_drifted(live, &dry_run, &ignored) => {
+                        Action::Configured
+                    }
                     Some(_) => {
                         return Ok(Change {
                             id,
@@ -231,7 +242,7 @@ impl ResourceManager {
         api.patch(&id.name, &params, &Patch::Apply(&desired))
             .await
             .map_err(|e| format!("{} apply failed: {}", id.subject(), api_message(&e)))?;
-        Ok(Change { id, action: planned })
+        Ok(Change { id, action })
     }
 
     /// What applying `desired` would change, without changing anything: the action and, for
@@ -347,6 +358,16 @@ impl ResourceManager {
                 }
             }
         };
+        let cleanup = live.as_ref().and_then(|l| {
+            let merge =
+                objects::has_meta(&desired, SSA_KEY, "Merge") || objects::has_meta(l, SSA_KEY, "Merge");
+            let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+            if merge {
+                None
+            } else {
+                takeover::cleanup_patch(l, &now)
+            }
+        });
         Ok(Planned::Apply {
             id,
             api,
@@ -354,6 +375,7 @@ impl ResourceManager {
             live,
             dry_run,
             ignored,
+            cleanup,
         })
     }
 
@@ -513,6 +535,8 @@ enum Planned {
         live: Option<Value>,
         dry_run: Value,
         ignored: Vec<String>,
+        /// Flux's metadata cleanup to patch before applying.
+        cleanup: Option<Value>,
     },
 }
 

@@ -4,3 +4,4 @@
 pub mod drift;
 pub mod manager;
 pub mod order;
+pub mod takeover;

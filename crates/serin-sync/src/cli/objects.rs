@@ -75,6 +75,15 @@ pub struct DeleteArgs {
     pub cluster: ClusterArgs,
 }
 
+/// The CLI's patches carry its own field manager: not a `kubectl` one, which the parent
+/// Kustomization would take over (and so revert a suspend).
+fn cli_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(super::install::FIELD_MANAGER.to_owned()),
+        ..Default::default()
+    }
+}
+
 fn now_token() -> String {
     jiff::Timestamp::now().to_string()
 }
@@ -86,7 +95,7 @@ where
     say::action(&format!("annotating {kind} {name} in {ns} namespace"));
     let token = now_token();
     let body = serde_json::json!({"metadata": {"annotations": {REQUESTED_AT_ANNOTATION: token}}});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&body))
+    api.patch(name, &cli_params(), &Patch::Merge(&body))
         .await
         .map_err(|e| CliError(crate::controller::api_message(&e)))?;
     say::success(&format!("{kind} annotated"));
@@ -216,7 +225,7 @@ async fn set_suspend(args: &SuspendArgs, suspend: bool) -> anyhow::Result<(Api<K
         if suspend { "suspending" } else { "resuming" }
     ));
     let body = serde_json::json!({"spec": {"suspend": suspend}});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&body))
+    api.patch(name, &cli_params(), &Patch::Merge(&body))
         .await
         .map_err(|e| CliError(crate::controller::api_message(&e)))?;
     say::success(&format!(
