@@ -11,6 +11,7 @@ use common::create_namespace;
 use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{ConfigMap, Secret, ServiceAccount},
+    rbac::v1::RoleBinding,
 };
 use kube::{
     Api, Client,
@@ -401,4 +402,114 @@ async fn blocking_owner_references_need_update_on_the_owners_finalizers() {
         .patch("owned", &params, &Patch::Apply(owned(true)))
         .await
         .expect("changing the reference needs delete on the object and update on the owner's finalizers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_and_bindings_cannot_grant_more_than_their_writer_holds() {
+    let tb = Testbed::start().await.expect("test bed starts");
+    let admin = tb.client();
+    create_namespace(&admin, "apps").await;
+    tb.bind_cluster_role(
+        "rbac-writer",
+        r#"
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [roles, rolebindings]
+  verbs: [create, patch]
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, list]
+"#,
+        "apps",
+        "writer",
+    )
+    .await
+    .expect("role");
+    let client = client_for(
+        &tb.service_account_kubeconfig("apps", "writer")
+            .await
+            .expect("token"),
+    )
+    .await;
+    let roles: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "apps",
+        &kube::core::ApiResource::erase::<k8s_openapi::api::rbac::v1::Role>(&()),
+    );
+    let role = |name: &str, resource: &str| {
+        serde_json::from_value::<kube::api::DynamicObject>(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": name, "namespace": "apps"},
+            "rules": [{"apiGroups": [""], "resources": [resource], "verbs": ["get"]}],
+        }))
+        .expect("role")
+    };
+    roles
+        .create(&PostParams::default(), &role("cm-reader", "configmaps"))
+        .await
+        .expect("a Role within what the writer holds");
+    let status = status_of(
+        roles
+            .create(&PostParams::default(), &role("secret-reader", "secrets"))
+            .await,
+    );
+    assert_eq!(status.code, 403);
+    assert!(
+        status.message.contains("is attempting to grant RBAC permissions not currently held:\n{APIGroups:[\"\"], Resources:[\"secrets\"], Verbs:[\"get\"]}"),
+        "{}",
+        status.message
+    );
+    let bindings: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "apps",
+        &kube::core::ApiResource::erase::<RoleBinding>(&()),
+    );
+    let binding = |name: &str, kind: &str, role: &str| {
+        serde_json::from_value::<kube::api::DynamicObject>(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": name, "namespace": "apps"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "apps"}],
+        }))
+        .expect("binding")
+    };
+    bindings
+        .create(&PostParams::default(), &binding("cm", "Role", "cm-reader"))
+        .await
+        .expect("binding a Role the writer covers");
+    let status = status_of(
+        bindings
+            .create(
+                &PostParams::default(),
+                &binding("admin", "ClusterRole", "cluster-admin"),
+            )
+            .await,
+    );
+    assert_eq!(status.code, 403, "{}", status.message);
+    // The bind verb on that ClusterRole allows it.
+    tb.bind_cluster_role(
+        "rbac-writer",
+        r#"
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [roles, rolebindings]
+  verbs: [create, patch]
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, list]
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [clusterroles]
+  resourceNames: [cluster-admin]
+  verbs: [bind]
+"#,
+        "apps",
+        "writer",
+    )
+    .await
+    .expect("role");
+    bindings
+        .create(
+            &PostParams::default(),
+            &binding("admin", "ClusterRole", "cluster-admin"),
+        )
+        .await
+        .expect("bind on cluster-admin allows binding it");
 }

@@ -485,7 +485,7 @@ async fn handle(State(server): State<Arc<Server>>, request: Request) -> Response
         };
     }
     if !user.admin
-        && let Err(err) = admit_owner_references(
+        && let Err(err) = admit(
             &server,
             &user,
             &res,
@@ -642,10 +642,12 @@ fn token_request(
     Ok(json_response(StatusCode::CREATED, &request))
 }
 
-/// The OwnerReferencesPermissionEnforcement admission plugin for writes by identities other
-/// than the admin. A patch is first run as a dry run to see the object it would make.
+/// The checks of writes by identities other than the admin that go beyond the request's own
+/// authorization: RBAC's escalation prevention for Roles, ClusterRoles and their bindings, and
+/// the OwnerReferencesPermissionEnforcement admission plugin. A patch is first run as a dry run
+/// to see the object it would make.
 #[allow(clippy::too_many_arguments)]
-fn admit_owner_references(
+fn admit(
     server: &Server,
     user: &User,
     res: &ResourceInfo,
@@ -657,7 +659,9 @@ fn admit_owner_references(
     agent: &str,
 ) -> Result<(), ApiError> {
     let writes = matches!(attrs.verb.as_str(), "create" | "update" | "patch");
-    if !writes || p.subresource.is_some() || !body.windows(15).any(|w| w == b"ownerReferences") {
+    let rbac_object = res.group == "rbac.authorization.k8s.io";
+    let owner_references = body.windows(15).any(|w| w == b"ownerReferences");
+    if !writes || p.subresource.is_some() || !(rbac_object || owner_references) {
         return Ok(());
     }
     let store = &server.store;
@@ -710,6 +714,16 @@ fn admit_owner_references(
         }),
         ..attrs.clone()
     };
+    match (rbac_object, res.plural.as_str()) {
+        (true, "roles" | "clusterroles") => rbac::check_role_escalation(store, user, &target, &new)?,
+        (true, "rolebindings" | "clusterrolebindings") => {
+            rbac::check_binding_escalation(store, user, &target, &new)?;
+        }
+        _ => {}
+    }
+    if !owner_references {
+        return Ok(());
+    }
     let checks = rbac::owner_reference_checks(&target, old.as_ref(), &new, |api_version, kind| {
         registry
             .find_kind(api_version, kind)
