@@ -830,6 +830,14 @@ async fn a_narrowed_serin_sync_and_bad_values_are_handled() {
         .await
         .expect_err("values.schema.json refuses it");
     assert!(err.contains("meshProvider"), "{err}");
+    let err = install(&tb, "bad", json!({"metricServer": "http://prometheus:9090"}))
+        .await
+        .expect_err("a misspelt value is refused, not ignored");
+    assert!(err.contains("metricServer"), "{err}");
+    let err = install(&tb, "bad", json!({"replicaCount": 0}))
+        .await
+        .expect_err("values.schema.json refuses it");
+    assert!(err.contains("replicaCount"), "{err}");
 
     let values = json!({"sync": {"enabled": true, "rbac": {"clusterAdmin": false, "rules": [
         {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch", "patch"]}
