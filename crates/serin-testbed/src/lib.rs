@@ -98,6 +98,7 @@ pub struct Testbed {
     shutdown: Shutdown,
     server: tokio::task::JoinHandle<()>,
     workloads: tokio::task::JoinHandle<()>,
+    token_controller: tokio::task::JoinHandle<()>,
     mesh: Option<MeshParts>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -155,9 +156,9 @@ impl Testbed {
             None => None,
         };
         let shutdown = Shutdown::new();
-        let app = apiserver::server::router(Arc::new(
-            Server::new(store.clone(), token.clone(), addr.to_string()).with_audit(audit),
-        ));
+        let api = Arc::new(Server::new(store.clone(), token.clone(), addr.to_string()).with_audit(audit));
+        let token_controller = spawn_token_controller(store.clone(), api.token_issuer());
+        let app = apiserver::server::router(api);
         let server = {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
@@ -202,6 +203,7 @@ impl Testbed {
             shutdown,
             server,
             workloads,
+            token_controller,
             mesh,
             _dir: dir,
         })
@@ -429,6 +431,7 @@ impl Testbed {
     pub async fn stop(mut self) {
         self.shutdown.trigger();
         self.workloads.abort();
+        self.token_controller.abort();
         if let Some(mut mesh) = self.mesh.take() {
             mesh.plane.stop_loads();
             for t in mesh.tasks.drain(..) {
@@ -498,6 +501,105 @@ fn install_bootstrap_rbac(store: &Store) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The token controller of kube-controller-manager: a `kubernetes.io/service-account-token`
+/// Secret naming an existing ServiceAccount (annotation `kubernetes.io/service-account.name`) gets
+/// a legacy token, the namespace and `ca.crt` (empty: the emulator serves plain http).
+fn spawn_token_controller(
+    store: Arc<Store>,
+    issuer: Arc<apiserver::rbac::TokenIssuer>,
+) -> tokio::task::JoinHandle<()> {
+    use apiserver::store::EventType;
+    let mut events = store.subscribe();
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(e) if e.type_ != EventType::Deleted && e.key.group.is_empty() => {
+                    match e.key.plural.as_str() {
+                        "secrets" => fill_token(&store, &issuer, &e.object),
+                        // A Secret created before its ServiceAccount is filled when it appears.
+                        "serviceaccounts" if e.type_ == EventType::Added => {
+                            let registry = store.registry();
+                            if let Some(res) = registry.find("", "v1", "secrets") {
+                                let (secrets, ..) = store.list(
+                                    res,
+                                    &apiserver::store::ListQuery {
+                                        namespace: Some(e.key.namespace.clone()),
+                                        ..Default::default()
+                                    },
+                                );
+                                for secret in &secrets {
+                                    fill_token(&store, &issuer, secret);
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    })
+}
+
+fn fill_token(store: &Store, issuer: &apiserver::rbac::TokenIssuer, secret: &serde_json::Value) {
+    use base64::Engine;
+    use serde_json::{Value, json};
+    let at = |p: &str| {
+        secret
+            .pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    if at("/type") != apiserver::rbac::SERVICE_ACCOUNT_TOKEN_TYPE || !at("/data/token").is_empty() {
+        return;
+    }
+    let (namespace, name) = (at("/metadata/namespace"), at("/metadata/name"));
+    let account = at("/metadata/annotations/kubernetes.io~1service-account.name");
+    let registry = store.registry();
+    let (Some(accounts), Some(secrets)) = (
+        registry.find("", "v1", "serviceaccounts"),
+        registry.find("", "v1", "secrets"),
+    ) else {
+        return;
+    };
+    let Ok(sa) = store.get(accounts, Some(&namespace), &account) else {
+        return;
+    };
+    let uid = sa
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let token = issuer.issue_legacy(&apiserver::rbac::LegacyTokenClaims {
+        namespace: namespace.clone(),
+        service_account: account,
+        uid: uid.clone(),
+        secret: name.clone(),
+    });
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let patch = json!({
+        "metadata": {"annotations": {"kubernetes.io/service-account.uid": uid}},
+        "data": {"token": b64(&token), "namespace": b64(&namespace), "ca.crt": ""},
+    });
+    let options = apiserver::store::WriteOptions {
+        manager: "kube-controller-manager".into(),
+        ..Default::default()
+    };
+    if let Err(err) = store.patch(
+        secrets,
+        Some(&namespace),
+        &name,
+        apiserver::store::PatchKind::Merge,
+        &patch,
+        apiserver::store::Subresource::Main,
+        &options,
+    ) {
+        tracing::warn!(error = %err, secret = %name, "filling a ServiceAccount token Secret failed");
+    }
 }
 
 /// Creates a namespace if it does not exist.
@@ -669,6 +771,7 @@ impl Drop for Testbed {
     fn drop(&mut self) {
         self.shutdown.trigger();
         self.workloads.abort();
+        self.token_controller.abort();
         if let Some(mesh) = &self.mesh {
             mesh.plane.stop_loads();
             for t in &mesh.tasks {

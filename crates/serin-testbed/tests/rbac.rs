@@ -513,3 +513,65 @@ async fn roles_and_bindings_cannot_grant_more_than_their_writer_holds() {
         .await
         .expect("bind on cluster-admin allows binding it");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_account_token_secrets_are_filled_and_valid_while_they_exist() {
+    let tb = Testbed::start().await.expect("test bed starts");
+    let admin = tb.client();
+    create_namespace(&admin, "apps").await;
+    // The Secret first: it is filled once its ServiceAccount exists.
+    apply(
+        &tb,
+        r#"
+apiVersion: v1
+kind: Secret
+metadata:
+  name: legacy-token
+  namespace: apps
+  annotations: {kubernetes.io/service-account.name: legacy}
+type: kubernetes.io/service-account-token
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: legacy, namespace: apps}
+"#,
+    );
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), "apps");
+    let token = common::eventually(
+        std::time::Duration::from_secs(10),
+        "the token controller to fill the Secret",
+        || {
+            let secrets = secrets.clone();
+            async move {
+                let secret = secrets.get("legacy-token").await.ok()?;
+                let data = secret.data?;
+                let token = String::from_utf8(data.get("token")?.0.clone()).ok()?;
+                assert_eq!(data.get("namespace").map(|n| n.0.as_slice()), Some(&b"apps"[..]));
+                Some(token)
+            }
+        },
+    )
+    .await;
+    let kubeconfig = tb.kubeconfig().with_file_name("legacy");
+    std::fs::write(&kubeconfig, serin_testbed::kubeconfig_yaml(tb.base_url(), &token)).expect("kubeconfig");
+    let client = client_for(&kubeconfig).await;
+    let api: Api<ConfigMap> = Api::namespaced(client, "apps");
+    let status = status_of(api.list(&ListParams::default()).await);
+    assert_eq!(status.code, 403);
+    assert!(
+        status
+            .message
+            .contains("User \"system:serviceaccount:apps:legacy\""),
+        "{}",
+        status.message
+    );
+    secrets
+        .delete("legacy-token", &Default::default())
+        .await
+        .expect("deleted");
+    assert_eq!(
+        status_of(api.list(&ListParams::default()).await).code,
+        401,
+        "the token goes with its Secret"
+    );
+}

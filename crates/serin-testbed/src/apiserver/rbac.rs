@@ -797,6 +797,18 @@ pub struct TokenClaims {
     pub expires: i64,
 }
 
+/// The claims of a legacy ServiceAccount token, kept in a Secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LegacyTokenClaims {
+    pub namespace: String,
+    pub service_account: String,
+    pub uid: String,
+    pub secret: String,
+}
+
+/// The Secret type the token controller fills with a token.
+pub const SERVICE_ACCOUNT_TOKEN_TYPE: &str = "kubernetes.io/service-account-token";
+
 fn b64(data: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
 }
@@ -835,19 +847,58 @@ impl TokenIssuer {
         format!("{signing_input}.{signature}")
     }
 
-    /// The claims of a token this issuer signed, if it did and it has not expired at `now`.
-    pub fn verify(&self, token: &str, now: i64) -> Option<TokenClaims> {
+    /// The payload of a token this issuer signed.
+    fn payload(&self, token: &str) -> Option<Value> {
         let (signing_input, signature) = token.rsplit_once('.')?;
         if self.sign(signing_input) != signature {
             return None;
         }
         let payload = signing_input.split('.').nth(1)?;
-        let payload: Value = serde_json::from_slice(
+        serde_json::from_slice(
             &base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .decode(payload)
                 .ok()?,
         )
-        .ok()?;
+        .ok()
+    }
+
+    /// A legacy token for a `kubernetes.io/service-account-token` Secret, as the token
+    /// controller writes it: no expiry, valid while the Secret holds it.
+    pub fn issue_legacy(&self, claims: &LegacyTokenClaims) -> String {
+        let header = b64(br#"{"alg":"RS256","kid":"serin-testbed"}"#);
+        let payload = json!({
+            "iss": "kubernetes/serviceaccount",
+            "kubernetes.io/serviceaccount/namespace": claims.namespace,
+            "kubernetes.io/serviceaccount/secret.name": claims.secret,
+            "kubernetes.io/serviceaccount/service-account.name": claims.service_account,
+            "kubernetes.io/serviceaccount/service-account.uid": claims.uid,
+            "sub": format!("{SERVICE_ACCOUNT_PREFIX}{}:{}", claims.namespace, claims.service_account),
+        });
+        let signing_input = format!("{header}.{}", b64(payload.to_string().as_bytes()));
+        let signature = self.sign(&signing_input);
+        format!("{signing_input}.{signature}")
+    }
+
+    /// The claims of a legacy token this issuer signed.
+    pub fn verify_legacy(&self, token: &str) -> Option<LegacyTokenClaims> {
+        let payload = self.payload(token)?;
+        let claim = |k: &str| {
+            payload
+                .get(format!("kubernetes.io/serviceaccount/{k}"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        Some(LegacyTokenClaims {
+            namespace: claim("namespace")?,
+            service_account: claim("service-account.name")?,
+            uid: claim("service-account.uid")?,
+            secret: claim("secret.name")?,
+        })
+    }
+
+    /// The claims of a bound token this issuer signed, if it did and it has not expired at `now`.
+    pub fn verify(&self, token: &str, now: i64) -> Option<TokenClaims> {
+        let payload = self.payload(token)?;
         let claims = TokenClaims {
             namespace: payload.pointer("/kubernetes.io/namespace")?.as_str()?.to_owned(),
             service_account: payload
@@ -1105,6 +1156,24 @@ mod tests {
         assert_eq!(issuer.verify(&token, 100), None);
         assert_eq!(TokenIssuer::new("other".into()).verify(&token, 50), None);
         assert_eq!(issuer.verify(&format!("{token}x"), 50), None);
+        assert_eq!(
+            issuer.verify_legacy(&token),
+            None,
+            "a bound token is not a legacy one"
+        );
+        let legacy = LegacyTokenClaims {
+            namespace: "ns".into(),
+            service_account: "sa".into(),
+            uid: "u".into(),
+            secret: "sa-token".into(),
+        };
+        let token = issuer.issue_legacy(&legacy);
+        assert_eq!(issuer.verify_legacy(&token), Some(legacy));
+        assert_eq!(
+            issuer.verify(&token, 50),
+            None,
+            "a legacy token is not a bound one"
+        );
     }
 
     #[test]

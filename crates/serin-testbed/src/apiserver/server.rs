@@ -60,7 +60,7 @@ pub struct Server {
     /// Bumped to end every open watch stream (`POST /testbed/watches/close`).
     watch_epoch: tokio::sync::watch::Sender<u64>,
     /// Signs and checks ServiceAccount tokens.
-    tokens: TokenIssuer,
+    tokens: Arc<TokenIssuer>,
     /// Where authorization decisions for non-admin identities are appended.
     audit: Option<Audit>,
 }
@@ -74,9 +74,14 @@ impl Server {
             requests: Mutex::new(BTreeMap::new()),
             faults: Mutex::new(Vec::new()),
             watch_epoch: tokio::sync::watch::channel(0).0,
-            tokens: TokenIssuer::new(format!("{:032x}", rand::random::<u128>())),
+            tokens: Arc::new(TokenIssuer::new(format!("{:032x}", rand::random::<u128>()))),
             audit: None,
         }
+    }
+
+    /// The issuer of ServiceAccount tokens, for the token controller.
+    pub fn token_issuer(&self) -> Arc<TokenIssuer> {
+        self.tokens.clone()
     }
 
     /// Appends every authorization decision for identities other than the admin to `audit`.
@@ -96,23 +101,7 @@ impl Server {
                 if token == self.token {
                     User::admin()
                 } else {
-                    let now = jiff::Timestamp::now().as_second();
-                    let claims = self
-                        .tokens
-                        .verify(token, now)
-                        .ok_or_else(ApiError::unauthorized)?;
-                    let registry = self.store.registry();
-                    let res = registry
-                        .find("", "v1", "serviceaccounts")
-                        .ok_or_else(ApiError::unauthorized)?;
-                    let sa = self
-                        .store
-                        .get(res, Some(&claims.namespace), &claims.service_account)
-                        .map_err(|_| ApiError::unauthorized())?;
-                    if sa.pointer("/metadata/uid").and_then(Value::as_str) != Some(claims.uid.as_str()) {
-                        return Err(ApiError::unauthorized());
-                    }
-                    User::service_account(&claims.namespace, &claims.service_account)
+                    self.service_account_of(token)?
                 }
             }
         };
@@ -144,6 +133,49 @@ impl Server {
             }
         }
         Ok(User::impersonated(as_user, &groups))
+    }
+
+    /// The ServiceAccount a bound token (unexpired) or a legacy token (still in its Secret) was
+    /// issued for, while that ServiceAccount exists with the same uid.
+    fn service_account_of(&self, token: &str) -> Result<User, ApiError> {
+        use base64::Engine;
+        let now = jiff::Timestamp::now().as_second();
+        let registry = self.store.registry();
+        let (namespace, name, uid) = match self.tokens.verify(token, now) {
+            Some(c) => (c.namespace, c.service_account, c.uid),
+            None => {
+                let c = self
+                    .tokens
+                    .verify_legacy(token)
+                    .ok_or_else(ApiError::unauthorized)?;
+                let secrets = registry
+                    .find("", "v1", "secrets")
+                    .ok_or_else(ApiError::unauthorized)?;
+                let secret = self
+                    .store
+                    .get(secrets, Some(&c.namespace), &c.secret)
+                    .map_err(|_| ApiError::unauthorized())?;
+                let held = secret
+                    .pointer("/data/token")
+                    .and_then(Value::as_str)
+                    .and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok());
+                if held.as_deref() != Some(token.as_bytes()) {
+                    return Err(ApiError::unauthorized());
+                }
+                (c.namespace, c.service_account, c.uid)
+            }
+        };
+        let res = registry
+            .find("", "v1", "serviceaccounts")
+            .ok_or_else(ApiError::unauthorized)?;
+        let sa = self
+            .store
+            .get(res, Some(&namespace), &name)
+            .map_err(|_| ApiError::unauthorized())?;
+        if sa.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid.as_str()) {
+            return Err(ApiError::unauthorized());
+        }
+        Ok(User::service_account(&namespace, &name))
     }
 
     /// Authorizes and audits one request.
