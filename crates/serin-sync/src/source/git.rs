@@ -1,8 +1,9 @@
-//! Git operations through the system `git` program: listing the remote's references (the cheap
-//! check that skips fetching when nothing changed) and a shallow fetch of one reference into a
-//! fresh directory. Credentials from a GitRepository's Secret are passed per command (an HTTP
-//! header, or an `ssh` command with the identity and known_hosts written to private files).
-//! Does I/O (processes, files).
+//! Git operations: listing the remote's references (the cheap check that skips fetching when
+//! nothing changed) and a shallow fetch of one reference into a fresh directory. `file://` and
+//! anonymous `http(s)://` remotes go through gix in-process (`super::gix_backend`, on a blocking
+//! thread); ssh and remotes with credentials through the system `git` program, with the Secret's
+//! credentials passed per command (an HTTP header, or an `ssh` command with the identity and
+//! known_hosts written to private files). Does I/O (processes, files).
 
 use std::{
     collections::BTreeMap,
@@ -186,6 +187,10 @@ impl GitCli {
 
     /// The remote's references: `(full name, commit sha)`, tags peeled to their commit.
     pub async fn list_refs(&self) -> Result<BTreeMap<String, String>, GitError> {
+        if self.uses_gix() {
+            let url = self.url.clone();
+            return self.blocking(move || super::gix_backend::list_refs(&url)).await;
+        }
         let out = self.run(None, &["ls-remote", &self.url]).await?;
         let mut refs = BTreeMap::new();
         for line in out.lines() {
@@ -218,8 +223,56 @@ impl GitCli {
         Ok(Some(revision::revision(Some(&name), &refs[&name], absolute)))
     }
 
+    fn uses_gix(&self) -> bool {
+        let c = &self.credentials;
+        let has_credentials = c.bearer_token.is_some() || c.username.is_some() || c.password.is_some();
+        super::gix_backend::handles(&self.url, has_credentials)
+    }
+
+    /// Runs a gix operation on a blocking thread within the timeout.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        op: impl FnOnce() -> Result<T, String> + Send + 'static,
+    ) -> Result<T, GitError> {
+        let task = tokio::task::spawn_blocking(op);
+        let url = self.url.clone();
+        match tokio::time::timeout(self.timeout, task).await {
+            Ok(Ok(Ok(value))) => Ok(value),
+            Ok(Ok(Err(message))) => Err(GitError::Operation(format!("unable to clone '{url}': {message}"))),
+            Ok(Err(join)) => Err(GitError::Operation(format!("unable to clone '{url}': {join}"))),
+            Err(_) => Err(GitError::Operation(format!(
+                "unable to clone '{url}': timed out after {:?}",
+                self.timeout
+            ))),
+        }
+    }
+
     /// Fetches `checkout` at depth 1 into `dir` (created) and checks it out.
     pub async fn fetch(&self, checkout: &Checkout, dir: &Path) -> Result<Commit, GitError> {
+        if self.uses_gix() {
+            let (reference, absolute, want) = match checkout {
+                Checkout::Commit { sha, .. } => (None, false, sha.clone()),
+                other => {
+                    let refs = self.list_refs().await?;
+                    if refs.is_empty() {
+                        return Err(GitError::Empty);
+                    }
+                    let (name, absolute) = resolve(other, &refs).map_err(|e| self.unable(e))?;
+                    (Some(name.clone()), absolute, name)
+                }
+            };
+            let (url, target) = (self.url.clone(), dir.to_path_buf());
+            let (sha, subject) = self
+                .blocking(move || super::gix_backend::fetch(&url, &want, &target))
+                .await?;
+            let revision = revision::revision(reference.as_deref(), &sha, absolute);
+            return Ok(Commit {
+                sha,
+                reference,
+                subject,
+                revision,
+            });
+        }
         std::fs::create_dir_all(dir)
             .map_err(|e| GitError::Operation(format!("cannot create {}: {e}", dir.display())))?;
         self.run(Some(dir), &["init", "-q"]).await?;

@@ -3,6 +3,7 @@
 //! artifact storage (`storage`).
 
 pub mod git;
+pub mod gix_backend;
 pub mod ignore;
 pub mod revision;
 pub mod storage;
