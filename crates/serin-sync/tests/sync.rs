@@ -600,3 +600,87 @@ async fn set_suspend(client: &kube::Client, name: &str, suspend: bool) {
         .await
         .expect("suspend set");
 }
+
+/// Health follows the Canary: a failed canary marks the Kustomization unhealthy, a promoted one
+/// healthy again; the events carry Flux's texts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_canary_marks_apps_unhealthy() {
+    use k8s_openapi::api::core::v1::Event;
+    let (tb, _repo, _controllers, revision) = synced().await;
+    let client = tb.client();
+
+    mark_canary(&client, "podinfo", "podinfo", "Failed").await;
+    let api: Api<Kustomization> = Api::namespaced(client.clone(), "flux-system");
+    let token = jiff::Timestamp::now().to_string();
+    let body = serde_json::json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": token}}});
+    api.patch(
+        "apps",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&body),
+    )
+    .await
+    .expect("annotated");
+    let message = wait_failed(&client, "apps", "HealthCheckFailed").await;
+    assert!(message.starts_with("health check failed after "), "{message}");
+    assert!(
+        message.contains("failed early due to stalled resources: [Canary/podinfo/podinfo status: 'Failed']"),
+        "{message}"
+    );
+    let apps = api.get("apps").await.expect("apps");
+    let healthy = apps
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Healthy"))
+        .expect("Healthy");
+    assert_eq!(
+        (healthy.status.as_str(), healthy.reason.as_str()),
+        ("False", "HealthCheckFailed")
+    );
+
+    mark_canary(&client, "podinfo", "podinfo", "Succeeded").await;
+    let apps = request_reconcile(&client, "apps").await;
+    let st = apps.status.expect("status");
+    assert!(
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    );
+    assert!(st.conditions.iter().any(|c| c.type_ == "Healthy"
+        && c.status == "True"
+        && c.message.starts_with("Health check passed in ")));
+    assert_eq!(st.last_applied_revision.as_deref(), Some(revision.as_str()));
+    assert!(
+        st.history
+            .iter()
+            .any(|h| h.last_reconciled_status == "HealthCheckFailed")
+    );
+    assert_eq!(st.history[0].last_reconciled_status, "ReconciliationSucceeded");
+
+    let events: Api<Event> = Api::namespaced(client.clone(), "flux-system");
+    let texts: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some("apps"))
+        .map(|e| {
+            format!(
+                "{} {}",
+                e.reason.unwrap_or_default(),
+                e.message.unwrap_or_default()
+            )
+        })
+        .collect();
+    let has = |needle: &str| texts.iter().any(|t| t.contains(needle));
+    assert!(has("Deployment/podinfo/podinfo created"), "{texts:#?}");
+    assert!(has("Canary/podinfo/podinfo created"), "{texts:#?}");
+    assert!(
+        texts.iter().any(
+            |t| t.starts_with("ReconciliationSucceeded Reconciliation finished in ")
+                && t.ends_with(", next run in 10m0s")
+        ),
+        "{texts:#?}"
+    );
+    assert!(has("HealthCheckFailed health check failed after "), "{texts:#?}");
+}
