@@ -684,3 +684,88 @@ async fn a_failed_canary_marks_apps_unhealthy() {
     );
     assert!(has("HealthCheckFailed health check failed after "), "{texts:#?}");
 }
+
+/// Variables from a ConfigMap and a Secret, `spec.ignore` rules, `targetNamespace` and
+/// `commonMetadata` on a Kustomization of its own; an unsupported field is reported, not ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn substitution_from_objects_ignore_rules_and_unsupported_fields() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let (tb, repo, _controllers, revision) = synced().await;
+    let client = tb.client();
+    kubectl_apply(
+        &tb,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: vars\n  namespace: flux-system\ndata:\n  greeting: hello\n  region: eu\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: secret-vars\n  namespace: flux-system\nstringData:\n  region: us\n",
+    );
+    // Under apps/: the example's .sourceignore keeps only apps/, clusters/ and infrastructure/.
+    let path = "apps/extra/settings.yaml";
+    repo.commit(
+        &[(path, Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  greeting: ${greeting}\n  region: ${region}\n  cluster: ${cluster:=unknown}\n  size: small\n"))],
+        "Add settings",
+    );
+    let revision_now = format!("main@sha1:{}", repo.head());
+    assert_ne!(revision_now, revision);
+    kubectl_apply(
+        &tb,
+        "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: extra\n  namespace: flux-system\nspec:\n  interval: 10m\n  path: ./apps/extra\n  prune: true\n  targetNamespace: podinfo\n  commonMetadata:\n    labels:\n      team: platform\n  sourceRef:\n    kind: GitRepository\n    name: flux-system\n  ignore:\n  - paths: [\"/data/size\"]\n    target:\n      kind: ConfigMap\n      name: settings\n  postBuild:\n    substituteFrom:\n    - kind: ConfigMap\n      name: vars\n    - kind: Secret\n      name: secret-vars\n    - kind: ConfigMap\n      name: absent\n      optional: true\n",
+    );
+    wait_applied(&client, "extra", &revision_now, DEADLINE).await;
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "podinfo");
+    let settings = maps.get("settings").await.expect("settings");
+    let data = settings.data.clone().unwrap_or_default();
+    assert_eq!(data.get("greeting").map(String::as_str), Some("hello"));
+    assert_eq!(
+        data.get("region").map(String::as_str),
+        Some("us"),
+        "later sources override earlier ones"
+    );
+    assert_eq!(data.get("cluster").map(String::as_str), Some("unknown"));
+    assert_eq!(
+        settings
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .get("team")
+            .map(String::as_str),
+        Some("platform")
+    );
+
+    // An ignored path keeps a manual change.
+    kubectl(
+        &tb,
+        &[
+            "patch",
+            "configmap",
+            "settings",
+            "-n",
+            "podinfo",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"data":{"size":"large"}}"#,
+        ],
+    );
+    request_reconcile(&client, "extra").await;
+    let data = maps
+        .get("settings")
+        .await
+        .expect("settings")
+        .data
+        .unwrap_or_default();
+    assert_eq!(data.get("size").map(String::as_str), Some("large"));
+
+    // Unsupported: named in Ready=False and Stalled.
+    kubectl_apply(
+        &tb,
+        "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: secrets\n  namespace: flux-system\nspec:\n  interval: 10m\n  path: ./apps/extra\n  prune: true\n  sourceRef:\n    kind: GitRepository\n    name: flux-system\n  decryption:\n    provider: sops\n",
+    );
+    let message = wait_failed(&client, "secrets", "UnsupportedField").await;
+    assert!(message.contains("spec.decryption"), "{message}");
+    let api: Api<Kustomization> = Api::namespaced(client.clone(), "flux-system");
+    let st = api.get("secrets").await.expect("secrets").status.expect("status");
+    assert!(
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.status == "True")
+    );
+    assert!(st.inventory.is_none(), "nothing was applied");
+}

@@ -234,26 +234,31 @@ pub async fn ready(client: &Client, name: &str) -> Option<(String, String, Strin
     Some((c.status, c.reason, c.message))
 }
 
-/// Waits until a Kustomization is Ready=True at `revision`.
+/// Waits until a Kustomization is Ready=True at `revision`; on timeout the panic shows its last
+/// Ready condition.
 pub async fn wait_applied(client: &Client, name: &str, revision: &str, deadline: Duration) -> Kustomization {
     let api: Api<Kustomization> = Api::namespaced(client.clone(), "flux-system");
-    eventually(
-        deadline,
-        &format!("Kustomization {name} applied at {revision}"),
-        || {
-            let api = api.clone();
-            async move {
-                let ks = api.get_opt(name).await.ok()??;
-                let st = ks.status.clone()?;
-                let ready = st
-                    .conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True");
-                (ready && st.last_applied_revision.as_deref() == Some(revision)).then_some(ks)
+    let start = tokio::time::Instant::now();
+    loop {
+        let ks = api.get_opt(name).await.ok().flatten();
+        let st = ks.as_ref().and_then(|k| k.status.clone());
+        if let (Some(ks), Some(st)) = (&ks, &st) {
+            let ready = st
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            if ready && st.last_applied_revision.as_deref() == Some(revision) {
+                return ks.clone();
             }
-        },
-    )
-    .await
+        }
+        if start.elapsed() > deadline {
+            let last = st.and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"));
+            panic!(
+                "timed out after {deadline:?} waiting for Kustomization {name} applied at {revision}; Ready: {last:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Marks the Canary as serin does once it has initialized it (serin itself does not run here).
