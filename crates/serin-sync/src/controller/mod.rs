@@ -19,6 +19,7 @@ use std::{
 use futures::StreamExt;
 use kube::{
     Api, Client, Resource, ResourceExt,
+    core::DeserializeGuard,
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
@@ -142,6 +143,93 @@ fn spec_or_request<K: Resource>(obj: &K) -> Option<u64> {
     Some(h.finish())
 }
 
+/// Reconciles a GitRepository that deserialized; reports one that did not.
+async fn reconcile_source(
+    guard: Arc<DeserializeGuard<GitRepository>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    match &guard.0 {
+        Ok(repo) => source::reconcile(Arc::new(repo.clone()), ctx).await,
+        Err(invalid) => report_invalid::<GitRepository>(&ctx, invalid, source::COMPONENT).await,
+    }
+}
+
+/// Reconciles a Kustomization that deserialized; reports one that did not.
+async fn reconcile_kustomization(
+    guard: Arc<DeserializeGuard<Kustomization>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    match &guard.0 {
+        Ok(ks) => kustomization::reconcile(Arc::new(ks.clone()), ctx).await,
+        Err(invalid) => report_invalid::<Kustomization>(&ctx, invalid, kustomization::COMPONENT).await,
+    }
+}
+
+/// A malformed object: a Warning event and Ready=False `InvalidObject`, then nothing until it
+/// changes. The other objects keep reconciling.
+async fn report_invalid<K>(
+    ctx: &Context,
+    invalid: &kube::core::error_boundary::InvalidObject,
+    component: &str,
+) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let ns = invalid.metadata.namespace.clone().unwrap_or_default();
+    let name = invalid.metadata.name.clone().unwrap_or_default();
+    let message = format!("invalid {}: {}", K::kind(&()), invalid.error);
+    let reference = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(K::api_version(&()).into_owned()),
+        kind: Some(K::kind(&()).into_owned()),
+        name: Some(name.clone()),
+        namespace: Some(ns.clone()),
+        uid: invalid.metadata.uid.clone(),
+        ..Default::default()
+    };
+    events::record(
+        &ctx.client,
+        &reference,
+        component,
+        true,
+        "InvalidObject",
+        &message,
+    )
+    .await;
+    let now = jiff::Timestamp::now();
+    let mut conditions = Vec::new();
+    status::set_condition(
+        &mut conditions,
+        status::READY,
+        "False",
+        "InvalidObject",
+        &message,
+        invalid.metadata.generation,
+        now,
+    );
+    status::set_condition(
+        &mut conditions,
+        status::STALLED,
+        "True",
+        "InvalidObject",
+        &message,
+        invalid.metadata.generation,
+        now,
+    );
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+    let body = serde_json::json!({"status": {"conditions": conditions}});
+    api.patch_status(
+        &name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&body),
+    )
+    .await
+    .map_err(Error::Kube)?;
+    Ok(Action::await_change())
+}
+
 /// Runs both controllers until `shutdown` resolves. `ready` is called once they watch.
 pub async fn run(
     ctx: Arc<Context>,
@@ -169,14 +257,17 @@ pub async fn run(
     let (repo_store, repo_writer) = reflector::store();
     let repo_stream = reflector::reflector(
         repo_writer,
-        watcher(api::<GitRepository>(&client, ns.as_deref()), wc.clone()),
+        watcher(
+            api::<DeserializeGuard<GitRepository>>(&client, ns.as_deref()),
+            wc.clone(),
+        ),
     )
     .default_backoff()
     .applied_objects()
     .predicate_filter(spec_or_request, Default::default());
     let sources = Controller::for_stream(repo_stream, repo_store)
         .graceful_shutdown_on(shutdown.clone())
-        .run(source::reconcile, error_policy, ctx.clone())
+        .run(reconcile_source, error_policy, ctx.clone())
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "GitRepository reconcile did not complete");
@@ -187,35 +278,44 @@ pub async fn run(
     let (ks_store, ks_writer) = reflector::store();
     let ks_stream = reflector::reflector(
         ks_writer,
-        watcher(api::<Kustomization>(&client, ns.as_deref()), wc.clone()),
+        watcher(
+            api::<DeserializeGuard<Kustomization>>(&client, ns.as_deref()),
+            wc.clone(),
+        ),
     )
     .default_backoff()
     .applied_objects()
     .predicate_filter(spec_or_request, Default::default());
-    let artifact_stream = watcher(api::<GitRepository>(&client, ns.as_deref()), wc)
+    let artifact_stream = watcher(api::<DeserializeGuard<GitRepository>>(&client, ns.as_deref()), wc)
         .default_backoff()
         .applied_objects()
         .predicate_filter(
-            |r: &GitRepository| {
-                r.status.as_ref().and_then(|s| s.artifact.as_ref()).map(|a| {
-                    let mut h = std::collections::hash_map::DefaultHasher::new();
-                    a.revision.hash(&mut h);
-                    a.digest.hash(&mut h);
-                    h.finish()
-                })
+            |r: &DeserializeGuard<GitRepository>| {
+                r.0.as_ref()
+                    .ok()?
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.artifact.as_ref())
+                    .map(|a| {
+                        let mut h = std::collections::hash_map::DefaultHasher::new();
+                        a.revision.hash(&mut h);
+                        a.digest.hash(&mut h);
+                        h.finish()
+                    })
             },
             Default::default(),
         );
     let controller = Controller::for_stream(ks_stream, ks_store);
     let store = controller.store();
     let kustomizations = controller
-        .watches_stream(artifact_stream, move |repo: GitRepository| {
+        .watches_stream(artifact_stream, move |repo: DeserializeGuard<GitRepository>| {
             let repo_ns = repo.namespace().unwrap_or_default();
             let repo_name = repo.name_any();
             store
                 .state()
                 .into_iter()
-                .filter(|k| {
+                .filter(|guard| {
+                    let Ok(k) = &guard.0 else { return false };
                     let kns = k.namespace().unwrap_or_default();
                     k.spec.source_ref.kind == "GitRepository"
                         && k.spec.source_ref.name == repo_name
@@ -225,7 +325,7 @@ pub async fn run(
                 .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown.clone())
-        .run(kustomization::reconcile, error_policy, ctx.clone())
+        .run(reconcile_kustomization, error_policy, ctx.clone())
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "Kustomization reconcile did not complete");

@@ -1,0 +1,78 @@
+//! A malformed Kustomization (possible when an older or looser CRD lets it in) gets Ready=False
+//! `InvalidObject` with the decoding error, and every other Kustomization keeps reconciling.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{Api, api::PostParams};
+use serin_testbed::Testbed;
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_kustomization_does_not_stop_the_others() {
+    let tb = Testbed::start().await.expect("test bed");
+    let client = tb.client();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for mut crd in serin_sync::api::crds() {
+        if crd.spec.names.kind == "Kustomization" {
+            // A loose schema: any spec is accepted.
+            for version in &mut crd.spec.versions {
+                let schema = serde_json::json!({"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}});
+                version.schema = Some(serde_json::from_value(schema).expect("schema"));
+            }
+        }
+        crds.create(&PostParams::default(), &crd).await.expect("CRD");
+    }
+    for entry in std::fs::read_dir(repo_root().join("crds")).expect("crds/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let crd = serde_yaml::from_str(&std::fs::read_to_string(&path).expect("read")).expect("CRD");
+            crds.create(&PostParams::default(), &crd)
+                .await
+                .expect("serin's CRD");
+        }
+    }
+    create_namespace(&client, "flux-system").await;
+    let repo = GitFixture::from_examples();
+    let _controllers = start_controllers(&tb);
+    kubectl_apply(
+        &tb,
+        "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: broken\n  namespace: flux-system\nspec:\n  prune: \"yes, please\"\n",
+    );
+    kubectl_apply(&tb, &bootstrap_yaml(&repo.url(), "./clusters/dev", "1m"));
+    let gvk = kube::api::GroupVersionKind::gvk("kustomize.toolkit.fluxcd.io", "v1", "Kustomization");
+    let raw: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "flux-system",
+        &kube::api::ApiResource::from_gvk(&gvk),
+    );
+    let message = eventually(
+        Duration::from_secs(30),
+        "the malformed Kustomization reported",
+        || {
+            let raw = raw.clone();
+            async move {
+                let obj = raw.get_opt("broken").await.ok()??;
+                let ready = obj.data["status"]["conditions"]
+                    .as_array()?
+                    .iter()
+                    .find(|c| c["type"] == "Ready")?
+                    .clone();
+                (ready["status"] == "False" && ready["reason"] == "InvalidObject")
+                    .then(|| ready["message"].as_str().unwrap_or_default().to_owned())
+            }
+        },
+    )
+    .await;
+    assert!(message.starts_with("invalid Kustomization: "), "{message}");
+    mark_canary(&client, "podinfo", "podinfo", "Initialized").await;
+    wait_applied(
+        &client,
+        "apps",
+        &format!("main@sha1:{}", repo.head()),
+        Duration::from_secs(60),
+    )
+    .await;
+}
