@@ -28,8 +28,21 @@ impl Drop for Sshd {
 }
 
 fn keygen(path: &Path) -> String {
+    keygen_with(path, "")
+}
+
+fn keygen_with(path: &Path, passphrase: &str) -> String {
     let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "serin-sync-test", "-f"])
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            passphrase,
+            "-C",
+            "serin-sync-test",
+            "-f",
+        ])
         .arg(path)
         .output()
         .expect("ssh-keygen runs");
@@ -81,6 +94,14 @@ fn secret(name: &str, identity: &str, known_hosts: &str) -> Secret {
     .expect("secret")
 }
 
+fn secret_with_password(name: &str, identity: &str, known_hosts: &str, password: &str) -> Secret {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": "flux-system"},
+        "stringData": {"identity": identity, "known_hosts": known_hosts, "password": password}
+    }))
+    .expect("secret")
+}
+
 fn repository(name: &str, url: &str, secret: &str) -> String {
     format!(
         "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: {name}\n  namespace: flux-system\nspec:\n  interval: 1m\n  ref:\n    branch: main\n  url: {url}\n  secretRef:\n    name: {secret}\n"
@@ -111,7 +132,9 @@ async fn ssh_with_keys_from_a_secret() {
     let keys = tempfile::tempdir().expect("tempdir");
     let client_pub = keygen(&keys.path().join("id"));
     let identity = std::fs::read_to_string(keys.path().join("id")).expect("identity");
-    let sshd = start_sshd(keys.path(), &client_pub);
+    let locked_pub = keygen_with(&keys.path().join("locked"), "s3cret");
+    let locked = std::fs::read_to_string(keys.path().join("locked")).expect("identity");
+    let sshd = start_sshd(keys.path(), &format!("{client_pub}{locked_pub}"));
     let host_pub = std::fs::read_to_string(keys.path().join("host_key.pub")).expect("host key");
     let host_pub = host_pub.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
     let known_hosts = format!("[127.0.0.1]:{} {host_pub}\n", sshd.port);
@@ -146,7 +169,15 @@ async fn ssh_with_keys_from_a_secret() {
         )
         .await
         .expect("secret");
+    secrets
+        .create(
+            &PostParams::default(),
+            &secret_with_password("ssh-locked", &locked, &known_hosts, "s3cret"),
+        )
+        .await
+        .expect("secret");
     let _controllers = start_controllers(&tb);
+    kubectl_apply(&tb, &repository("locked-key", &url, "ssh-locked"));
     kubectl_apply(&tb, &repository("over-ssh", &url, "ssh-good"));
     kubectl_apply(&tb, &repository("wrong-host-key", &url, "ssh-wrong-host"));
 
@@ -163,6 +194,20 @@ async fn ssh_with_keys_from_a_secret() {
     .await;
     assert_eq!(reason, "Succeeded");
     assert_eq!(message, format!("stored artifact for revision '{revision}'"));
+
+    eventually(
+        Duration::from_secs(60),
+        "the source with a passphrase-protected key ready",
+        || {
+            let api = api.clone();
+            async move {
+                ready_condition(&api, "locked-key")
+                    .await
+                    .filter(|(s, _, _)| s == "True")
+            }
+        },
+    )
+    .await;
 
     let (_, reason, message) = eventually(Duration::from_secs(60), "the wrong host key refused", || {
         let api = api.clone();

@@ -109,6 +109,9 @@ impl GitCli {
                 &dir.path().join("known_hosts"),
                 cli.credentials.known_hosts.as_deref().unwrap_or_default(),
             )?;
+            if let Some(passphrase) = cli.credentials.password.as_deref() {
+                decrypt_identity(&dir.path().join("identity"), passphrase)?;
+            }
             cli.secrets_dir = Some(dir);
         }
         Ok(cli)
@@ -360,6 +363,25 @@ fn resolve(checkout: &Checkout, refs: &BTreeMap<String, String>) -> Result<(Stri
                 )))
             }
         }
+    }
+}
+
+/// Rewrites a passphrase-protected ssh key without its passphrase (the file is private to this
+/// process), so that `ssh` needs no prompt.
+fn decrypt_identity(path: &Path, passphrase: &str) -> Result<(), GitError> {
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-p", "-P", passphrase, "-N", "", "-f"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| GitError::Auth(format!("cannot run ssh-keygen to decrypt the ssh identity: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(GitError::Auth(format!(
+            "failed to decrypt the ssh identity with the Secret's password: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
     }
 }
 
