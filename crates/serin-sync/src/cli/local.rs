@@ -136,7 +136,7 @@ pub async fn run(args: &LocalArgs, diff: bool) -> anyhow::Result<u8> {
                 differs = true;
                 println!("► {} drifted", change.id.subject());
                 if let Some((live, dry_run)) = drift {
-                    print!("{}", structured_diff(&live, &dry_run));
+                    print!("{}", structured_diff(&mask_secret(live), &mask_secret(dry_run)));
                 }
             }
             Action::Skipped => println!("► {} skipped", change.id.subject()),
@@ -153,6 +153,27 @@ pub async fn run(args: &LocalArgs, diff: bool) -> anyhow::Result<u8> {
         println!("► {} deleted", stale.subject());
     }
     Ok(u8::from(differs))
+}
+
+/// A Secret with every value of `data` and `stringData` replaced by a mask that still shows
+/// whether it changed (a short digest), as Flux masks Secrets in diffs.
+pub fn mask_secret(mut object: Value) -> Value {
+    use sha2::{Digest, Sha256};
+    if object["kind"] != "Secret" || object["apiVersion"] != "v1" {
+        return object;
+    }
+    for field in ["data", "stringData"] {
+        if let Some(map) = object[field].as_object_mut() {
+            for value in map.values_mut() {
+                let digest = format!("{:x}", Sha256::digest(value.to_string().as_bytes()));
+                *value = Value::String(format!("*** (sha256 {})", &digest[..8]));
+            }
+        }
+    }
+    if let Some(annotations) = object["metadata"]["annotations"].as_object_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+    object
 }
 
 /// A dyff-like listing of the paths whose values differ between the cluster and the build.
@@ -230,6 +251,18 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn secret_values_are_masked() {
+        let live = json!({"apiVersion": "v1", "kind": "Secret", "data": {"password": "b2xk"}});
+        let desired = json!({"apiVersion": "v1", "kind": "Secret", "data": {"password": "bmV3"}});
+        let out = structured_diff(&mask_secret(live), &mask_secret(desired));
+        assert!(
+            out.starts_with("data.password\n  ± value change\n    - *** (sha256 "),
+            "{out}"
+        );
+        assert!(!out.contains("b2xk") && !out.contains("bmV3"), "{out}");
+    }
 
     #[test]
     fn diffs_name_the_changed_paths() {
