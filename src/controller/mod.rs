@@ -69,6 +69,8 @@ pub struct Context {
     pub stores: Stores,
     pub metrics: metrics::Metrics,
     pub http: reqwest::Client,
+    /// Set once the Deployment, ConfigMap, Secret and VirtualService caches hold their first list.
+    pub caches_filled: Arc<std::sync::atomic::AtomicBool>,
     pub insecure_http: reqwest::Client,
 }
 
@@ -186,6 +188,7 @@ pub async fn run(
         metrics,
         http,
         insecure_http,
+        caches_filled: Arc::default(),
     });
 
     // Which Canaries a change concerns.
@@ -237,6 +240,26 @@ pub async fn run(
     };
     ready();
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    // One task waits for the other caches to fill and says so. Reconciles never wait on a cache
+    // themselves: kube's `Store::wait_until_ready` wakes only the last of several concurrent
+    // waiters, so concurrent reconciles waiting on it could hang for ever.
+    let filling = {
+        let stores = ctx.stores.clone();
+        let filled = ctx.caches_filled.clone();
+        tokio::spawn(async move {
+            let result = async {
+                stores.deployments.wait_until_ready().await?;
+                stores.configmaps.wait_until_ready().await?;
+                stores.secrets.wait_until_ready().await?;
+                stores.virtual_services.wait_until_ready().await
+            }
+            .await;
+            match result {
+                Ok(()) => filled.store(true, std::sync::atomic::Ordering::Release),
+                Err(err) => tracing::warn!(error = %err, "the caches did not fill"),
+            }
+        })
+    };
     let running = controller
         .watches_stream(dep_stream, by_target)
         .watches_stream(cm_stream, move |cm: ConfigMap| {
@@ -262,6 +285,7 @@ pub async fn run(
         } => tracing::warn!("reconciles still running after {SHUTDOWN_GRACE:?}; stopping anyway"),
     }
     deletions.abort();
+    filling.abort();
 }
 
 /// How long in-flight reconciles may run after the shutdown signal.
@@ -377,16 +401,8 @@ async fn reconcile(guard: Arc<DeserializeGuard<Canary>>, ctx: Arc<Context>) -> R
     }
     // Decisions need complete caches: a VirtualService missing only from a cache still filling
     // after a restart would otherwise look deleted and be recreated at 100/0.
-    let stores = &ctx.stores;
-    let ready = futures::future::try_join4(
-        stores.deployments.wait_until_ready(),
-        stores.configmaps.wait_until_ready(),
-        stores.secrets.wait_until_ready(),
-        stores.virtual_services.wait_until_ready(),
-    );
-    if let Err(err) = ready.await {
-        tracing::warn!(error = %err, "the caches are not ready");
-        return Ok(RequeueAction::requeue(Duration::from_secs(1)));
+    if !ctx.caches_filled.load(std::sync::atomic::Ordering::Acquire) {
+        return Ok(RequeueAction::requeue(Duration::from_millis(250)));
     }
     let world = match observe::observe(&ctx, &canary, now) {
         Ok(w) => w,
