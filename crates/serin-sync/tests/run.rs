@@ -19,7 +19,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn http_status(port: u16, path: &str) -> Option<u16> {
+fn http_get(port: u16, path: &str) -> Option<String> {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     write!(
         stream,
@@ -28,7 +28,11 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
     .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
-    response.split_whitespace().nth(1)?.parse().ok()
+    Some(response)
+}
+
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    http_get(port, path)?.split_whitespace().nth(1)?.parse().ok()
 }
 
 struct Process(std::process::Child);
@@ -100,4 +104,15 @@ async fn run_needs_its_crds_then_syncs() {
         Duration::from_secs(60),
     )
     .await;
+    let metrics = http_get(port, "/metrics").unwrap_or_default();
+    assert!(
+        metrics.contains("gotk_reconcile_duration_seconds_count{kind=\"Kustomization\",name=\"apps\",namespace=\"flux-system\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "gotk_suspend_status{kind=\"GitRepository\",name=\"flux-system\",namespace=\"flux-system\"} 0"
+        ),
+        "{metrics}"
+    );
 }

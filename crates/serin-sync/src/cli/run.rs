@@ -75,7 +75,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     })?;
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signal();
-    let state = AdminState::new(Registry::default());
+    let mut registry = Registry::default();
+    let metrics = controller::metrics::Metrics::register(&mut registry);
+    let state = AdminState::new(registry);
     let listener = admin::bind(args.runtime.admin_addr).await?;
     tracing::info!(addr = %listener.local_addr().map_or_else(|_| args.runtime.admin_addr.to_string(), |a| a.to_string()), "admin server listening");
     let admin_task = tokio::spawn(admin::serve(listener, state.clone(), shutdown.clone()));
@@ -115,6 +117,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             namespace: args.namespace.clone(),
             ..Default::default()
         },
+        metrics,
     });
     tracing::info!(namespace = args.namespace.as_deref().unwrap_or("(all)"), storage = %args.storage_path.display(), "starting the GitRepository and Kustomization controllers");
     let ready_state = state.clone();

@@ -6,6 +6,7 @@
 pub mod events;
 pub mod finalizer;
 pub mod kustomization;
+pub mod metrics;
 pub mod source;
 pub mod status;
 
@@ -70,6 +71,8 @@ pub struct Context {
     /// The client's configuration, for impersonating a Kustomization's service account.
     pub kube_config: Option<kube::Config>,
     pub config: Config,
+    /// Flux's reconcile metrics.
+    pub metrics: metrics::Metrics,
 }
 
 impl std::fmt::Debug for Context {
@@ -149,7 +152,19 @@ async fn reconcile_source(
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
     match &guard.0 {
-        Ok(repo) => source::reconcile(Arc::new(repo.clone()), ctx).await,
+        Ok(repo) => {
+            let started = std::time::Instant::now();
+            let labels = metrics::ObjectLabels::new(
+                "GitRepository",
+                &repo.name_any(),
+                &repo.namespace().unwrap_or_default(),
+            );
+            let suspended = repo.spec.suspend == Some(true);
+            let result = source::reconcile(Arc::new(repo.clone()), ctx.clone()).await;
+            ctx.metrics
+                .observe(&labels, started.elapsed().as_secs_f64(), suspended);
+            result
+        }
         Err(invalid) => report_invalid::<GitRepository>(&ctx, invalid, source::COMPONENT).await,
     }
 }
@@ -160,7 +175,19 @@ async fn reconcile_kustomization(
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
     match &guard.0 {
-        Ok(ks) => kustomization::reconcile(Arc::new(ks.clone()), ctx).await,
+        Ok(ks) => {
+            let started = std::time::Instant::now();
+            let labels = metrics::ObjectLabels::new(
+                "Kustomization",
+                &ks.name_any(),
+                &ks.namespace().unwrap_or_default(),
+            );
+            let suspended = ks.spec.suspend == Some(true);
+            let result = kustomization::reconcile(Arc::new(ks.clone()), ctx.clone()).await;
+            ctx.metrics
+                .observe(&labels, started.elapsed().as_secs_f64(), suspended);
+            result
+        }
         Err(invalid) => report_invalid::<Kustomization>(&ctx, invalid, kustomization::COMPONENT).await,
     }
 }

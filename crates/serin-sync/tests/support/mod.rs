@@ -170,6 +170,7 @@ pub fn start_controllers(tb: &Testbed) -> Controllers {
             retry_cap: Duration::from_secs(2),
             namespace: None,
         },
+        metrics: Default::default(),
     });
     let task = tokio::spawn(controller::run(ctx, || {}, futures::future::pending()));
     Controllers { storage, task }
