@@ -201,6 +201,7 @@ async fn run(
     api: &Api<Kustomization>,
     st: &mut KustomizationStatus,
 ) -> Result<String, Failure> {
+    let started = std::time::Instant::now();
     let ns = ks.namespace().unwrap_or_default();
     let name = ks.name_any();
     let generation = ks.meta().generation;
@@ -338,7 +339,7 @@ async fn run(
             &built.digest,
             reason,
             &revision,
-            Duration::ZERO,
+            started.elapsed(),
             &jiff::Timestamp::now().to_string(),
         );
     };
