@@ -50,10 +50,11 @@ dup-check:
 ## Static checks without tests.
 check: fmt-check clippy dup-check
 
-## Regenerate crds/ from the API types, and the copies the Helm chart and the kustomize base ship
+## Regenerate crds/ from the API types (serin's, and serin-sync's in crds/serin-sync/). and the copies the Helm chart and the kustomize base ship
 ## (a test fails while a copy is stale).
 crds:
 	$(CARGO) run -q -- crd --out-dir crds
+	$(CARGO) run -q -p serin-sync -- crd --out-dir crds/serin-sync
 	cp crds/*.yaml charts/serin/crds/
 	cp crds/*.yaml deploy/base/crds/
 	cp crds/serin-sync/*.yaml charts/serin/files/crds/serin-sync/
