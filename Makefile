@@ -50,8 +50,8 @@ dup-check:
 ## Static checks without tests.
 check: fmt-check clippy dup-check
 
-## Regenerate crds/ from the API types (serin's, and serin-sync's in crds/serin-sync/). and the copies the Helm chart and the kustomize base ship
-## (a test fails while a copy is stale).
+## Regenerate crds/ from the API types (serin-sync's into crds/serin-sync/), and the copies the Helm
+## chart and the kustomize base ship (a test fails while a copy is stale).
 crds:
 	$(CARGO) run -q -- crd --out-dir crds
 	$(CARGO) run -q -p serin-sync -- crd --out-dir crds/serin-sync
