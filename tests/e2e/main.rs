@@ -944,3 +944,56 @@ async fn a_webhook_that_times_out_fails_checks_and_rolls_back() {
     );
     drop(silent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canaries_that_exist_before_the_controller_starts_are_all_initialized() {
+    // Many reconciles start at once while the caches fill; none may be lost or stuck.
+    let mut s = Scenario::start().await;
+    let mut manifests = String::new();
+    for i in 0..12 {
+        manifests.push_str(&format!(
+            r#"---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: app-{i}, labels: {{app: app-{i}}}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: app-{i}}}}}
+  template:
+    metadata: {{labels: {{app: app-{i}}}}}
+    spec: {{containers: [{{name: app, image: "ghcr.io/stefanprodan/podinfo:6.0.0"}}]}}
+---
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {{name: app-{i}}}
+spec:
+  targetRef: {{apiVersion: apps/v1, kind: Deployment, name: app-{i}}}
+  service: {{port: 9898}}
+  analysis: {{interval: 10s, threshold: 1, maxWeight: 50, stepWeight: 50}}
+"#
+        ));
+    }
+    let file = std::env::temp_dir().join(format!("serin-many-{}.yaml", std::process::id()));
+    std::fs::write(&file, manifests).expect("write");
+    s.apply(&file);
+    s.start_serin();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = s.canaries().list(&Default::default()).await.expect("list");
+        let waiting: Vec<String> = list
+            .items
+            .iter()
+            .filter(|c| phase(c) != CanaryPhase::Initialized)
+            .filter_map(|c| c.metadata.name.clone())
+            .collect();
+        if waiting.is_empty() && list.items.len() == 12 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not initialized: {waiting:?}\n{}",
+            support::tail(&s.log(), 40)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
