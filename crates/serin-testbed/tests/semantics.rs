@@ -367,3 +367,47 @@ async fn managed_fields_can_be_rewritten_by_a_patch() {
         "the field only the edit set is gone"
     );
 }
+
+/// A workload's selector cannot change (422 Invalid, "field is immutable"), dry run or not.
+#[tokio::test]
+async fn workload_selectors_are_immutable() {
+    let tb = Testbed::start().await.expect("test bed");
+    let api: Api<Deployment> = Api::namespaced(tb.client(), "default");
+    api.create(&PostParams::default(), &deployment("web"))
+        .await
+        .expect("created");
+    let changed = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "web-v2"}},
+            "template": {"metadata": {"labels": {"app": "web-v2"}}, "spec": {"containers": [{"name": "app", "image": "app:1"}]}}
+        }
+    });
+    for params in [
+        PatchParams::apply("test").force().dry_run(),
+        PatchParams::apply("test").force(),
+    ] {
+        let err = api
+            .patch("web", &params, &Patch::Apply(&changed))
+            .await
+            .expect_err("refused");
+        let kube::Error::Api(status) = err else {
+            panic!("an API error: {err:?}")
+        };
+        assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
+        assert!(
+            status.message.contains("spec.selector: Invalid value: ")
+                && status.message.ends_with("field is immutable"),
+            "{}",
+            status.message
+        );
+    }
+    let same = api.get("web").await.expect("get");
+    assert_eq!(
+        same.spec
+            .and_then(|s| s.selector.match_labels)
+            .and_then(|l| l.get("app").cloned())
+            .as_deref(),
+        Some("web")
+    );
+}

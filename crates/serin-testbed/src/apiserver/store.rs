@@ -974,6 +974,29 @@ impl Store {
             }
         }
         let warnings = Self::validate_custom(res, &mut obj, opts.field_validation)?;
+        // A workload's selector is immutable (apps/v1), as on the API server.
+        if sub == Subresource::Main
+            && res.group == "apps"
+            && matches!(
+                res.kind.as_str(),
+                "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet"
+            )
+        {
+            let (old_selector, new_selector) =
+                (existing.pointer("/spec/selector"), obj.pointer("/spec/selector"));
+            if old_selector.is_some() && old_selector != new_selector {
+                let shown = new_selector.map_or_else(|| "null".to_owned(), Value::to_string);
+                return Err(ApiError::invalid(
+                    &res.group,
+                    &res.kind,
+                    &key.name,
+                    &[(
+                        "spec.selector".to_owned(),
+                        format!("Invalid value: {shown}: field is immutable"),
+                    )],
+                ));
+            }
+        }
         if res.group == "apiextensions.k8s.io" && res.plural == "customresourcedefinitions" {
             super::resources::crd_resources(&obj)
                 .map_err(|m| ApiError::invalid(&res.group, &res.kind, &key.name, &[(String::new(), m)]))?;
