@@ -769,3 +769,46 @@ async fn substitution_from_objects_ignore_rules_and_unsupported_fields() {
     );
     assert!(st.inventory.is_none(), "nothing was applied");
 }
+
+/// An immutable field changed in Git fails the apply with the API server's message; with
+/// `force: true` the object is recreated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn immutable_fields_need_force() {
+    let (tb, repo, _controllers, _) = synced().await;
+    let client = tb.client();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "podinfo");
+    let before = deployments
+        .get("flagger-loadtester")
+        .await
+        .expect("loadtester")
+        .metadata
+        .uid;
+    let file = "infrastructure/base/loadtester/deployment.yaml";
+    let text = std::fs::read_to_string(repo.work().join(file)).expect("read");
+    let relabelled = text.replace("app: flagger-loadtester", "app: loadtester");
+    repo.commit(&[(file, Some(&relabelled))], "Relabel the loadtester");
+    let message = wait_failed(&client, "infrastructure", "ReconciliationFailed").await;
+    assert!(
+        message.starts_with("Deployment/podinfo/flagger-loadtester dry-run failed (Invalid): "),
+        "{message}"
+    );
+    assert!(message.contains("field is immutable"), "{message}");
+
+    // force: true in Git (the infrastructure Kustomization is itself applied from clusters/dev).
+    let infra = std::fs::read_to_string(repo.work().join("clusters/dev/infrastructure.yaml")).expect("read");
+    let rev = repo.commit(
+        &[(
+            "clusters/dev/infrastructure.yaml",
+            Some(&infra.replace("  wait: true\n", "  wait: true\n  force: true\n")),
+        )],
+        "Force",
+    );
+    wait_applied(&client, "infrastructure", &format!("main@sha1:{rev}"), DEADLINE).await;
+    let after = deployments.get("flagger-loadtester").await.expect("loadtester");
+    assert_ne!(after.metadata.uid, before, "recreated");
+    let labels = after
+        .spec
+        .and_then(|s| s.selector.match_labels)
+        .unwrap_or_default();
+    assert_eq!(labels.get("app").map(String::as_str), Some("loadtester"));
+}
