@@ -812,3 +812,86 @@ async fn immutable_fields_need_force() {
         .unwrap_or_default();
     assert_eq!(labels.get("app").map(String::as_str), Some("loadtester"));
 }
+
+/// `kustomize.toolkit.fluxcd.io/reconcile: disabled` set in the cluster stops applies (and prunes)
+/// of that object; `ssa: IfNotPresent` creates an object once and leaves it alone after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_disabled_and_if_not_present() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let (tb, repo, _controllers, _) = synced().await;
+    let client = tb.client();
+    kubectl(
+        &tb,
+        &[
+            "annotate",
+            "deployment/podinfo",
+            "-n",
+            "podinfo",
+            "kustomize.toolkit.fluxcd.io/reconcile=disabled",
+        ],
+    );
+    kubectl(
+        &tb,
+        &[
+            "set",
+            "image",
+            "deployment/podinfo",
+            "-n",
+            "podinfo",
+            "podinfod=ghcr.io/stefanprodan/podinfo:9.9.9",
+        ],
+    );
+    let with_seed =
+        dev_kustomization(&repo).replace("  - ../base/podinfo\n", "  - ../base/podinfo\n  - seed.yaml\n");
+    let rev = repo.commit(
+        &[
+            (DEV_KUSTOMIZATION, Some(&with_seed)),
+            (
+                "apps/dev/seed.yaml",
+                Some(&config_map(
+                    "seed",
+                    "  annotations:\n    kustomize.toolkit.fluxcd.io/ssa: IfNotPresent\n",
+                )),
+            ),
+        ],
+        "Seed a ConfigMap once",
+    );
+    wait_applied(&client, "apps", &format!("main@sha1:{rev}"), DEADLINE).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "podinfo");
+    let image = |d: Deployment| {
+        d.spec
+            .and_then(|s| s.template.spec)
+            .map(|s| s.containers[0].image.clone().unwrap_or_default())
+    };
+    assert_eq!(
+        image(deployments.get("podinfo").await.expect("get")).as_deref(),
+        Some("ghcr.io/stefanprodan/podinfo:9.9.9")
+    );
+
+    kubectl(
+        &tb,
+        &[
+            "patch",
+            "configmap",
+            "seed",
+            "-n",
+            "podinfo",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"data":{"a":"changed"}}"#,
+        ],
+    );
+    request_reconcile(&client, "apps").await;
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "podinfo");
+    let data = maps.get("seed").await.expect("seed").data.unwrap_or_default();
+    assert_eq!(
+        data.get("a").map(String::as_str),
+        Some("changed"),
+        "IfNotPresent: not reapplied"
+    );
+    assert_eq!(
+        image(deployments.get("podinfo").await.expect("get")).as_deref(),
+        Some("ghcr.io/stefanprodan/podinfo:9.9.9")
+    );
+}
