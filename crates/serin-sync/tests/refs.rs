@@ -1,0 +1,80 @@
+//! GitRepository references resolved and written as Flux does: branch, tag, semver (highest
+//! match), an arbitrary reference name (absolute in the revision) and a commit.
+
+mod support;
+
+use std::time::Duration;
+
+use kube::Api;
+use serin_sync::api::GitRepository;
+use serin_testbed::Testbed;
+use support::*;
+
+fn repository(name: &str, url: &str, reference: &str) -> String {
+    format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: {name}\n  namespace: flux-system\nspec:\n  interval: 1m\n  url: {url}\n  ref:\n{reference}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn references_resolve_to_flux_revisions() {
+    let repo = GitFixture::from_examples();
+    let first = repo.head();
+    git(&repo.work(), &["tag", "-a", "v1.2.3", "-m", "release 1.2.3"]);
+    git(&repo.work(), &["tag", "v2.0.0-rc.1"]);
+    let second = repo.commit(&[("apps/dev/notes.yaml", Some("# notes\n"))], "Second");
+    git(&repo.work(), &["tag", "v1.3.0"]);
+    git(&repo.work(), &["push", "-q", "origin", "--tags"]);
+    git(
+        &repo.work(),
+        &["push", "-q", "origin", &format!("{first}:refs/pull/7/head")],
+    );
+
+    let tb = Testbed::start().await.expect("test bed");
+    install_crds(&tb).await;
+    create_namespace(&tb.client(), "flux-system").await;
+    let _controllers = start_controllers(&tb);
+    let url = repo.url();
+    let cases = [
+        ("branch", "    branch: main\n", format!("main@sha1:{second}")),
+        ("tag", "    tag: v1.2.3\n", format!("v1.2.3@sha1:{first}")),
+        (
+            "semver",
+            "    semver: \">=1.0.0 <2.0.0\"\n",
+            format!("v1.3.0@sha1:{second}"),
+        ),
+        (
+            "name",
+            "    name: refs/pull/7/head\n",
+            format!("refs/pull/7/head@sha1:{first}"),
+        ),
+        (
+            "commit",
+            &format!("    commit: {first}\n"),
+            format!("sha1:{first}"),
+        ),
+    ];
+    for (name, reference, _) in &cases {
+        kubectl_apply(&tb, &repository(name, &url, reference));
+    }
+    let api: Api<GitRepository> = Api::namespaced(tb.client(), "flux-system");
+    for (name, _, want) in &cases {
+        let got = eventually(
+            Duration::from_secs(60),
+            &format!("GitRepository {name} fetched"),
+            || {
+                let api = api.clone();
+                async move {
+                    api.get_opt(name)
+                        .await
+                        .ok()??
+                        .status?
+                        .artifact
+                        .map(|a| a.revision)
+                }
+            },
+        )
+        .await;
+        assert_eq!(&got, want, "{name}");
+    }
+}
