@@ -157,10 +157,15 @@ impl Drop for Controllers {
 }
 
 pub fn start_controllers(tb: &Testbed) -> Controllers {
+    start_controllers_with(tb, None)
+}
+
+/// Like `start_controllers`, with the client configuration that impersonation starts from.
+pub fn start_controllers_with(tb: &Testbed, kube_config: Option<kube::Config>) -> Controllers {
     let storage = tempfile::tempdir().expect("tempdir");
     let ctx = Arc::new(controller::Context {
         client: tb.client(),
-        kube_config: None,
+        kube_config,
         config: controller::Config {
             storage_dir: storage.path().to_path_buf(),
             requeue_dependency: Duration::from_millis(500),
