@@ -895,3 +895,35 @@ async fn reconcile_disabled_and_if_not_present() {
         Some("ghcr.io/stefanprodan/podinfo:9.9.9")
     );
 }
+
+/// A ConfigMap labelled `reconcile.fluxcd.io/watch: Enabled` triggers the Kustomizations that
+/// substitute from it when it changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watched_variables_trigger_a_reconcile() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let (tb, repo, _controllers, _) = synced().await;
+    let client = tb.client();
+    let vars = |tier: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: tier\n  namespace: flux-system\n  labels:\n    reconcile.fluxcd.io/watch: Enabled\ndata:\n  tier: {tier}\n"
+        )
+    };
+    kubectl_apply(&tb, &vars("bronze"));
+    let rev = repo.commit(
+        &[("apps/tier/tier.yaml", Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: tier\n  namespace: podinfo\ndata:\n  tier: ${tier}\n"))],
+        "Tier",
+    );
+    kubectl_apply(
+        &tb,
+        "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: tier\n  namespace: flux-system\nspec:\n  interval: 1h\n  path: ./apps/tier\n  prune: true\n  sourceRef:\n    kind: GitRepository\n    name: flux-system\n  postBuild:\n    substituteFrom:\n    - kind: ConfigMap\n      name: tier\n",
+    );
+    wait_applied(&client, "tier", &format!("main@sha1:{rev}"), DEADLINE).await;
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "podinfo");
+    let tier = || async { maps.get("tier").await.ok()?.data?.get("tier").cloned() };
+    assert_eq!(tier().await.as_deref(), Some("bronze"));
+    kubectl_apply(&tb, &vars("gold"));
+    eventually(DEADLINE, "the new variable applied without a request", || async {
+        (tier().await.as_deref() == Some("gold")).then_some(())
+    })
+    .await;
+}

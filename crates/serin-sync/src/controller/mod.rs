@@ -18,9 +18,10 @@ use std::{
 };
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{
     Api, Client, Resource, ResourceExt,
-    core::DeserializeGuard,
+    core::{DeserializeGuard, PartialObjectMeta},
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
@@ -257,6 +258,32 @@ where
     Ok(Action::await_change())
 }
 
+/// The label that makes a ConfigMap or Secret trigger the Kustomizations substituting from it.
+pub const WATCH_LABEL: &str = "reconcile.fluxcd.io/watch";
+
+/// Kustomizations of `namespace` whose `postBuild.substituteFrom` names this object.
+fn substituting_from(
+    store: &reflector::Store<DeserializeGuard<Kustomization>>,
+    kind: &str,
+    name: &str,
+    namespace: &str,
+) -> Vec<ObjectRef<DeserializeGuard<Kustomization>>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|guard| {
+            let Ok(k) = &guard.0 else { return false };
+            k.namespace().as_deref() == Some(namespace)
+                && k.spec.post_build.as_ref().is_some_and(|pb| {
+                    pb.substitute_from
+                        .iter()
+                        .any(|f| f.kind == kind && f.name == name)
+                })
+        })
+        .map(|k| ObjectRef::from_obj(&*k))
+        .collect()
+}
+
 /// Runs both controllers until `shutdown` resolves. `ready` is called once they watch.
 pub async fn run(
     ctx: Arc<Context>,
@@ -332,9 +359,40 @@ pub async fn run(
             },
             Default::default(),
         );
+    // ConfigMaps and Secrets labelled `reconcile.fluxcd.io/watch: Enabled` (metadata only)
+    // trigger the Kustomizations that substitute from them.
+    let watched = watcher::Config::default().labels(&format!("{WATCH_LABEL}=Enabled"));
+    let config_maps = watcher(
+        api::<PartialObjectMeta<ConfigMap>>(&client, ns.as_deref()),
+        watched.clone(),
+    )
+    .default_backoff()
+    .applied_objects()
+    .predicate_filter(predicates::resource_version, Default::default());
+    let secrets = watcher(api::<PartialObjectMeta<Secret>>(&client, ns.as_deref()), watched)
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(predicates::resource_version, Default::default());
     let controller = Controller::for_stream(ks_stream, ks_store);
     let store = controller.store();
+    let (cm_store, secret_store) = (store.clone(), store.clone());
     let kustomizations = controller
+        .watches_stream(config_maps, move |cm: PartialObjectMeta<ConfigMap>| {
+            substituting_from(
+                &cm_store,
+                "ConfigMap",
+                &cm.name_any(),
+                &cm.namespace().unwrap_or_default(),
+            )
+        })
+        .watches_stream(secrets, move |s: PartialObjectMeta<Secret>| {
+            substituting_from(
+                &secret_store,
+                "Secret",
+                &s.name_any(),
+                &s.namespace().unwrap_or_default(),
+            )
+        })
         .watches_stream(artifact_stream, move |repo: DeserializeGuard<GitRepository>| {
             let repo_ns = repo.namespace().unwrap_or_default();
             let repo_name = repo.name_any();
