@@ -99,6 +99,14 @@ async fn commands_print_flux_outputs() {
     let diff = cli(&tb, &["diff", "kustomization", "apps", "--path", dev]).await;
     assert_eq!(diff.status.code(), Some(1), "a diff: {:?}", text(&diff));
     golden("diff_apps.txt", &text(&diff).0);
+    // An object gone from the local tree shows as deleted.
+    let base = repo.work().join("apps/base/podinfo/kustomization.yaml");
+    let base_text = std::fs::read_to_string(&base).expect("read");
+    std::fs::write(&base, base_text.replace("  - hpa.yaml\n", "")).expect("write");
+    let diff = cli(&tb, &["diff", "kustomization", "apps", "--path", dev]).await;
+    assert_eq!(diff.status.code(), Some(1), "a diff: {:?}", text(&diff));
+    golden("diff_apps_deleted.txt", &text(&diff).0);
+    std::fs::write(&base, base_text).expect("restore");
     let missing = cli(&tb, &["diff", "kustomization", "apps", "--path", "/nonexistent"]).await;
     assert_eq!(missing.status.code(), Some(2), "an error: {:?}", text(&missing));
 
