@@ -33,6 +33,9 @@ pub struct RunArgs {
     /// Retry interval when a dependency or source artifact is not ready.
     #[arg(long, env = "REQUEUE_DEPENDENCY", default_value = "30s", value_parser = parse_duration)]
     pub requeue_dependency: Duration,
+    /// How many objects of each kind reconcile at once.
+    #[arg(long, env = "CONCURRENT", default_value_t = 4)]
+    pub concurrent: u16,
     /// Poll interval of health checks.
     #[arg(long, env = "HEALTH_CHECK_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub health_check_interval: Duration,
@@ -115,6 +118,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             requeue_dependency: args.requeue_dependency,
             health_interval: args.health_check_interval,
             namespace: args.namespace.clone(),
+            concurrency: args.concurrent,
             ..Default::default()
         },
         metrics,

@@ -50,6 +50,8 @@ pub struct Config {
     pub retry_cap: Duration,
     /// Watch only this namespace.
     pub namespace: Option<String>,
+    /// How many objects of each kind reconcile at once (Flux's `--concurrent`).
+    pub concurrency: u16,
 }
 
 impl Default for Config {
@@ -62,6 +64,7 @@ impl Default for Config {
             health_interval: Duration::from_secs(5),
             retry_cap: Duration::from_secs(30),
             namespace: None,
+            concurrency: 4,
         }
     }
 }
@@ -319,7 +322,9 @@ pub async fn run(
     .default_backoff()
     .applied_objects()
     .predicate_filter(spec_or_request, Default::default());
+    let limits = kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency);
     let sources = Controller::for_stream(repo_stream, repo_store)
+        .with_config(limits.clone())
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile_source, error_policy, ctx.clone())
         .for_each(|r| async move {
@@ -373,7 +378,7 @@ pub async fn run(
         .default_backoff()
         .applied_objects()
         .predicate_filter(predicates::resource_version, Default::default());
-    let controller = Controller::for_stream(ks_stream, ks_store);
+    let controller = Controller::for_stream(ks_stream, ks_store).with_config(limits);
     let store = controller.store();
     let (cm_store, secret_store) = (store.clone(), store.clone());
     let kustomizations = controller

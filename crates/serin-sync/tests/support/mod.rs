@@ -174,6 +174,7 @@ pub fn start_controllers_with(tb: &Testbed, kube_config: Option<kube::Config>) -
             health_interval: Duration::from_millis(300),
             retry_cap: Duration::from_secs(2),
             namespace: None,
+            concurrency: 4,
         },
         metrics: Default::default(),
     });
