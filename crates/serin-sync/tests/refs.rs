@@ -78,3 +78,48 @@ async fn references_resolve_to_flux_revisions() {
         assert_eq!(&got, want, "{name}");
     }
 }
+
+/// The cheap check: when the remote's revision is the stored one, nothing is fetched again (the
+/// artifact keeps its update time); a new commit is fetched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_remotes_are_not_fetched_again() {
+    use kube::api::{Patch, PatchParams};
+    let repo = GitFixture::from_examples();
+    let tb = Testbed::start().await.expect("test bed");
+    install_crds(&tb).await;
+    create_namespace(&tb.client(), "flux-system").await;
+    let _controllers = start_controllers(&tb);
+    kubectl_apply(&tb, &repository("source", &repo.url(), "    branch: main\n"));
+    let api: Api<GitRepository> = Api::namespaced(tb.client(), "flux-system");
+    let artifact = || {
+        let api = api.clone();
+        async move { api.get_opt("source").await.ok()??.status?.artifact }
+    };
+    let first = eventually(Duration::from_secs(60), "the first artifact", artifact).await;
+
+    let request = |token: String| {
+        let api = api.clone();
+        async move {
+            let body =
+                serde_json::json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": token}}});
+            api.patch("source", &PatchParams::default(), &Patch::Merge(&body))
+                .await
+                .expect("annotated");
+            eventually(Duration::from_secs(60), "the request handled", || {
+                let (api, token) = (api.clone(), token.clone());
+                async move {
+                    let st = api.get_opt("source").await.ok()??.status?;
+                    (st.last_handled_reconcile_at.as_deref() == Some(token.as_str())).then_some(st.artifact?)
+                }
+            })
+            .await
+        }
+    };
+    let again = request("one".into()).await;
+    assert_eq!(again, first, "nothing fetched: the artifact is untouched");
+
+    let sha = repo.commit(&[("apps/dev/notes.yaml", Some("# notes\n"))], "Notes");
+    let newer = request("two".into()).await;
+    assert_eq!(newer.revision, format!("main@sha1:{sha}"));
+    assert_ne!(newer.digest, first.digest);
+}
