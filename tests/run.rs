@@ -9,7 +9,8 @@ use std::{
 };
 
 use k8s_openapi::{
-    api::core::v1::Namespace, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    api::core::v1::{Event, Namespace},
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api,
@@ -162,6 +163,8 @@ async fn run_watches_canaries_and_stops_cleanly() {
 
     let port = free_port();
     let mut child = start_serin(&tb, port);
+    let events: Api<Event> = Api::namespaced(client.clone(), "test");
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         eventually(Duration::from_secs(20), "serin to be ready", || {
             http_get(port, "/readyz").filter(|(c, _)| *c == 200)
@@ -171,6 +174,19 @@ async fn run_watches_canaries_and_stops_cleanly() {
             http_get(port, "/metrics").filter(|(_, body)| body.contains("flagger_info{"))
         });
         assert!(metrics.contains(r#"mesh_provider="istio"} 1"#), "{metrics}");
+        // The Canary's target does not exist: reported as a Warning event, not fatal.
+        eventually(Duration::from_secs(20), "the missing target reported", || {
+            runtime
+                .block_on(events.list(&Default::default()))
+                .ok()
+                .filter(|l| {
+                    l.items.iter().any(|e| {
+                        e.message
+                            .as_deref()
+                            .is_some_and(|m| m.contains("deployment podinfo.test get query error"))
+                    })
+                })
+        });
         let pid = child.id().to_string();
         let killed = Command::new("kill")
             .args(["-TERM", &pid])
