@@ -322,6 +322,10 @@ async fn reconcile(guard: Arc<DeserializeGuard<Canary>>, ctx: Arc<Context>) -> R
         }
     };
     if canary.metadata.deletion_timestamp.is_some() {
+        // Finalizing reads the target from the caches: never decide it is gone before they fill.
+        if !ctx.caches_filled.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(RequeueAction::requeue(Duration::from_millis(250)));
+        }
         return finalize::finalize(&ctx, &canary).await;
     }
     if finalize::sync_finalizer(&ctx, &canary).await? {
