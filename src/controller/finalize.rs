@@ -260,6 +260,9 @@ pub async fn finalize(ctx: &Context, canary: &Canary) -> Result<RequeueAction, E
 /// A Canary deleted without the finalizer: its target back up from 0 (its generated objects go
 /// by garbage collection).
 pub async fn deleted(ctx: &Context, canary: &Canary) {
+    if let Some(uid) = canary.metadata.uid.as_deref() {
+        ctx.written.lock().unwrap_or_else(|p| p.into_inner()).remove(uid);
+    }
     if canary.spec.reverts_on_deletion() {
         return;
     }

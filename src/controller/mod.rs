@@ -71,6 +71,9 @@ pub struct Context {
     pub http: reqwest::Client,
     /// Set once the Deployment, ConfigMap, Secret and VirtualService caches hold their first list.
     pub caches_filled: Arc<std::sync::atomic::AtomicBool>,
+    /// The status serin last wrote for each Canary (by UID) and when: a cached Canary that does
+    /// not show it yet is stale.
+    pub written: std::sync::Mutex<std::collections::HashMap<String, (serde_json::Value, std::time::Instant)>>,
     pub insecure_http: reqwest::Client,
 }
 
@@ -189,6 +192,7 @@ pub async fn run(
         http,
         insecure_http,
         caches_filled: Arc::default(),
+        written: Default::default(),
     });
 
     // Which Canaries a change concerns.
@@ -286,6 +290,29 @@ pub async fn run(
     }
     deletions.abort();
     filling.abort();
+}
+
+/// How soon to look again at a Canary whose cached status is older than serin's last write.
+const STALE_RETRY: Duration = Duration::from_millis(100);
+/// How long serin trusts its own last status write over the cache (someone else may write the
+/// status too).
+const STALE_WINDOW: Duration = Duration::from_secs(5);
+
+/// Whether the cached Canary does not show the status serin wrote last (within the window).
+fn stale_status(ctx: &Context, canary: &Canary) -> bool {
+    let Some(uid) = canary.metadata.uid.as_deref() else {
+        return false;
+    };
+    let written = ctx.written.lock().unwrap_or_else(|p| p.into_inner());
+    written.get(uid).is_some_and(|(status, at)| {
+        at.elapsed() < STALE_WINDOW
+            && canary
+                .status
+                .as_ref()
+                .map(|s| serde_json::to_value(s).unwrap_or_default())
+                .as_ref()
+                != Some(status)
+    })
 }
 
 /// How long in-flight reconciles may run after the shutdown signal.
@@ -407,6 +434,11 @@ async fn reconcile(guard: Arc<DeserializeGuard<Canary>>, ctx: Arc<Context>) -> R
     // after a restart would otherwise look deleted and be recreated at 100/0.
     if !ctx.caches_filled.load(std::sync::atomic::Ordering::Acquire) {
         return Ok(RequeueAction::requeue(Duration::from_millis(250)));
+    }
+    // A change to another object (the VirtualService serin just wrote) can arrive before the
+    // Canary's own status update: deciding on the older status would take a step twice.
+    if stale_status(&ctx, &canary) {
+        return Ok(RequeueAction::requeue(STALE_RETRY));
     }
     let world = match observe::observe(&ctx, &canary, now) {
         Ok(w) => w,

@@ -222,6 +222,15 @@ pub async fn write_status(
     )
     .await
     .map_err(Error::Status)?;
+    if let Some(uid) = canary.metadata.uid.clone() {
+        ctx.written.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            uid,
+            (
+                serde_json::to_value(&next).unwrap_or_default(),
+                std::time::Instant::now(),
+            ),
+        );
+    }
     Ok(next)
 }
 
