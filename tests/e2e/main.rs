@@ -217,18 +217,11 @@ async fn a_failing_revision_is_rolled_back() {
             .any(|e| e.starts_with("Halt podinfo.test advancement success rate")),
         "{events:#?}"
     );
-    assert!(
-        events
-            .iter()
-            .any(|e| e == "Rolling back podinfo.test failed checks threshold reached 2"),
-        "{events:#?}"
+    support::assert_event(
+        &events,
+        "Rolling back podinfo.test failed checks threshold reached 2",
     );
-    assert!(
-        events
-            .iter()
-            .any(|e| e == "Canary failed! Scaling down podinfo.test"),
-        "{events:#?}"
-    );
+    support::assert_event(&events, "Canary failed! Scaling down podinfo.test");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -387,16 +380,7 @@ async fn gates_hold_the_rollout_until_opened_and_kubectl_follows_it() {
     let gates = r#"{"spec":{"analysis":{"webhooks":[
         {"name":"ask-rollout","type":"confirm-rollout","url":"http://flagger-loadtester.test/gate/check"},
         {"name":"ask-promotion","type":"confirm-promotion","url":"http://flagger-loadtester.test/gate/check"}]}}}"#;
-    s.kubectl(&[
-        "-n",
-        NS,
-        "patch",
-        "canary",
-        "podinfo",
-        "--type=merge",
-        "-p",
-        gates,
-    ]);
+    s.patch_canary(gates);
     s.kubectl(&[
         "-n",
         NS,
@@ -482,17 +466,13 @@ async fn gates_hold_the_rollout_until_opened_and_kubectl_follows_it() {
         "kubectl wait --for=condition=promoted returned {status}"
     );
     let events = s.events();
-    assert!(
-        events
-            .iter()
-            .any(|e| e == "Halt podinfo.test advancement waiting for approval ask-rollout"),
-        "{events:#?}"
+    support::assert_event(
+        &events,
+        "Halt podinfo.test advancement waiting for approval ask-rollout",
     );
-    assert!(
-        events
-            .iter()
-            .any(|e| e == "Halt podinfo.test advancement waiting for promotion approval ask-promotion"),
-        "{events:#?}"
+    support::assert_event(
+        &events,
+        "Halt podinfo.test advancement waiting for promotion approval ask-promotion",
     );
 }
 
@@ -521,12 +501,7 @@ async fn a_revision_that_never_gets_ready_fails_at_its_deadline() {
             .any(|e| e.contains("exceeded its progress deadline")),
         "{events:#?}"
     );
-    assert!(
-        events
-            .iter()
-            .any(|e| e == "Canary failed! Scaling down podinfo.test"),
-        "{events:#?}"
-    );
+    support::assert_event(&events, "Canary failed! Scaling down podinfo.test");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -706,16 +681,7 @@ async fn a_prometheus_outage_fails_checks_and_the_rollout_completes_after_it() {
     // First Prometheus answers 500, then it is unreachable, then it is back.
     let s = initialized().await;
     // Three failed checks are tolerated through the outage.
-    s.kubectl(&[
-        "-n",
-        NS,
-        "patch",
-        "canary",
-        "podinfo",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"analysis":{"threshold":3}}}"#,
-    ]);
+    s.patch_canary(r#"{"spec":{"analysis":{"threshold":3}}}"#);
     s.kubectl(&[
         "-n",
         NS,
@@ -793,16 +759,7 @@ async fn event_webhooks_receive_every_event() {
     let hooks = format!(
         r#"{{"spec":{{"analysis":{{"webhooks":[{{"name":"events","type":"event","url":"{url}","metadata":{{"team":"web"}}}}]}}}}}}"#
     );
-    s.kubectl(&[
-        "-n",
-        NS,
-        "patch",
-        "canary",
-        "podinfo",
-        "--type=merge",
-        "-p",
-        &hooks,
-    ]);
+    s.patch_canary(&hooks);
     s.kubectl(&[
         "-n",
         NS,
@@ -860,16 +817,7 @@ async fn eventually_payloads(seen: &support::Received, message: &str) -> Vec<ser
 async fn skip_analysis_promotes_without_analysing() {
     let mut s = Scenario::start().await;
     s.apply(&repo().join("examples/canary"));
-    s.kubectl(&[
-        "-n",
-        NS,
-        "patch",
-        "canary",
-        "podinfo",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"skipAnalysis":true}}"#,
-    ]);
+    s.patch_canary(r#"{"spec":{"skipAnalysis":true}}"#);
     s.start_serin();
     s.wait_canary("Initialized", Duration::from_secs(60), |c| {
         phase(c) == CanaryPhase::Initialized
@@ -888,11 +836,9 @@ async fn skip_analysis_promotes_without_analysing() {
     })
     .await;
     let events = s.events();
-    assert!(
-        events
-            .iter()
-            .any(|e| e == "Promotion completed! Canary analysis was skipped for podinfo.test"),
-        "{events:#?}"
+    support::assert_event(
+        &events,
+        "Promotion completed! Canary analysis was skipped for podinfo.test",
     );
     assert!(
         !events.iter().any(|e| e.starts_with("Advance ")),
@@ -913,16 +859,7 @@ async fn a_webhook_that_times_out_fails_checks_and_rolls_back() {
     let hooks = format!(
         r#"{{"spec":{{"analysis":{{"webhooks":[{{"name":"slow-check","type":"rollout","url":"{url}","timeout":"1s"}}]}}}}}}"#
     );
-    s.kubectl(&[
-        "-n",
-        NS,
-        "patch",
-        "canary",
-        "podinfo",
-        "--type=merge",
-        "-p",
-        &hooks,
-    ]);
+    s.patch_canary(&hooks);
     s.kubectl(&[
         "-n",
         NS,

@@ -451,16 +451,7 @@ spec: {{type: gchat, address: "http://chat.example.invalid/v1/spaces/x", proxy: 
         {"name":"chat","severity":"warn","providerRef":{"name":"discord"}},
         {"name":"broken","providerRef":{"name":"broken"}},
         {"name":"proxied","severity":"error","providerRef":{"name":"proxied"}}]}}}"#;
-    s.kubectl(&[
-        "-n",
-        NS,
-        "patch",
-        "canary",
-        "podinfo",
-        "--type=merge",
-        "-p",
-        alerts,
-    ]);
+    s.patch_canary(alerts);
     // A failing revision: an info alert when it starts, an error alert at the rollback.
     s.push_failing_revision();
     s.wait_canary("Failed", ROLLOUT, |c| phase(c) == CanaryPhase::Failed)

@@ -419,3 +419,27 @@ impl Scenario {
         ]);
     }
 }
+
+impl Scenario {
+    /// Merge-patches the `podinfo` Canary with real kubectl.
+    pub fn patch_canary(&self, patch: &str) {
+        self.kubectl(&[
+            "-n",
+            NS,
+            "patch",
+            "canary",
+            "podinfo",
+            "--type=merge",
+            "-p",
+            patch,
+        ]);
+    }
+}
+
+/// Fails unless an event has exactly this text.
+pub fn assert_event(events: &[String], message: &str) {
+    assert!(
+        events.iter().any(|e| e == message),
+        "no event {message:?} in {events:#?}"
+    );
+}
