@@ -16,33 +16,9 @@ fn main() -> ExitCode {
             }
         },
         Command::Lint(args) => ExitCode::from(lint::run(&args) as u8),
-        Command::Run(args) => run_controller(*args),
+        Command::Run(args) => {
+            let telemetry = args.telemetry.clone();
+            serin_runtime::startup::run_controller("serin", &telemetry, run::run(*args))
+        }
     }
-}
-
-fn run_controller(args: run::RunArgs) -> ExitCode {
-    serin_runtime::tls::install_crypto_provider();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        let _telemetry = match serin_runtime::telemetry::init("serin", &args.telemetry) {
-            Ok(guard) => guard,
-            Err(err) => {
-                eprintln!("error: {err}");
-                return ExitCode::FAILURE;
-            }
-        };
-        match run::run(args).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
-                eprintln!("error: {err}");
-                ExitCode::FAILURE
-            }
-        }
-    })
 }

@@ -1,5 +1,5 @@
 //! `serin run` against the test bed: CRD checks, readiness, a Canary whose target is missing,
-//! metrics and a clean shutdown on SIGTERM.
+//! metrics, a clean shutdown on SIGTERM, and leader election.
 
 use std::{
     io::{Read, Write},
@@ -9,7 +9,10 @@ use std::{
 };
 
 use k8s_openapi::{
-    api::core::v1::{Event, Namespace},
+    api::{
+        coordination::v1::Lease,
+        core::v1::{Event, Namespace},
+    },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
@@ -58,9 +61,26 @@ fn eventually<T>(deadline: Duration, what: &str, mut check: impl FnMut() -> Opti
     }
 }
 
+/// Everything an exited child wrote to stderr.
+fn stderr_of(child: &mut Child) -> String {
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("reads");
+    stderr
+}
+
 fn start_serin(tb: &Testbed, admin_port: u16) -> Child {
+    start_serin_with(tb, admin_port, &[])
+}
+
+fn start_serin_with(tb: &Testbed, admin_port: u16, flags: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_serin"))
         .args(["run", "--admin-addr", &format!("127.0.0.1:{admin_port}")])
+        .args(flags)
         .env("KUBECONFIG", tb.kubeconfig())
         .env_remove("KUBERNETES_SERVICE_HOST")
         .stdin(Stdio::null())
@@ -111,20 +131,8 @@ async fn run_exits_naming_missing_istio_crds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_watches_canaries_and_stops_cleanly() {
-    // The mesh option installs Istio's CRDs, which the istio provider needs.
-    let tb = Testbed::start_with(TestbedOptions {
-        mesh: true,
-        ..Default::default()
-    })
-    .await
-    .expect("test bed starts");
+    let tb = testbed_with_crds().await;
     let client = tb.client();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in serin::api::crds() {
-        crds.create(&PostParams::default(), &crd)
-            .await
-            .expect("CRD created");
-    }
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns = Namespace {
         metadata: ObjectMeta {
@@ -196,18 +204,84 @@ async fn run_watches_canaries_and_stops_cleanly() {
         let status = eventually(Duration::from_secs(10), "serin to exit after SIGTERM", || {
             child.try_wait().expect("try_wait")
         });
-        let mut stderr = String::new();
-        child
-            .stderr
-            .take()
-            .expect("stderr")
-            .read_to_string(&mut stderr)
-            .expect("reads");
+        let stderr = stderr_of(&mut child);
         assert!(status.success(), "serin exited with {status}: {stderr}");
         // The Canary's target does not exist: reported, not fatal.
         assert!(
             stderr.contains("deployment podinfo.test get query error"),
             "{stderr}"
+        );
+    })
+    .await
+    .expect("serin checks");
+}
+
+/// A test bed with Istio's CRDs (the mesh option) and serin's.
+async fn testbed_with_crds() -> Testbed {
+    let tb = Testbed::start_with(TestbedOptions {
+        mesh: true,
+        ..Default::default()
+    })
+    .await
+    .expect("test bed starts");
+    let crds: Api<CustomResourceDefinition> = Api::all(tb.client());
+    for crd in serin::api::crds() {
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .expect("CRD created");
+    }
+    tb
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_loses_its_lease_stops_reconciling_and_exits() {
+    let tb = testbed_with_crds().await;
+    let leases: Api<Lease> = Api::namespaced(tb.client(), "default");
+    let port = free_port();
+    let flags = ["--leader-elect", "--leader-election-namespace", "default"];
+    let mut child = start_serin_with(&tb, port, &flags);
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        // Ready means leading with the caches filled.
+        eventually(Duration::from_secs(20), "serin to lead and be ready", || {
+            http_get(port, "/readyz").filter(|(c, _)| *c == 200)
+        });
+        let mut lease = runtime
+            .block_on(leases.get("serin-leader-election"))
+            .expect("the Lease exists");
+        let spec = lease.spec.as_mut().expect("Lease spec");
+        let holder = spec.holder_identity.clone().expect("a holder");
+        assert!(
+            !holder.is_empty() && holder != "serin-elsewhere",
+            "holder {holder}"
+        );
+        // Another replica takes the Lease over (as after a partition): serin must stop.
+        spec.holder_identity = Some("serin-elsewhere".to_owned());
+        spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            jiff::Timestamp::now(),
+        ));
+        runtime
+            .block_on(leases.replace("serin-leader-election", &PostParams::default(), &lease))
+            .expect("Lease taken over");
+        let status = eventually(
+            Duration::from_secs(20),
+            "serin to exit after losing the Lease",
+            || child.try_wait().expect("try_wait"),
+        );
+        let stderr = stderr_of(&mut child);
+        assert_eq!(status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("lost the leader election lease serin-leader-election"),
+            "{stderr}"
+        );
+        assert!(http_get(port, "/readyz").is_none(), "the admin server stopped");
+        let lease = runtime
+            .block_on(leases.get("serin-leader-election"))
+            .expect("the Lease exists");
+        assert_eq!(
+            lease.spec.and_then(|s| s.holder_identity).as_deref(),
+            Some("serin-elsewhere"),
+            "the new holder keeps the Lease"
         );
     })
     .await

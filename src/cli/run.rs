@@ -1,23 +1,17 @@
 //! `serin run`: connects to the cluster, checks that serin's CRDs are installed, starts the admin
 //! server (and leader election when asked), and runs the canary controller.
 
-use std::time::Duration;
-
 use clap::Args;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::{Api, Client, Config};
 use prometheus_client::registry::Registry;
 use serin_runtime::{
     admin::{self, AdminState},
     args::{RuntimeArgs, TelemetryArgs},
-    leader::{LeaderElector, LeaseTiming},
     shutdown::Shutdown,
+    startup::{self, ConnectError, RequiredCrd},
 };
 
 use crate::{api, controller};
 
-/// How long `serin run` waits for the API server before giving up at start-up.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Istio's CRDs the istio provider writes.
 pub const ISTIO_CRDS: [&str; 2] = [
     "virtualservices.networking.istio.io",
@@ -81,41 +75,31 @@ pub struct RunArgs {
 /// Why `serin run` stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("cannot load the Kubernetes client configuration (kubeconfig or in-cluster): {0}")]
-    Config(#[source] kube::config::InferConfigError),
-    #[error("cannot create the Kubernetes client for {server}: {source}")]
-    Client { server: String, source: kube::Error },
-    #[error("cannot reach the Kubernetes API server at {server}: {reason}")]
-    Unreachable { server: String, reason: String },
-    #[error(
-        "CRD {name} is not installed in the cluster at {server}; install serin's CRDs with `kubectl apply -f crds/` (or `serin crd | kubectl apply -f -`)"
-    )]
-    MissingCrd { name: String, server: String },
-    #[error(
-        "CRD {name} is not installed in the cluster at {server}; the istio mesh provider needs Istio's networking CRDs (install Istio first)"
-    )]
-    MissingIstio { name: String, server: String },
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     #[error(transparent)]
     Admin(#[from] admin::AdminError),
+    #[error("lost the leader election lease {LEASE_NAME}; another replica leads now")]
+    LostLeadership,
 }
 
-impl RunError {
-    /// Bounded name for logs and metrics.
-    pub fn category(&self) -> &'static str {
-        match self {
-            Self::Config(_) => "Config",
-            Self::Client { .. } => "Client",
-            Self::Unreachable { .. } => "Unreachable",
-            Self::MissingCrd { .. } => "MissingCrd",
-            Self::MissingIstio { .. } => "MissingIstio",
-            Self::Admin(_) => "Admin",
-        }
-    }
+/// The CRDs `serin run` needs: serin's own, then Istio's networking CRDs.
+fn required_crds() -> Vec<RequiredCrd> {
+    let ours = api::crds().into_iter().map(|crd| RequiredCrd {
+        name: crd.metadata.name.unwrap_or_default(),
+        remedy: "install serin's CRDs with `kubectl apply -f crds/` (or `serin crd | kubectl apply -f -`)",
+    });
+    let istio = ISTIO_CRDS.iter().map(|name| RequiredCrd {
+        name: (*name).to_owned(),
+        remedy: "the istio mesh provider needs Istio's networking CRDs (install Istio first)",
+    });
+    ours.chain(istio).collect()
 }
 
 /// Connects, checks the CRDs, then serves until SIGTERM/SIGINT.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
-    let client = connect().await?;
+    let (client, _) = startup::connect(&required_crds()).await?;
+    tracing::info!("connected; serin's and Istio's CRDs are installed");
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signal();
 
@@ -133,30 +117,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     tracing::info!(addr = %listener.local_addr().map_or_else(|_| args.runtime.admin_addr.to_string(), |a| a.to_string()), "admin server listening");
     let admin_task = tokio::spawn(admin::serve(listener, state.clone(), shutdown.clone()));
 
-    if args.runtime.leader_elect {
-        let namespace = args
-            .runtime
-            .leader_election_namespace
-            .clone()
-            .or_else(|| std::env::var("POD_NAMESPACE").ok())
-            .unwrap_or_else(|| "default".to_owned());
-        let identity = std::env::var("POD_NAME")
-            .or_else(|_| std::env::var("HOSTNAME"))
-            .unwrap_or_else(|_| format!("serin-{}", std::process::id()));
-        let elector = LeaderElector::new(
-            client.clone(),
-            &namespace,
-            LEASE_NAME,
-            &identity,
-            LeaseTiming::default(),
-        );
-        let (mut leading, _) = elector.spawn(shutdown.clone());
-        tracing::info!(%namespace, %identity, "waiting to become leader");
-        tokio::select! {
-            _ = leading.wait_for(|l| *l) => {}
-            () = shutdown.wait() => return Ok(()),
-        }
-    }
+    let Some(leadership) = startup::lead(&client, &args.runtime, LEASE_NAME, "serin", &shutdown).await else {
+        return Ok(());
+    };
 
     let config = controller::Config {
         mesh_provider: args.mesh_provider.clone(),
@@ -188,6 +151,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     shutdown.trigger();
     state.set_ready(false);
     let _ = admin_task.await;
+    if leadership.lost() {
+        return Err(RunError::LostLeadership);
+    }
     Ok(())
 }
 
@@ -206,72 +172,6 @@ fn notifier(args: &RunArgs) -> Option<controller::alerts::Notifier> {
         username: args.slack_user.clone(),
         proxy: set(&args.slack_proxy_url),
     })
-}
-
-/// Builds the client and proves the API server answers, then checks the CRDs.
-async fn connect() -> Result<Client, RunError> {
-    let mut config = Config::infer().await.map_err(RunError::Config)?;
-    config.connect_timeout = Some(CONNECT_TIMEOUT);
-    let server = config.cluster_url.to_string();
-    let client = Client::try_from(config).map_err(|source| RunError::Client {
-        server: server.clone(),
-        source,
-    })?;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let ours = api::crds()
-        .into_iter()
-        .map(|c| (c.metadata.name.unwrap_or_default(), false));
-    let istio = ISTIO_CRDS.iter().map(|n| ((*n).to_owned(), true));
-    for (name, is_istio) in ours.chain(istio) {
-        let found = tokio::time::timeout(CONNECT_TIMEOUT, crds.get_opt(&name))
-            .await
-            .map_err(|_| RunError::Unreachable {
-                server: server.clone(),
-                reason: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
-            })?
-            .map_err(|err| match err {
-                kube::Error::Api(status) => RunError::Unreachable {
-                    server: server.clone(),
-                    reason: format!("reading CRD {name} failed: {} ({})", status.message, status.code),
-                },
-                other => RunError::Unreachable {
-                    server: server.clone(),
-                    reason: error_chain(&other),
-                },
-            })?;
-        match (found, is_istio) {
-            (Some(_), _) => {}
-            (None, false) => {
-                return Err(RunError::MissingCrd {
-                    name,
-                    server: server.clone(),
-                });
-            }
-            (None, true) => {
-                return Err(RunError::MissingIstio {
-                    name,
-                    server: server.clone(),
-                });
-            }
-        }
-    }
-    tracing::info!(%server, "connected; serin's and Istio's CRDs are installed");
-    Ok(client)
-}
-
-/// An error with its causes, `outer: inner: innermost`, skipping causes that repeat their parent.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -1,13 +1,16 @@
 //! Shared runtime of serin's controllers (`serin` and `serin-sync`): telemetry, the admin HTTP
 //! server, leader election on a Lease, the rustls crypto provider, shutdown signals, common
-//! command-line arguments, structural-schema validation and kstatus health rules.
+//! command-line arguments, start-up (connection, CRD check, leadership), CRD files,
+//! structural-schema validation and kstatus health rules.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod args;
+pub mod crd;
 pub mod kstatus;
 pub mod leader;
 pub mod schema;
 pub mod shutdown;
+pub mod startup;
 pub mod telemetry;
 pub mod tls;

@@ -15,7 +15,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run(args) => run_controller(args),
+        Command::Run(args) => {
+            let telemetry = args.telemetry.clone();
+            serin_runtime::startup::run_controller("serin-sync", &telemetry, run::run(args))
+        }
         // `diff` exits 1 for differences, so errors of both exit 2.
         Command::Build(args) => run_cli(2, async move { local::run(&args, false).await }),
         Command::Diff(args) => run_cli(2, async move { local::run(&args, true).await }),
@@ -27,33 +30,6 @@ fn main() -> ExitCode {
         Command::Tree(a) => run_cli(1, async move { tree::run(&a).await.map(|()| 0) }),
         Command::Install(a) => run_cli(1, async move { install::run(&a).await.map(|()| 0) }),
     }
-}
-
-fn run_controller(args: run::RunArgs) -> ExitCode {
-    serin_runtime::tls::install_crypto_provider();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        let _telemetry = match serin_runtime::telemetry::init("serin-sync", &args.telemetry) {
-            Ok(guard) => guard,
-            Err(err) => {
-                eprintln!("error: {err}");
-                return ExitCode::FAILURE;
-            }
-        };
-        match run::run(args).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
-                eprintln!("error: {err}");
-                ExitCode::FAILURE
-            }
-        }
-    })
 }
 
 /// Runs one cluster command: its exit code, or `error_code` after printing the error.

@@ -5,9 +5,7 @@ pub mod git_repository;
 pub mod kustomization;
 pub mod schema;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceDefinition, JSONSchemaProps,
-};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{CustomResourceDefinition, JSON};
 use kube::CustomResourceExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -30,68 +28,30 @@ pub struct LocalObjectReference {
 pub fn crds() -> Vec<CustomResourceDefinition> {
     [GitRepository::crd(), Kustomization::crd()]
         .into_iter()
-        .map(complete_crd)
+        .map(|crd| with_status_default(serin_runtime::crd::complete(crd)))
         .collect()
 }
 
-/// Completes a derived CRD as Flux's are written: `listKind`, the root's `apiVersion`, `kind`
-/// and `metadata` properties, and the status default `observedGeneration: -1`.
-fn complete_crd(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
-    crd.spec
-        .names
-        .list_kind
-        .get_or_insert_with(|| format!("{}List", crd.spec.names.kind));
-    let string = |description: &str| JSONSchemaProps {
-        type_: Some("string".to_owned()),
-        description: Some(description.to_owned()),
-        ..Default::default()
-    };
+/// Flux's CRDs default the status to `observedGeneration: -1`.
+fn with_status_default(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
     for version in &mut crd.spec.versions {
-        let Some(root) = version
+        let status = version
             .schema
             .as_mut()
             .and_then(|s| s.open_api_v3_schema.as_mut())
-        else {
-            continue;
-        };
-        root.required = None;
-        let properties = root.properties.get_or_insert_with(Default::default);
-        properties.insert(
-            "apiVersion".to_owned(),
-            string("APIVersion defines the versioned schema of this representation of an object."),
-        );
-        properties.insert(
-            "kind".to_owned(),
-            string("Kind is a string value representing the REST resource this object represents."),
-        );
-        properties.insert(
-            "metadata".to_owned(),
-            JSONSchemaProps {
-                type_: Some("object".to_owned()),
-                ..Default::default()
-            },
-        );
-        if let Some(status) = properties.get_mut("status") {
-            status.default = Some(
-                k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSON(
-                    serde_json::json!({"observedGeneration": -1}),
-                ),
-            );
+            .and_then(|root| root.properties.as_mut())
+            .and_then(|properties| properties.get_mut("status"));
+        if let Some(status) = status {
+            status.default = Some(JSON(serde_json::json!({"observedGeneration": -1})));
         }
     }
     crd
 }
 
-/// Each CRD as a file name in `crds/` (`<group>_<plural>.yaml`) and its YAML document, starting
-/// with `---` so that the files concatenate into one stream.
+/// Each CRD as a file name in `crds/` (`<group>_<plural>.yaml`) and its YAML document, sorted by
+/// file name.
 pub fn crds_yaml() -> Result<Vec<(String, String)>, serde_yaml::Error> {
-    let mut files = crds()
-        .into_iter()
-        .map(|crd| {
-            let file = format!("{}_{}.yaml", crd.spec.group, crd.spec.names.plural);
-            serde_yaml::to_string(&crd).map(|yaml| (file, format!("---\n{yaml}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut files = serin_runtime::crd::files(crds())?;
     files.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(files)
 }

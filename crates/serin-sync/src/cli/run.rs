@@ -5,20 +5,16 @@
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use clap::Args;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::{Api, Client, Config};
 use prometheus_client::registry::Registry;
 use serin_runtime::{
     admin::{self, AdminState},
     args::{RuntimeArgs, TelemetryArgs},
-    leader::{LeaderElector, LeaseTiming},
     shutdown::Shutdown,
+    startup::{self, ConnectError, RequiredCrd},
 };
 
 use crate::{api, controller};
 
-/// How long `serin-sync run` waits for the API server at start-up.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The Lease replicas of serin-sync elect a leader on.
 pub const LEASE_NAME: &str = "serin-sync-leader-election";
 
@@ -53,25 +49,31 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Why `serin-sync run` stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("cannot load the Kubernetes client configuration (kubeconfig or in-cluster): {0}")]
-    Config(#[source] kube::config::InferConfigError),
-    #[error("cannot create the Kubernetes client for {server}: {source}")]
-    Client { server: String, source: kube::Error },
-    #[error("cannot reach the Kubernetes API server at {server}: {reason}")]
-    Unreachable { server: String, reason: String },
-    #[error(
-        "CRD {name} is not installed in the cluster at {server}; install it with `serin-sync install` or `serin-sync crd | kubectl apply -f -`"
-    )]
-    MissingCrd { name: String, server: String },
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     #[error("cannot create the storage directory {path}: {source}")]
     Storage { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Admin(#[from] admin::AdminError),
+    #[error("lost the leader election lease {LEASE_NAME}; another replica leads now")]
+    LostLeadership,
+}
+
+/// The GitRepository and Kustomization CRDs.
+fn required_crds() -> Vec<RequiredCrd> {
+    api::crds()
+        .into_iter()
+        .map(|crd| RequiredCrd {
+            name: crd.metadata.name.unwrap_or_default(),
+            remedy: "install it with `serin-sync install` or `serin-sync crd | kubectl apply -f -`",
+        })
+        .collect()
 }
 
 /// Connects, checks the CRDs, then serves until SIGTERM/SIGINT.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
-    let (client, kube_config) = connect().await?;
+    let (client, kube_config) = startup::connect(&required_crds()).await?;
+    tracing::info!("connected; the GitRepository and Kustomization CRDs are installed");
     std::fs::create_dir_all(&args.storage_path).map_err(|source| RunError::Storage {
         path: args.storage_path.clone(),
         source,
@@ -85,30 +87,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     tracing::info!(addr = %listener.local_addr().map_or_else(|_| args.runtime.admin_addr.to_string(), |a| a.to_string()), "admin server listening");
     let admin_task = tokio::spawn(admin::serve(listener, state.clone(), shutdown.clone()));
 
-    if args.runtime.leader_elect {
-        let namespace = args
-            .runtime
-            .leader_election_namespace
-            .clone()
-            .or_else(|| std::env::var("POD_NAMESPACE").ok())
-            .unwrap_or_else(|| "default".to_owned());
-        let identity = std::env::var("POD_NAME")
-            .or_else(|_| std::env::var("HOSTNAME"))
-            .unwrap_or_else(|_| format!("serin-sync-{}", std::process::id()));
-        let elector = LeaderElector::new(
-            client.clone(),
-            &namespace,
-            LEASE_NAME,
-            &identity,
-            LeaseTiming::default(),
-        );
-        let (mut leading, _) = elector.spawn(shutdown.clone());
-        tracing::info!(%namespace, %identity, "waiting to become leader");
-        tokio::select! {
-            _ = leading.wait_for(|l| *l) => {}
-            () = shutdown.wait() => return Ok(()),
-        }
-    }
+    let Some(leadership) = startup::lead(&client, &args.runtime, LEASE_NAME, "serin-sync", &shutdown).await
+    else {
+        return Ok(());
+    };
 
     let ctx = Arc::new(controller::Context {
         client,
@@ -133,35 +115,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     shutdown.trigger();
     state.set_ready(false);
     let _ = admin_task.await;
-    Ok(())
-}
-
-/// Builds the client, proves the API server answers and checks the CRDs.
-async fn connect() -> Result<(Client, Config), RunError> {
-    let mut config = Config::infer().await.map_err(RunError::Config)?;
-    config.connect_timeout = Some(CONNECT_TIMEOUT);
-    let server = config.cluster_url.to_string();
-    let client = Client::try_from(config.clone()).map_err(|source| RunError::Client {
-        server: server.clone(),
-        source,
-    })?;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in api::crds() {
-        let name = crd.metadata.name.unwrap_or_default();
-        let found = tokio::time::timeout(CONNECT_TIMEOUT, crds.get_opt(&name))
-            .await
-            .map_err(|_| RunError::Unreachable {
-                server: server.clone(),
-                reason: format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()),
-            })?
-            .map_err(|err| RunError::Unreachable {
-                server: server.clone(),
-                reason: controller::api_message(&err),
-            })?;
-        if found.is_none() {
-            return Err(RunError::MissingCrd { name, server });
-        }
+    if leadership.lost() {
+        return Err(RunError::LostLeadership);
     }
-    tracing::info!(%server, "connected; the GitRepository and Kustomization CRDs are installed");
-    Ok((client, config))
+    Ok(())
 }
