@@ -59,8 +59,70 @@ impl Kustomize {
         if output.status.success() {
             Ok(String::from_utf8_lossy(&output.stdout).into_owned())
         } else {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            Err(stderr.trim().trim_start_matches("error: ").to_owned())
+            Err(error_text(&String::from_utf8_lossy(&output.stderr)))
         }
+    }
+}
+
+/// The klog line in which `kubectl kustomize` reports a failure, up to the quoted error.
+const KLOG_FAILURE: &str = "] \"command failed\" err=";
+
+/// kustomize's error from its standard error, as Flux reports it (kustomize's own text): without
+/// the `error: ` prefix, and without the klog line around it that `kubectl kustomize` prints
+/// (`E1122 09:11:43.160216 32397 run.go:72] "command failed" err="…"`). Pure.
+pub fn error_text(stderr: &str) -> String {
+    let text = stderr.trim();
+    if let Some(at) = text.find(KLOG_FAILURE)
+        && let Some(err) = go_unquote(&text[at + KLOG_FAILURE.len()..])
+    {
+        return err;
+    }
+    text.trim_start_matches("error: ")
+        .trim_start_matches("Error: ")
+        .to_owned()
+}
+
+/// The content of the Go-quoted string `text` starts with.
+fn go_unquote(text: &str) -> Option<String> {
+    let mut chars = text.strip_prefix('"')?.chars();
+    let mut out = String::new();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(out),
+            '\\' => match chars.next()? {
+                'n' => out.push('\n'),
+                't' => out.push('\t'),
+                escaped => out.push(escaped),
+            },
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_read_as_kustomize_wrote_them() {
+        let klog = r#"E1122 09:11:43.160216   32397 run.go:72] "command failed" err="accumulating components: loader.New \"must build at directory: '/tmp/k/absent': no such file or directory\"""#;
+        assert_eq!(
+            error_text(&format!("{klog}\n")),
+            r#"accumulating components: loader.New "must build at directory: '/tmp/k/absent': no such file or directory""#
+        );
+        assert_eq!(
+            error_text("error: accumulating resources: missing.yaml\n"),
+            "accumulating resources: missing.yaml"
+        );
+        assert_eq!(
+            error_text("Error: accumulating resources: missing.yaml"),
+            "accumulating resources: missing.yaml"
+        );
+        // Not a klog line after all: the text as it is.
+        assert_eq!(
+            error_text(r#"x] "command failed" err=unquoted"#),
+            r#"x] "command failed" err=unquoted"#
+        );
     }
 }

@@ -18,7 +18,7 @@ use kube::{
 };
 use serin_sync::{
     api::{GitRepository, Kustomization},
-    controller,
+    controller::{self, metrics::ObjectLabels},
 };
 use serin_testbed::Testbed;
 
@@ -147,7 +147,34 @@ pub async fn create_namespace(client: &Client, name: &str) {
 #[derive(Debug)]
 pub struct Controllers {
     pub storage: tempfile::TempDir,
+    /// The controllers' metrics, registered in `registry`: each finished reconcile is counted,
+    /// which lets a test know that a reconcile happened even when it changed nothing it can see.
+    pub metrics: controller::metrics::Metrics,
+    registry: prometheus_client::registry::Registry,
     task: tokio::task::JoinHandle<()>,
+}
+
+impl Controllers {
+    /// How many reconciles of `kind` `flux-system/name` have finished.
+    pub fn reconciles(&self, kind: &str, name: &str) -> u64 {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("metrics encode");
+        let series = format!(
+            "gotk_reconcile_duration_seconds_count{{kind=\"{kind}\",name=\"{name}\",namespace=\"flux-system\"}} "
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .map_or(0, |n| n.parse().expect("a count"))
+    }
+
+    /// The suspend gauge of `kind` `flux-system/name`, as its last finished reconcile saw it.
+    pub fn suspended(&self, kind: &str, name: &str) -> bool {
+        self.metrics
+            .suspend_status
+            .get_or_create(&ObjectLabels::new(kind, name, "flux-system"))
+            .get()
+            == 1
+    }
 }
 
 impl Drop for Controllers {
@@ -163,6 +190,8 @@ pub fn start_controllers(tb: &Testbed) -> Controllers {
 /// Like `start_controllers`, with the client configuration that impersonation starts from.
 pub fn start_controllers_with(tb: &Testbed, kube_config: Option<kube::Config>) -> Controllers {
     let storage = tempfile::tempdir().expect("tempdir");
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = controller::metrics::Metrics::register(&mut registry);
     let ctx = Arc::new(controller::Context {
         client: tb.client(),
         kube_config,
@@ -176,10 +205,15 @@ pub fn start_controllers_with(tb: &Testbed, kube_config: Option<kube::Config>) -
             namespace: None,
             concurrency: 4,
         },
-        metrics: Default::default(),
+        metrics: metrics.clone(),
     });
     let task = tokio::spawn(controller::run(ctx, || {}, futures::future::pending()));
-    Controllers { storage, task }
+    Controllers {
+        storage,
+        metrics,
+        registry,
+        task,
+    }
 }
 
 /// Applies YAML with kubectl (server-side, as a user would with `kubectl apply`).
@@ -212,6 +246,27 @@ pub fn bootstrap_yaml(url: &str, path: &str, interval: &str) -> String {
     format!(
         "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: flux-system\n  namespace: flux-system\nspec:\n  interval: {interval}\n  ref:\n    branch: main\n  url: {url}\n---\napiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: flux-system\n  namespace: flux-system\nspec:\n  interval: 10m\n  path: {path}\n  prune: true\n  sourceRef:\n    kind: GitRepository\n    name: flux-system\n"
     )
+}
+
+/// The GitRepository `flux-system` alone, polling `main` every `interval`.
+pub fn git_repository_yaml(url: &str, interval: &str) -> String {
+    format!(
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: flux-system\n  namespace: flux-system\nspec:\n  interval: {interval}\n  ref:\n    branch: main\n  url: {url}\n"
+    )
+}
+
+/// Waits until the GitRepository `flux-system` has stored an artifact of `revision`.
+pub async fn wait_artifact(client: &Client, revision: &str) -> GitRepository {
+    eventually(
+        Duration::from_secs(60),
+        &format!("an artifact of {revision}"),
+        || async move {
+            let repo = source(client).await?;
+            let stored = repo.status.as_ref()?.artifact.as_ref()?.revision == revision;
+            stored.then_some(repo)
+        },
+    )
+    .await
 }
 
 /// Waits until `check` returns `Some`, polling every 100 ms, up to `deadline`.
