@@ -189,8 +189,9 @@ async fn http_anonymous_basic_and_bearer() {
                 let api = api.clone();
                 async move {
                     let r = api.get_opt(name).await.ok()??;
+                    // Ready=Unknown is the run still in progress.
                     let c = r.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
-                    Some((c.status, c.reason, c.message))
+                    (c.status != "Unknown").then_some((c.status, c.reason, c.message))
                 }
             },
         )

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use kube::Api;
-use serin_sync::api::GitRepository;
+use serin_sync::api::{GitRepository, GitRepositoryStatus};
 use serin_testbed::Testbed;
 use support::*;
 
@@ -118,8 +118,98 @@ async fn unchanged_remotes_are_not_fetched_again() {
     let again = request("one".into()).await;
     assert_eq!(again, first, "nothing fetched: the artifact is untouched");
 
+    // Every status write from here on, through a watch (which gets each one).
+    let seen = record_statuses(&api, "source").await;
     let sha = repo.commit(&[("apps/dev/notes.yaml", Some("# notes\n"))], "Notes");
     let newer = request("two".into()).await;
-    assert_eq!(newer.revision, format!("main@sha1:{sha}"));
+    let revision = format!("main@sha1:{sha}");
+    assert_eq!(newer.revision, revision);
     assert_ne!(newer.digest, first.digest);
+
+    // While the new revision was built, the old artifact was outdated and the run in progress,
+    // as Flux's source-controller reports it; once stored, both conditions are gone.
+    let statuses = eventually(
+        Duration::from_secs(60),
+        "the watch to see the new artifact",
+        || {
+            let (seen, revision) = (seen.clone(), revision.clone());
+            async move {
+                let statuses = seen.lock().expect("lock").clone();
+                let last = statuses.last()?;
+                (last.artifact.as_ref()?.revision == revision).then_some(statuses)
+            }
+        },
+    )
+    .await;
+    let building = statuses
+        .iter()
+        .find(|st| condition(&st.conditions, "ArtifactOutdated").is_some())
+        .unwrap_or_else(|| panic!("ArtifactOutdated while fetching: {statuses:#?}"));
+    let message = format!("new upstream revision '{revision}'");
+    let progress = format!("building artifact: {message}");
+    assert_eq!(
+        building.artifact.as_ref(),
+        Some(&first),
+        "the old artifact is still served"
+    );
+    assert_eq!(
+        condition(&building.conditions, "ArtifactOutdated"),
+        Some(("True".into(), "NewRevision".into(), message))
+    );
+    assert_eq!(
+        condition(&building.conditions, "Reconciling"),
+        Some(("True".into(), "Progressing".into(), progress.clone()))
+    );
+    assert_eq!(
+        condition(&building.conditions, "Ready"),
+        Some(("Unknown".into(), "Progressing".into(), progress))
+    );
+    let stored = statuses.last().expect("a status");
+    assert_eq!(condition(&stored.conditions, "ArtifactOutdated"), None);
+    assert_eq!(condition(&stored.conditions, "Reconciling"), None);
+    assert_eq!(
+        condition(&stored.conditions, "Ready"),
+        Some((
+            "True".into(),
+            "Succeeded".into(),
+            format!("stored artifact for revision '{revision}'")
+        ))
+    );
+}
+
+/// `(status, reason, message)` of a condition.
+fn condition(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    type_: &str,
+) -> Option<(String, String, String)> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Records the status of every version of GitRepository `name` a watch delivers, from the
+/// current one on; returns once the watch has delivered the current one.
+async fn record_statuses(
+    api: &Api<GitRepository>,
+    name: &str,
+) -> std::sync::Arc<std::sync::Mutex<Vec<GitRepositoryStatus>>> {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (api, name, record) = (api.clone(), name.to_owned(), seen.clone());
+    tokio::spawn(async move {
+        let mut stream = watcher(api, watcher::Config::default()).applied_objects().boxed();
+        while let Some(Ok(repo)) = stream.next().await {
+            if repo.metadata.name.as_deref() == Some(name.as_str()) {
+                record.lock().expect("lock").push(repo.status.unwrap_or_default());
+            }
+        }
+    });
+    eventually(Duration::from_secs(60), "the watch to start", || {
+        let seen = seen.clone();
+        async move { (!seen.lock().expect("lock").is_empty()).then_some(()) }
+    })
+    .await;
+    seen
 }

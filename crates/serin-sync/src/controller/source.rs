@@ -15,7 +15,7 @@ use super::{Context, Error, events, finalizer, status};
 use crate::{
     api::{Artifact, FINALIZER, GitRepository, GitRepositoryStatus, REQUESTED_AT_ANNOTATION},
     source::{
-        git::{Credentials, GitCli, GitError},
+        git::{Commit, Credentials, GitCli, GitError},
         ignore::Matcher,
         revision::Checkout,
         storage,
@@ -49,11 +49,12 @@ pub async fn reconcile(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Ac
     }
     let interval = status::parse_duration(&repo.spec.interval).unwrap_or(Duration::from_secs(60));
     let mut st = repo.status.clone().unwrap_or_default();
-    st.last_handled_reconcile_at = repo
-        .annotations()
-        .get(REQUESTED_AT_ANNOTATION)
-        .cloned()
-        .or(st.last_handled_reconcile_at);
+    // A reconcile request counts as handled only with the run's final status, which is what
+    // `reconcile source` waits for.
+    let requested = repo.annotations().get(REQUESTED_AT_ANNOTATION).cloned();
+    let new_request = requested.is_some() && requested != st.last_handled_reconcile_at;
+    let handled = requested.or_else(|| st.last_handled_reconcile_at.clone());
+    let was_failing = status::condition(&st.conditions, status::READY).is_some_and(|c| c.status != "True");
     let generation = repo.meta().generation;
     let now = jiff::Timestamp::now();
     let reference = repo.object_ref(&());
@@ -78,6 +79,7 @@ pub async fn reconcile(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Ac
             now,
         );
         st.observed_generation = generation;
+        st.last_handled_reconcile_at = handled;
         patch_status(&api, &repo.name_any(), &st).await?;
         events::record(
             &ctx.client,
@@ -92,58 +94,54 @@ pub async fn reconcile(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Ac
     }
     status::remove_condition(&mut st.conditions, status::STALLED);
 
-    match fetch(&repo, &ctx, &st).await {
+    // Progress: written at once for a new generation, a request or a first artifact, as Flux
+    // does.
+    let had_artifact = st.artifact.is_some();
+    if status::source_run_started(
+        &mut st.conditions,
+        generation,
+        st.observed_generation,
+        new_request,
+        had_artifact,
+        now,
+    ) {
+        patch_status(&api, &repo.name_any(), &st).await?;
+    }
+
+    // Observe: the remote's revision, and a checkout when it is new.
+    let observed = observe(&repo, &ctx, &st).await;
+    // Act: store a new revision, reporting it as being built first.
+    let outcome = match observed {
+        Ok(Observed::Unchanged(revision)) => Ok(Fetched::Unchanged(revision)),
+        Ok(Observed::Checkout { work, commit }) => {
+            if st.artifact.as_ref().map(|a| &a.revision) != Some(&commit.revision) {
+                status::source_new_revision(
+                    &mut st.conditions,
+                    had_artifact,
+                    &commit.revision,
+                    generation,
+                    jiff::Timestamp::now(),
+                );
+                patch_status(&api, &repo.name_any(), &st).await?;
+            }
+            store(&repo, &ctx, work, commit).await
+        }
+        Err(err) => Err(err),
+    };
+    st.last_handled_reconcile_at = handled;
+    let now = jiff::Timestamp::now();
+
+    // Report.
+    match outcome {
         Ok(Fetched::Unchanged(revision)) => {
             tracing::debug!(gitrepository = %format!("{ns}/{}", repo.name_any()), "no changes since last reconciliation: observed revision '{revision}'");
-            let message = format!("stored artifact for revision '{revision}'");
-            status::set_condition(
-                &mut st.conditions,
-                status::ARTIFACT_IN_STORAGE,
-                "True",
-                "Succeeded",
-                &message,
-                generation,
-                now,
-            );
-            status::set_condition(
-                &mut st.conditions,
-                status::READY,
-                "True",
-                "Succeeded",
-                &message,
-                generation,
-                now,
-            );
-            status::remove_condition(&mut st.conditions, status::FETCH_FAILED);
-            status::remove_condition(&mut st.conditions, status::RECONCILING);
+            status::source_stored(&mut st.conditions, &revision, generation, now);
         }
         Ok(Fetched::New { artifact, subject }) => {
-            let message = format!("stored artifact for revision '{}'", artifact.revision);
-            let was_failing =
-                status::condition(&st.conditions, status::READY).is_some_and(|c| c.status != "True");
             let changed = st.artifact.as_ref().map(|a| &a.digest) != Some(&artifact.digest);
+            status::source_stored(&mut st.conditions, &artifact.revision, generation, now);
             st.artifact = Some(artifact);
             st.observed_ignore = repo.spec.ignore.clone();
-            status::set_condition(
-                &mut st.conditions,
-                status::ARTIFACT_IN_STORAGE,
-                "True",
-                "Succeeded",
-                &message,
-                generation,
-                now,
-            );
-            status::set_condition(
-                &mut st.conditions,
-                status::READY,
-                "True",
-                "Succeeded",
-                &message,
-                generation,
-                now,
-            );
-            status::remove_condition(&mut st.conditions, status::FETCH_FAILED);
-            status::remove_condition(&mut st.conditions, status::RECONCILING);
             let event = format!("stored artifact for commit '{subject}'");
             if changed {
                 events::record(&ctx.client, &reference, COMPONENT, false, "NewArtifact", &event).await;
@@ -153,24 +151,7 @@ pub async fn reconcile(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Ac
         }
         Err(err) => {
             let message = format!("failed to checkout and determine revision: {err}");
-            status::set_condition(
-                &mut st.conditions,
-                status::FETCH_FAILED,
-                "True",
-                err.reason(),
-                &message,
-                generation,
-                now,
-            );
-            status::set_condition(
-                &mut st.conditions,
-                status::READY,
-                "False",
-                err.reason(),
-                &message,
-                generation,
-                now,
-            );
+            status::source_failed(&mut st.conditions, err.reason(), &message, generation, now);
             st.observed_generation = generation;
             patch_status(&api, &repo.name_any(), &st).await?;
             events::record(&ctx.client, &reference, COMPONENT, true, err.reason(), &message).await;
@@ -182,12 +163,26 @@ pub async fn reconcile(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Ac
     Ok(Action::requeue(super::jitter(interval)))
 }
 
+/// What the remote has.
+enum Observed {
+    /// The stored artifact's revision, and nothing else changed.
+    Unchanged(String),
+    /// A checkout to store.
+    Checkout { work: tempfile::TempDir, commit: Commit },
+}
+
 enum Fetched {
     Unchanged(String),
     New { artifact: Artifact, subject: String },
 }
 
-async fn fetch(repo: &GitRepository, ctx: &Context, st: &GitRepositoryStatus) -> Result<Fetched, GitError> {
+/// The remote's revision through the cheap check, and a checkout of it when it is not the
+/// stored one (or the ignore rules changed).
+async fn observe(
+    repo: &GitRepository,
+    ctx: &Context,
+    st: &GitRepositoryStatus,
+) -> Result<Observed, GitError> {
     let ns = repo.namespace().unwrap_or_default();
     let credentials = match &repo.spec.secret_ref {
         Some(r) => {
@@ -225,7 +220,7 @@ async fn fetch(repo: &GitRepository, ctx: &Context, st: &GitRepositoryStatus) ->
             && let Some(remote) = git.remote_revision(&checkout).await?
             && remote == artifact.revision
         {
-            return Ok(Fetched::Unchanged(remote));
+            return Ok(Observed::Unchanged(remote));
         }
     }
     let work = tempfile::Builder::new()
@@ -233,6 +228,17 @@ async fn fetch(repo: &GitRepository, ctx: &Context, st: &GitRepositoryStatus) ->
         .tempdir()
         .map_err(|e| GitError::Operation(format!("cannot create a checkout directory: {e}")))?;
     let commit = git.fetch(&checkout, work.path()).await?;
+    Ok(Observed::Checkout { work, commit })
+}
+
+/// Stores a checkout as the repository's artifact, keeping only the newest one.
+async fn store(
+    repo: &GitRepository,
+    ctx: &Context,
+    work: tempfile::TempDir,
+    commit: Commit,
+) -> Result<Fetched, GitError> {
+    let ns = repo.namespace().unwrap_or_default();
     let path = storage::artifact_path(&ns, &repo.name_any(), &commit.sha);
     let dest = ctx.config.storage_dir.join(&path);
     let matcher = Matcher::flux(&storage::ignore_patterns(

@@ -1,5 +1,6 @@
 //! Status bookkeeping shared by both reconcilers: Go-style durations (`10m0s`), conditions with
-//! stable transition times, the Kustomization history, and the unsupported-field check. Pure.
+//! stable transition times, the progress of a GitRepository run, the Kustomization history, and
+//! the unsupported-field check. Pure.
 
 use std::time::Duration;
 
@@ -13,6 +14,15 @@ pub const STALLED: &str = "Stalled";
 pub const HEALTHY: &str = "Healthy";
 pub const ARTIFACT_IN_STORAGE: &str = "ArtifactInStorage";
 pub const FETCH_FAILED: &str = "FetchFailed";
+pub const ARTIFACT_OUTDATED: &str = "ArtifactOutdated";
+/// Reason of Reconciling (and Ready=Unknown) while a run is under way.
+pub const PROGRESSING: &str = "Progressing";
+/// Reason Reconciling takes when the run it describes failed and will be retried.
+pub const PROGRESSING_WITH_RETRY: &str = "ProgressingWithRetry";
+/// Reason of ArtifactOutdated when the remote has a revision the artifact does not hold.
+pub const NEW_REVISION_REASON: &str = "NewRevision";
+/// Reason of Ready and ArtifactInStorage once the artifact is stored.
+pub const SUCCEEDED_REASON: &str = "Succeeded";
 /// Reason of the Ready=False condition for fields serin-sync does not implement.
 pub const UNSUPPORTED_REASON: &str = "UnsupportedField";
 
@@ -111,6 +121,147 @@ pub fn remove_condition(conditions: &mut Vec<Condition>, type_: &str) {
 /// A condition's status, if present.
 pub fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// Flux's progressive status: Reconciling=True with `message`, and Ready=Unknown with the same
+/// when `drift`, or when Ready is absent or Unknown (else the last run's Ready stays).
+pub fn mark_progressing(
+    conditions: &mut Vec<Condition>,
+    drift: bool,
+    message: &str,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) {
+    set_condition(
+        conditions,
+        RECONCILING,
+        "True",
+        PROGRESSING,
+        message,
+        generation,
+        now,
+    );
+    let ready_open = condition(conditions, READY).is_none_or(|c| c.status == "Unknown");
+    if drift || ready_open {
+        set_condition(
+            conditions,
+            READY,
+            "Unknown",
+            PROGRESSING,
+            message,
+            generation,
+            now,
+        );
+    }
+}
+
+/// The start of a GitRepository run, before anything is fetched, as Flux's source-controller
+/// reports it. Returns whether this progress is worth a status write at once: a new generation,
+/// a reconcile request not handled yet, or no artifact yet.
+pub fn source_run_started(
+    conditions: &mut Vec<Condition>,
+    generation: Option<i64>,
+    observed_generation: Option<i64>,
+    new_request: bool,
+    has_artifact: bool,
+    now: jiff::Timestamp,
+) -> bool {
+    mark_progressing(conditions, false, "reconciliation in progress", generation, now);
+    let mut persist = new_request;
+    if generation != observed_generation {
+        // A status never written reads as Flux's default observedGeneration, -1.
+        let message = format!(
+            "processing object: new generation {} -> {}",
+            observed_generation.unwrap_or(-1),
+            generation.unwrap_or_default()
+        );
+        mark_progressing(conditions, false, &message, generation, now);
+        persist = true;
+    }
+    if !has_artifact {
+        mark_progressing(conditions, true, "building artifact", generation, now);
+        remove_condition(conditions, ARTIFACT_IN_STORAGE);
+        persist = true;
+    }
+    persist
+}
+
+/// A checkout found `revision`, which the current artifact does not hold: the artifact is
+/// outdated (when there is one) and a new one is being built.
+pub fn source_new_revision(
+    conditions: &mut Vec<Condition>,
+    has_artifact: bool,
+    revision: &str,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) {
+    let message = format!("new upstream revision '{revision}'");
+    if has_artifact {
+        set_condition(
+            conditions,
+            ARTIFACT_OUTDATED,
+            "True",
+            NEW_REVISION_REASON,
+            &message,
+            generation,
+            now,
+        );
+    }
+    mark_progressing(
+        conditions,
+        true,
+        &format!("building artifact: {message}"),
+        generation,
+        now,
+    );
+}
+
+/// The artifact of `revision` is stored (just now, or it already was): Ready, and nothing is
+/// outdated, failing or in progress any more.
+pub fn source_stored(
+    conditions: &mut Vec<Condition>,
+    revision: &str,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) {
+    let message = format!("stored artifact for revision '{revision}'");
+    set_condition(
+        conditions,
+        ARTIFACT_IN_STORAGE,
+        "True",
+        SUCCEEDED_REASON,
+        &message,
+        generation,
+        now,
+    );
+    set_condition(
+        conditions,
+        READY,
+        "True",
+        SUCCEEDED_REASON,
+        &message,
+        generation,
+        now,
+    );
+    for type_ in [FETCH_FAILED, ARTIFACT_OUTDATED, RECONCILING] {
+        remove_condition(conditions, type_);
+    }
+}
+
+/// The run failed with `reason`: FetchFailed and Ready=False say why, and Reconciling stays with
+/// the reason `ProgressingWithRetry`, as the run will be retried.
+pub fn source_failed(
+    conditions: &mut Vec<Condition>,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) {
+    set_condition(conditions, FETCH_FAILED, "True", reason, message, generation, now);
+    set_condition(conditions, READY, "False", reason, message, generation, now);
+    if let Some(c) = conditions.iter_mut().find(|c| c.type_ == RECONCILING) {
+        c.reason = PROGRESSING_WITH_RETRY.into();
+    }
 }
 
 /// Records one reconcile in the history: the entry with the same digest and status is updated,
@@ -288,6 +439,149 @@ mod tests {
             t1,
         );
         assert_eq!(c[0].last_transition_time.0, t1);
+    }
+
+    /// `(type, status, reason, message)` of each condition, in order.
+    fn summary(conditions: &[Condition]) -> Vec<(String, String, String, String)> {
+        conditions
+            .iter()
+            .map(|c| {
+                (
+                    c.type_.clone(),
+                    c.status.clone(),
+                    c.reason.clone(),
+                    c.message.clone(),
+                )
+            })
+            .collect()
+    }
+
+    fn c(type_: &str, status: &str, reason: &str, message: &str) -> (String, String, String, String) {
+        (type_.into(), status.into(), reason.into(), message.into())
+    }
+
+    #[test]
+    fn a_new_revision_outdates_the_artifact_until_it_is_stored() {
+        let (t0, t1) = (
+            jiff::Timestamp::from_second(1).expect("time"),
+            jiff::Timestamp::from_second(2).expect("time"),
+        );
+        let (old, new) = ("main@sha1:aaaa", "main@sha1:bbbb");
+        let mut conds = Vec::new();
+        source_stored(&mut conds, old, Some(1), t0);
+
+        // A poll of the same generation: in progress, but Ready=True of the last run stays and
+        // nothing needs writing yet.
+        assert!(!source_run_started(&mut conds, Some(1), Some(1), false, true, t1));
+        assert_eq!(
+            summary(&conds),
+            [
+                c(
+                    ARTIFACT_IN_STORAGE,
+                    "True",
+                    "Succeeded",
+                    &format!("stored artifact for revision '{old}'")
+                ),
+                c(
+                    READY,
+                    "True",
+                    "Succeeded",
+                    &format!("stored artifact for revision '{old}'")
+                ),
+                c(RECONCILING, "True", "Progressing", "reconciliation in progress"),
+            ]
+        );
+
+        // The checkout found a new revision.
+        source_new_revision(&mut conds, true, new, Some(1), t1);
+        let building = format!("building artifact: new upstream revision '{new}'");
+        assert_eq!(
+            summary(&conds),
+            [
+                c(
+                    ARTIFACT_IN_STORAGE,
+                    "True",
+                    "Succeeded",
+                    &format!("stored artifact for revision '{old}'")
+                ),
+                c(READY, "Unknown", "Progressing", &building),
+                c(RECONCILING, "True", "Progressing", &building),
+                c(
+                    ARTIFACT_OUTDATED,
+                    "True",
+                    "NewRevision",
+                    &format!("new upstream revision '{new}'")
+                ),
+            ]
+        );
+        assert_eq!(
+            condition(&conds, READY).expect("Ready").last_transition_time.0,
+            t1
+        );
+
+        // Stored: both cleared, Ready=True again.
+        source_stored(&mut conds, new, Some(1), t1);
+        let stored = format!("stored artifact for revision '{new}'");
+        assert_eq!(
+            summary(&conds),
+            [
+                c(ARTIFACT_IN_STORAGE, "True", "Succeeded", &stored),
+                c(READY, "True", "Succeeded", &stored),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_first_run_builds_an_artifact_and_a_failed_one_is_retried() {
+        let now = jiff::Timestamp::from_second(1).expect("time");
+        let mut conds = Vec::new();
+        // Never reconciled: a new generation and no artifact, written at once.
+        assert!(source_run_started(&mut conds, Some(1), None, false, false, now));
+        assert_eq!(
+            summary(&conds),
+            [
+                c(RECONCILING, "True", "Progressing", "building artifact"),
+                c(READY, "Unknown", "Progressing", "building artifact"),
+            ]
+        );
+        // Without an artifact there is nothing to outdate.
+        source_new_revision(&mut conds, false, "main@sha1:aaaa", Some(1), now);
+        assert!(condition(&conds, ARTIFACT_OUTDATED).is_none());
+        assert_eq!(
+            condition(&conds, RECONCILING).map(|c| c.message.as_str()),
+            Some("building artifact: new upstream revision 'main@sha1:aaaa'")
+        );
+
+        source_failed(
+            &mut conds,
+            "GitOperationFailed",
+            "failed to checkout",
+            Some(1),
+            now,
+        );
+        assert_eq!(
+            summary(&conds),
+            [
+                c(
+                    RECONCILING,
+                    "True",
+                    "ProgressingWithRetry",
+                    "building artifact: new upstream revision 'main@sha1:aaaa'"
+                ),
+                c(READY, "False", "GitOperationFailed", "failed to checkout"),
+                c(FETCH_FAILED, "True", "GitOperationFailed", "failed to checkout"),
+            ]
+        );
+
+        // A new generation of a failing object: Ready=False stays until the run ends; the
+        // progress names the generations.
+        let mut conds = conds.clone();
+        assert!(source_run_started(&mut conds, Some(2), Some(1), false, true, now));
+        assert_eq!(
+            condition(&conds, RECONCILING).map(|c| (c.reason.as_str(), c.message.as_str())),
+            Some(("Progressing", "processing object: new generation 1 -> 2"))
+        );
+        assert_eq!(condition(&conds, READY).map(|c| c.status.as_str()), Some("False"));
     }
 
     #[test]
