@@ -192,3 +192,41 @@ async fn install_bootstraps_the_cluster() {
     )
     .await;
 }
+
+/// `get --status-selector type=status` lists only the objects whose condition matches, with
+/// Flux's case-insensitive comparison; a selector without `=` is an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_filters_by_status_selector() {
+    let (tb, repo, _controllers, revision) = synced("1h").await;
+    let client = tb.client();
+    for name in ["infrastructure", "flux-system"] {
+        wait_applied(&client, name, &revision, DEADLINE).await;
+    }
+    kubectl_apply(
+        &tb,
+        "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: orphaned\n  namespace: flux-system\nspec:\n  interval: 1h\n  path: ./apps/dev\n  prune: true\n  sourceRef:\n    kind: GitRepository\n    name: gone\n",
+    );
+    wait_failed(&client, "orphaned", "ArtifactFailed").await;
+    let first = repo.head();
+
+    let (out, _) = text(
+        &cli(
+            &tb,
+            &["get", "kustomizations", "--status-selector", "ready=false"],
+        )
+        .await,
+    );
+    golden("get_ready_false.txt", &normalize(&out, &[&first]));
+    let (out, _) = text(&cli(&tb, &["get", "ks", "--status-selector", "READY=True"]).await);
+    golden("get_ready_true.txt", &normalize(&out, &[&first]));
+    // The source is ready: its table has no row, the Kustomizations' one the failing object.
+    let (out, _) = text(&cli(&tb, &["get", "all", "--status-selector", "Ready=False"]).await);
+    golden("get_all_ready_false.txt", &normalize(&out, &[&first]));
+
+    let bad = cli(&tb, &["get", "ks", "--status-selector", "ready"]).await;
+    assert_eq!(bad.status.code(), Some(1), "{:?}", text(&bad));
+    assert_eq!(
+        text(&bad).1,
+        "✗ expected status selector in type=status format, but found: ready\n"
+    );
+}

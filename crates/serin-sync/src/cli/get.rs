@@ -1,7 +1,9 @@
 //! `serin-sync get kustomizations|sources git|all`: Flux's tables (NAME REVISION SUSPENDED READY
-//! MESSAGE, NAMESPACE first with `-A`), hashes shortened to 8 characters. Does I/O.
+//! MESSAGE, NAMESPACE first with `-A`), hashes shortened to 8 characters, optionally only the
+//! objects a `--status-selector type=status` matches. Does I/O.
 
 use clap::{Args, Subcommand};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{Api, ResourceExt, api::ListParams};
 
 use super::ClusterArgs;
@@ -18,6 +20,10 @@ pub struct GetArgs {
     /// List across all namespaces.
     #[arg(short = 'A', long, global = true)]
     pub all_namespaces: bool,
+    /// Only the objects whose condition of this type has this status, e.g. `ready=false`
+    /// (both compared case-insensitively).
+    #[arg(long, global = true, value_name = "TYPE=STATUS")]
+    pub status_selector: Option<String>,
     #[command(flatten)]
     pub cluster: ClusterArgs,
 }
@@ -41,6 +47,56 @@ pub enum GetWhat {
 pub enum SourceKind {
     /// GitRepositories (optionally one by name).
     Git { name: Option<String> },
+}
+
+/// `--status-selector TYPE=STATUS`: an object matches when its condition of that type has that
+/// status, both compared case-insensitively (Flux's CLI semantics). Pure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusSelector {
+    pub type_: String,
+    pub status: String,
+}
+
+impl StatusSelector {
+    /// Parses `type=status`; the error is Flux's.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (type_, status) = text
+            .split_once('=')
+            .ok_or_else(|| format!("expected status selector in type=status format, but found: {text}"))?;
+        Ok(Self {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+        })
+    }
+
+    /// Whether `conditions` match; an object without a condition of that type does not.
+    pub fn matches(&self, conditions: &[Condition]) -> bool {
+        // The last condition of the type, as Flux reads it.
+        conditions
+            .iter()
+            .rfind(|c| c.type_.eq_ignore_ascii_case(&self.type_))
+            .is_some_and(|c| c.status.eq_ignore_ascii_case(&self.status))
+    }
+}
+
+/// Keeps the objects `selector` matches (all without one).
+fn select<K>(
+    items: Vec<K>,
+    selector: Option<&StatusSelector>,
+    conditions: impl Fn(&K) -> &[Condition],
+) -> Vec<K> {
+    items
+        .into_iter()
+        .filter(|item| selector.is_none_or(|s| s.matches(conditions(item))))
+        .collect()
+}
+
+fn kustomization_conditions(k: &Kustomization) -> &[Condition] {
+    k.status.as_ref().map_or(&[], |s| &s.conditions)
+}
+
+fn source_conditions(r: &GitRepository) -> &[Condition] {
+    r.status.as_ref().map_or(&[], |s| &s.conditions)
 }
 
 /// One table row before formatting.
@@ -93,7 +149,7 @@ pub fn render(rows: &[Row], all_namespaces: bool) -> String {
     out
 }
 
-fn ready_of(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> (String, String) {
+fn ready_of(conditions: &[Condition]) -> (String, String) {
     match status::condition(conditions, status::READY) {
         Some(c) => (c.status.clone(), c.message.clone()),
         None => ("Unknown".into(), "waiting to be reconciled".into()),
@@ -161,6 +217,13 @@ where
 
 /// Prints the table(s).
 pub async fn run(args: &GetArgs) -> anyhow::Result<()> {
+    let selector = args
+        .status_selector
+        .as_deref()
+        .map(StatusSelector::parse)
+        .transpose()
+        .map_err(super::CliError)?;
+    let selector = selector.as_ref();
     let client = args.cluster.client().await?;
     let ns = &args.cluster.namespace;
     let ks_api = || -> Api<Kustomization> {
@@ -190,6 +253,8 @@ pub async fn run(args: &GetArgs) -> anyhow::Result<()> {
             if items.is_empty() {
                 empty("Kustomization");
             } else {
+                // As Flux: objects exist, so the table is printed, if need be with no row.
+                let items = select(items, selector, kustomization_conditions);
                 print!("{}", render(&kustomization_rows(&items, ""), args.all_namespaces));
             }
         }
@@ -200,6 +265,7 @@ pub async fn run(args: &GetArgs) -> anyhow::Result<()> {
             if items.is_empty() {
                 empty("GitRepository");
             } else {
+                let items = select(items, selector, source_conditions);
                 print!("{}", render(&source_rows(&items, ""), args.all_namespaces));
             }
         }
@@ -208,12 +274,14 @@ pub async fn run(args: &GetArgs) -> anyhow::Result<()> {
             let ks = list(ks_api(), None).await?;
             let mut tables = Vec::new();
             if !repos.is_empty() {
+                let repos = select(repos, selector, source_conditions);
                 tables.push(render(
                     &source_rows(&repos, "gitrepository/"),
                     args.all_namespaces,
                 ));
             }
             if !ks.is_empty() {
+                let ks = select(ks, selector, kustomization_conditions);
                 tables.push(render(
                     &kustomization_rows(&ks, "kustomization/"),
                     args.all_namespaces,
@@ -245,5 +313,50 @@ mod tests {
             "NAME\tREVISION          \tSUSPENDED\tREADY\tMESSAGE                             \t\napps\tmain@sha1:450796dd\tFalse    \tTrue \tApplied revision: main@sha1:450796dd\t\n"
         );
         assert!(render(&rows, true).starts_with("NAMESPACE  \tNAME\t"));
+    }
+
+    #[test]
+    fn status_selectors_match_as_flux_cli() {
+        let condition = |type_: &str, status: &str| Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: "R".into(),
+            message: String::new(),
+            observed_generation: None,
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                jiff::Timestamp::UNIX_EPOCH,
+            ),
+        };
+        let failing = [condition("Ready", "False"), condition("Reconciling", "True")];
+        let ready_false = StatusSelector::parse("ready=false").expect("parses");
+        assert_eq!(
+            ready_false,
+            StatusSelector {
+                type_: "ready".into(),
+                status: "false".into()
+            }
+        );
+        // (selector, conditions, matches)
+        let table: [(&str, &[Condition], bool); 6] = [
+            ("ready=false", &failing, true),
+            ("READY=False", &failing, true),
+            ("ready=true", &failing, false),
+            ("reconciling=true", &failing, true),
+            ("healthy=false", &failing, false),
+            ("ready=false", &[], false),
+        ];
+        for (text, conditions, expected) in table {
+            let selector = StatusSelector::parse(text).expect("parses");
+            assert_eq!(selector.matches(conditions), expected, "{text}");
+        }
+        // Only the first `=` splits.
+        assert_eq!(
+            StatusSelector::parse("a=b=c").map(|s| s.status),
+            Ok("b=c".to_owned())
+        );
+        assert_eq!(
+            StatusSelector::parse("ready"),
+            Err("expected status selector in type=status format, but found: ready".to_owned())
+        );
     }
 }
