@@ -126,11 +126,20 @@ pub async fn act(
                     )
                 }
             };
+            // The mark lets serin scale the target back up if its Canary disappears unseen.
+            let mark = if replicas == 0 {
+                canary.metadata.name.clone()
+            } else {
+                None
+            };
             let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
             api.patch(
                 &canary.spec.target_ref.name,
                 &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+                &Patch::Merge(json!({
+                    "metadata": {"annotations": {finalize::SCALED_DOWN_BY: mark}},
+                    "spec": {"replicas": replicas},
+                })),
             )
             .await
             .map_err(|e| {

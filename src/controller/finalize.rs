@@ -2,14 +2,16 @@
 //! deletion until the target runs again with the primary's replicas, the apex Service selects the
 //! target's pods and the user's original VirtualService is back (Flagger's `finalize`). Without
 //! it the generated objects are garbage-collected through their ownerReferences, and serin scales
-//! the target back up when it sees the deletion, so the workload is never left at 0 replicas.
-//! Does I/O (Kubernetes API).
+//! the target back up when it sees the deletion, so the workload is never left at 0 replicas. A
+//! target serin scaled to 0 carries the `serin.dev/scaled-down-by` annotation: when that Canary is
+//! gone without serin seeing it go (deleted while serin was down), the sweep at start-up and every
+//! minute scales the target back up. Does I/O (Kubernetes API).
 
 use std::time::Duration;
 
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service};
 use kube::{
-    Api, ResourceExt,
+    Api, Resource, ResourceExt,
     api::{DynamicObject, Patch, PatchParams, PostParams},
     runtime::{controller::Action as RequeueAction, reflector::ObjectRef},
 };
@@ -29,6 +31,10 @@ pub const ORIGINAL_CONFIGURATION: &str = "flagger.kubernetes.io/original-configu
 pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// How often to look at a target that is scaling back up.
 const WAIT: Duration = Duration::from_secs(2);
+/// On a target serin scaled to 0: the name of the Canary that did it.
+pub const SCALED_DOWN_BY: &str = "serin.dev/scaled-down-by";
+/// How often serin looks for targets whose Canary is gone (from its caches: no API requests).
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Adds the finalizer when `revertOnDeletion` is set and removes it when unset. Returns whether
 /// the Canary changed (the change triggers the next reconcile).
@@ -86,6 +92,71 @@ fn deployment(ctx: &Context, ns: &str, name: &str) -> Option<Deployment> {
         .map(|d| (*d).clone())
 }
 
+/// Sets the target's replicas and drops serin's scaled-down mark.
+async fn scale_up(ctx: &Context, ns: &str, name: &str, replicas: i32) -> Result<(), Error> {
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({
+            "metadata": {"annotations": {SCALED_DOWN_BY: null}},
+            "spec": {"replicas": replicas},
+        })),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| {
+        Error::Act(format!(
+            "scaling Deployment {name}.{ns} to {replicas} failed: {e}"
+        ))
+    })
+}
+
+/// Targets at 0 replicas that serin scaled down for a Canary that no longer exists, as
+/// `(namespace, name, canary)`. `canary_exists` answers for `(namespace, name)`.
+pub fn orphaned_targets<'a>(
+    deployments: impl IntoIterator<Item = &'a Deployment>,
+    canary_exists: impl Fn(&str, &str) -> bool,
+) -> Vec<(String, String, String)> {
+    deployments
+        .into_iter()
+        .filter(|d| d.spec.as_ref().and_then(|s| s.replicas) == Some(0))
+        .filter_map(|d| {
+            let canary = d.annotations().get(SCALED_DOWN_BY)?;
+            let ns = d.namespace().unwrap_or_default();
+            (!canary_exists(&ns, canary)).then(|| (ns, d.name_any(), canary.clone()))
+        })
+        .collect()
+}
+
+/// Scales back up every target whose Canary is gone (see `orphaned_targets`). Runs only once the
+/// Canary and Deployment caches are filled: an unfilled Canary cache would make every Canary look
+/// gone.
+pub async fn sweep(ctx: &Context) {
+    let deployments = ctx.stores.deployments.state();
+    let canaries = ctx.canaries.state();
+    let exists = |ns: &str, name: &str| {
+        canaries.iter().any(|c| {
+            let meta = c.meta();
+            meta.namespace.as_deref() == Some(ns) && meta.name.as_deref() == Some(name)
+        })
+    };
+    for (ns, name, canary) in orphaned_targets(deployments.iter().map(|d| d.as_ref()), exists) {
+        let target = deployment(ctx, &ns, &name);
+        let primary = deployment(ctx, &ns, &format!("{name}-primary"));
+        let Some(target) = target else { continue };
+        let want = restore_replicas(&target, primary.as_ref());
+        match scale_up(ctx, &ns, &name, want).await {
+            Ok(()) => tracing::info!(
+                "Canary {canary}.{ns} is gone; Deployment {name}.{ns}, which it had scaled to 0, scaled back to {want} replicas"
+            ),
+            Err(err) => {
+                tracing::warn!(error = %err, "scaling back the target of the deleted Canary {canary}.{ns} failed")
+            }
+        }
+    }
+}
+
 /// Scales the target back up when it is at 0. Returns the target's readiness message while it
 /// is not ready yet.
 async fn scale_back(ctx: &Context, canary: &Canary) -> Result<Option<String>, Error> {
@@ -98,14 +169,7 @@ async fn scale_back(ctx: &Context, canary: &Canary) -> Result<Option<String>, Er
     let replicas = target.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let want = restore_replicas(&target, primary.as_ref());
     if replicas == 0 || (primary.is_some() && replicas != want) {
-        let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-        api.patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": want}})),
-        )
-        .await
-        .map_err(|e| Error::Act(format!("scaling Deployment {name}.{ns} to {want} failed: {e}")))?;
+        scale_up(ctx, &ns, name, want).await?;
         tracing::info!(canary = %format!("{}.{ns}", canary.name_any()), "Deployment {name}.{ns} scaled back to {want} replicas");
         return Ok(Some(format!(
             "Deployment {name}.{ns} is scaling back to {want} replicas"
@@ -280,6 +344,28 @@ mod tests {
 
     fn deployment_with(replicas: Option<i32>) -> Deployment {
         serde_json::from_value(json!({"metadata": {"name": "d"}, "spec": {"replicas": replicas, "selector": {}, "template": {}}})).expect("deployment")
+    }
+
+    #[test]
+    fn targets_are_orphaned_when_the_canary_that_scaled_them_down_is_gone() {
+        let deployment = |name: &str, replicas: i32, mark: Option<&str>| -> Deployment {
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "test", "annotations": mark.map(|m| json!({SCALED_DOWN_BY: m}))},
+                "spec": {"replicas": replicas, "selector": {}, "template": {}},
+            }))
+            .expect("deployment")
+        };
+        let deployments = [
+            deployment("gone", 0, Some("gone")),
+            deployment("live", 0, Some("live")),
+            deployment("scaled-up-since", 2, Some("gone")),
+            deployment("users-own-zero", 0, None),
+        ];
+        let exists = |ns: &str, name: &str| ns == "test" && name == "live";
+        assert_eq!(
+            orphaned_targets(&deployments, exists),
+            [("test".to_owned(), "gone".to_owned(), "gone".to_owned())]
+        );
     }
 
     #[test]

@@ -246,21 +246,30 @@ pub async fn run(
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
     // One task waits for the other caches to fill and says so. Reconciles never wait on a cache
     // themselves: kube's `Store::wait_until_ready` wakes only the last of several concurrent
-    // waiters, so concurrent reconciles waiting on it could hang for ever.
+    // waiters, so concurrent reconciles waiting on it could hang for ever. Once the caches (the
+    // Canaries' too) are filled, the same task looks for targets left at 0 by a Canary that was
+    // deleted while serin was not watching, then again every minute.
     let filling = {
-        let stores = ctx.stores.clone();
-        let filled = ctx.caches_filled.clone();
+        let ctx = ctx.clone();
         tokio::spawn(async move {
+            let stores = &ctx.stores;
             let result = async {
                 stores.deployments.wait_until_ready().await?;
                 stores.configmaps.wait_until_ready().await?;
                 stores.secrets.wait_until_ready().await?;
-                stores.virtual_services.wait_until_ready().await
+                stores.virtual_services.wait_until_ready().await?;
+                ctx.canaries.wait_until_ready().await
             }
             .await;
-            match result {
-                Ok(()) => filled.store(true, std::sync::atomic::Ordering::Release),
-                Err(err) => tracing::warn!(error = %err, "the caches did not fill"),
+            if let Err(err) = result {
+                tracing::warn!(error = %err, "the caches did not fill");
+                return;
+            }
+            ctx.caches_filled
+                .store(true, std::sync::atomic::Ordering::Release);
+            loop {
+                finalize::sweep(&ctx).await;
+                tokio::time::sleep(finalize::SWEEP_INTERVAL).await;
             }
         })
     };

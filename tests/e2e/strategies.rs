@@ -402,6 +402,51 @@ async fn deletion_without_revert_collects_generated_objects_and_scales_the_targe
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_deleted_while_serin_is_down_does_not_leave_its_target_at_zero() {
+    let mut s = example_initialized("canary").await;
+    let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), NS);
+    let target = deployments.get("podinfo").await.expect("target");
+    assert_eq!(target.spec.and_then(|s| s.replicas), Some(0));
+    assert_eq!(
+        target
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .get("serin.dev/scaled-down-by"),
+        Some(&"podinfo".to_owned()),
+        "serin marks the target it scaled to 0"
+    );
+    // serin is down while the Canary goes: it never sees the deletion.
+    s.kill_serin();
+    s.kubectl(&["-n", NS, "delete", "canary", "podinfo", "--wait=true"]);
+    s.start_serin();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let target = deployments.get("podinfo").await.expect("target");
+        let replicas = target.spec.and_then(|s| s.replicas).unwrap_or(0);
+        let marked = target
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("serin.dev/scaled-down-by");
+        if replicas > 0 && !marked {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "target at {replicas} replicas, still marked: {marked}\n{}",
+            support::tail(&s.log(), 30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        s.log().contains("Canary podinfo.test is gone; Deployment podinfo.test, which it had scaled to 0, scaled back to 1 replicas"),
+        "{}",
+        support::tail(&s.log(), 30)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_reach_providers_by_severity_and_a_failing_one_does_not_hold_the_rollout() {
     let s = example_initialized("canary").await;
     let (slack, slack_seen) = support::receiver(200).await;
