@@ -689,4 +689,66 @@ mod tests {
         assert_eq!(vs["spec"]["tcp"][0]["match"], json!([{"port": 9898}]));
         assert_eq!(read_routes(&c, &vs["spec"]), Some((80, 20, false)));
     }
+
+    #[test]
+    fn drift_is_what_the_desired_spec_says_and_the_live_one_does_not() {
+        let cases = [
+            ("equal", json!({"a": 1}), json!({"a": 1}), true),
+            (
+                "fields others added",
+                json!({"a": 1}),
+                json!({"a": 1, "b": 2}),
+                true,
+            ),
+            (
+                "nested fields others added",
+                json!({"r": [{"w": 10}]}),
+                json!({"r": [{"w": 10, "x": 1}]}),
+                true,
+            ),
+            (
+                "integer and float of one value",
+                json!({"w": 10}),
+                json!({"w": 10.0}),
+                true,
+            ),
+            ("null means absent", json!({"mirror": null}), json!({}), true),
+            (
+                "null is also null",
+                json!({"mirror": null}),
+                json!({"mirror": null}),
+                true,
+            ),
+            ("a changed weight", json!({"w": 10}), json!({"w": 20}), false),
+            ("a missing field", json!({"a": 1, "b": 2}), json!({"a": 1}), false),
+            (
+                "a field set that should be absent",
+                json!({"mirror": null}),
+                json!({"mirror": {"host": "x"}}),
+                false,
+            ),
+            ("an extra route", json!({"r": [1]}), json!({"r": [1, 2]}), false),
+            (
+                "routes in another order",
+                json!({"r": [1, 2]}),
+                json!({"r": [2, 1]}),
+                false,
+            ),
+            (
+                "a string for a number",
+                json!({"w": 10}),
+                json!({"w": "10"}),
+                false,
+            ),
+            (
+                "a scalar for an object",
+                json!({"m": {"a": 1}}),
+                json!({"m": 1}),
+                false,
+            ),
+        ];
+        for (what, desired, actual, same) in cases {
+            assert_eq!(subset_eq(&desired, &actual), same, "{what}");
+        }
+    }
 }
