@@ -679,6 +679,11 @@ async fn helm_installs_serin_sync_and_every_value_given() {
     assert_eq!(var("SLACK_CHANNEL")["value"], "deploys");
     assert_eq!(var("SLACK_USER")["value"], "serin");
     assert_eq!(var("SLACK_PROXY_URL")["value"], "http://proxy:3128");
+    assert_eq!(var("MSTEAMS_PROXY_URL")["value"], "http://teams-proxy:3128");
+    assert_eq!(
+        var("SLACK_TOKEN")["valueFrom"]["secretKeyRef"]["key"],
+        "slack-token"
+    );
     assert_eq!(
         var("OTEL_EXPORTER_OTLP_ENDPOINT")["value"],
         "http://otel.observability:4317"
@@ -699,6 +704,7 @@ async fn helm_installs_serin_sync_and_every_value_given() {
     let data = secret.data.expect("data");
     assert_eq!(data["slack-url"].0, b"https://hooks.slack.test/T/B/x");
     assert_eq!(data["msteams-url"].0, b"https://teams.test/webhook");
+    assert_eq!(data["slack-token"].0, b"xoxb-chart-test");
     // Standbys are ready through /healthz.
     assert_eq!(
         container(&d)

@@ -51,9 +51,13 @@ pub struct RunArgs {
     /// Slack incoming webhook for alerts of Canaries that list no alerts of their own.
     #[arg(long, env = "SLACK_URL")]
     pub slack_url: Option<String>,
-    /// HTTP proxy for the Slack and Teams webhooks.
+    /// HTTP proxy for the Slack webhook.
     #[arg(long, env = "SLACK_PROXY_URL")]
     pub slack_proxy_url: Option<String>,
+    /// Token sent to the Slack URL as `Authorization: Bearer` (for Slack's API instead of an
+    /// incoming webhook).
+    #[arg(long, env = "SLACK_TOKEN", hide_env_values = true)]
+    pub slack_token: Option<String>,
     /// Slack user name shown with alerts.
     #[arg(long, env = "SLACK_USER", default_value = "flagger")]
     pub slack_user: String,
@@ -63,6 +67,9 @@ pub struct RunArgs {
     /// Microsoft Teams incoming webhook for alerts (wins over `--slack-url`).
     #[arg(long, env = "MSTEAMS_URL")]
     pub msteams_url: Option<String>,
+    /// HTTP proxy for the Teams webhook.
+    #[arg(long, env = "MSTEAMS_PROXY_URL")]
+    pub msteams_proxy_url: Option<String>,
     /// Cluster name added to alert fields.
     #[arg(long, env = "CLUSTER_NAME")]
     pub cluster_name: Option<String>,
@@ -160,9 +167,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
 /// The global notifier from the flags: Teams wins when both URLs are set, as in Flagger.
 fn notifier(args: &RunArgs) -> Option<controller::alerts::Notifier> {
     let set = |u: &Option<String>| u.clone().filter(|u| !u.is_empty());
-    let (kind, url) = match (set(&args.msteams_url), set(&args.slack_url)) {
-        (Some(url), _) => ("msteams", url),
-        (None, Some(url)) => ("slack", url),
+    let (kind, url, proxy, token) = match (set(&args.msteams_url), set(&args.slack_url)) {
+        (Some(url), _) => ("msteams", url, set(&args.msteams_proxy_url), None),
+        (None, Some(url)) => ("slack", url, set(&args.slack_proxy_url), set(&args.slack_token)),
         (None, None) => return None,
     };
     Some(controller::alerts::Notifier {
@@ -170,7 +177,8 @@ fn notifier(args: &RunArgs) -> Option<controller::alerts::Notifier> {
         url,
         channel: args.slack_channel.clone(),
         username: args.slack_user.clone(),
-        proxy: set(&args.slack_proxy_url),
+        proxy,
+        token,
     })
 }
 
@@ -210,17 +218,49 @@ mod tests {
             ),
             ("slack", "deploys", "flagger")
         );
-        let teams = notifier(&parse(&[
-            "--slack-url",
-            "https://hooks.slack.com/services/x",
-            "--msteams-url",
-            "https://example.webhook.office.com/x",
-        ]))
+        let proxies_and_token = [
+            "--slack-proxy-url",
+            "http://slack-proxy:3128",
+            "--msteams-proxy-url",
+            "http://teams-proxy:3128",
+            "--slack-token",
+            "xoxb-1",
+        ];
+        let slack = notifier(&parse(
+            &[
+                &["--slack-url", "https://slack.com/api/chat.postMessage"],
+                &proxies_and_token[..],
+            ]
+            .concat(),
+        ))
+        .expect("slack");
+        assert_eq!(
+            (slack.proxy.as_deref(), slack.token.as_deref()),
+            (Some("http://slack-proxy:3128"), Some("xoxb-1")),
+            "Slack takes the Slack proxy and the token"
+        );
+        let teams = notifier(&parse(
+            &[
+                &[
+                    "--slack-url",
+                    "https://hooks.slack.com/services/x",
+                    "--msteams-url",
+                    "https://example.webhook.office.com/x",
+                ],
+                &proxies_and_token[..],
+            ]
+            .concat(),
+        ))
         .expect("teams");
         assert_eq!(
             (teams.kind.as_str(), teams.url.as_str()),
             ("msteams", "https://example.webhook.office.com/x"),
             "Teams wins when both are set"
+        );
+        assert_eq!(
+            (teams.proxy.as_deref(), teams.token.as_deref()),
+            (Some("http://teams-proxy:3128"), None),
+            "Teams takes its own proxy and no Slack token"
         );
     }
 }

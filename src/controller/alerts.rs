@@ -28,6 +28,8 @@ pub struct Notifier {
     pub channel: String,
     pub username: String,
     pub proxy: Option<String>,
+    /// Slack only: sent as a bearer token.
+    pub token: Option<String>,
 }
 
 /// A resolved destination for one alert.
@@ -295,7 +297,7 @@ async fn deliver(ctx: &Context, canary: &Canary, alert: &Alert) {
                     channel: n.channel.clone(),
                     username: n.username.clone(),
                     proxy: n.proxy.clone(),
-                    token: None,
+                    token: n.token.clone(),
                 }),
             ));
         }

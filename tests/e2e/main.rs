@@ -800,7 +800,7 @@ async fn eventually_payloads(seen: &support::Received, message: &str) -> Vec<ser
             .lock()
             .expect("lock")
             .iter()
-            .map(|(_, body)| body.clone())
+            .map(|d| d.body.clone())
             .collect();
         if payloads.iter().any(|p| p["metadata"]["eventMessage"] == message) {
             return payloads;

@@ -511,7 +511,8 @@ spec: {{type: gchat, address: "http://chat.example.invalid/v1/spaces/x", proxy: 
         seen.lock()
             .expect("lock")
             .iter()
-            .map(|(_, b)| {
+            .map(|d| {
+                let b = &d.body;
                 b["attachments"][0]["text"]
                     .as_str()
                     .or(b["sections"][0]["activityTitle"].as_str())
@@ -553,8 +554,8 @@ spec: {{type: gchat, address: "http://chat.example.invalid/v1/spaces/x", proxy: 
         .lock()
         .expect("lock")
         .iter()
-        .find(|(_, b)| b["attachments"][0]["text"] == started)
-        .map(|(_, b)| b.clone())
+        .find(|d| d.body["attachments"][0]["text"] == started)
+        .map(|d| d.body.clone())
         .expect("slack payload");
     assert_eq!(slack_started["channel"], "releases");
     assert_eq!(slack_started["attachments"][0]["author_name"], "podinfo.test");
@@ -562,7 +563,7 @@ spec: {{type: gchat, address: "http://chat.example.invalid/v1/spaces/x", proxy: 
         slack_started["attachments"][0]["fields"][0]["value"],
         "Deployment/podinfo.test"
     );
-    let teams_failed = teams_seen.lock().expect("lock")[0].1.clone();
+    let teams_failed = teams_seen.lock().expect("lock")[0].body.clone();
     assert_eq!(
         (
             teams_failed["@type"].as_str(),
@@ -575,7 +576,7 @@ spec: {{type: gchat, address: "http://chat.example.invalid/v1/spaces/x", proxy: 
             .lock()
             .expect("lock")
             .iter()
-            .all(|(path, _)| path == "/hooks/1/slack"),
+            .all(|d| d.path == "/hooks/1/slack"),
         "Discord's Slack-compatible endpoint"
     );
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -586,12 +587,12 @@ spec: {{type: gchat, address: "http://chat.example.invalid/v1/spaces/x", proxy: 
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (target, gchat) = proxy_seen.lock().expect("lock")[0].clone();
+    let gchat = proxy_seen.lock().expect("lock")[0].clone();
     assert_eq!(
-        target, "http://chat.example.invalid/v1/spaces/x",
+        gchat.path, "http://chat.example.invalid/v1/spaces/x",
         "sent through the proxy"
     );
-    assert_eq!(gchat["cards"][0]["header"]["subtitle"], "podinfo.test");
+    assert_eq!(gchat.body["cards"][0]["header"]["subtitle"], "podinfo.test");
 
     // The controller's metrics: Flagger's names, and the failed deliveries counted.
     let metrics = s.controller_metrics().await;
@@ -654,6 +655,8 @@ async fn the_global_notifier_gets_the_alerts_of_canaries_without_alerts() {
         "deploys",
         "--cluster-name",
         "e2e-cluster",
+        "--slack-token",
+        "xoxb-e2e",
     ]);
     s.wait_canary("Initialized", Duration::from_secs(60), |c| {
         phase(c) == CanaryPhase::Initialized
@@ -665,14 +668,22 @@ async fn the_global_notifier_gets_the_alerts_of_canaries_without_alerts() {
             .lock()
             .expect("lock")
             .iter()
-            .map(|(_, b)| b.clone())
-            .find(|b| b["attachments"][0]["text"] == "New Deployment detected, initialization completed.");
+            .find(|d| {
+                d.body["attachments"][0]["text"] == "New Deployment detected, initialization completed."
+            })
+            .cloned();
         if let Some(m) = found {
             break m;
         }
         assert!(Instant::now() < deadline, "no alert at the global notifier");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    assert_eq!(
+        message.authorization.as_deref(),
+        Some("Bearer xoxb-e2e"),
+        "--slack-token is sent as a bearer token"
+    );
+    let message = message.body;
     assert_eq!(message["channel"], "deploys");
     assert_eq!(message["username"], "flagger");
     assert_eq!(

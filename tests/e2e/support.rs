@@ -344,8 +344,17 @@ impl Scenario {
     }
 }
 
-/// What a local HTTP receiver got: request path and JSON body.
-pub type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
+/// One request a local HTTP receiver got.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub path: String,
+    pub body: serde_json::Value,
+    /// The `Authorization` header, if any.
+    pub authorization: Option<String>,
+}
+
+/// What a local HTTP receiver got, in order.
+pub type Received = std::sync::Arc<std::sync::Mutex<Vec<Delivery>>>;
 
 /// A local HTTP receiver (a webhook or an alert provider) that answers every POST with `status`.
 pub async fn receiver(status: u16) -> (String, Received) {
@@ -389,8 +398,17 @@ pub async fn receiver(status: u16) -> (String, Received) {
                         .and_then(|l| l.split_whitespace().nth(1))
                         .unwrap_or("/")
                         .to_owned();
-                    if let Ok(v) = serde_json::from_str(&body[..length]) {
-                        store.lock().expect("lock").push((path, v));
+                    let authorization = head.lines().find_map(|l| {
+                        let (name, value) = l.split_once(':')?;
+                        name.eq_ignore_ascii_case("authorization")
+                            .then(|| value.trim().to_owned())
+                    });
+                    if let Ok(body) = serde_json::from_str(&body[..length]) {
+                        store.lock().expect("lock").push(Delivery {
+                            path,
+                            body,
+                            authorization,
+                        });
                     }
                     let answer =
                         format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");

@@ -67,5 +67,5 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{- define "serin.hasNotificationSecrets" -}}
-{{- if or .Values.slack.url .Values.msteams.url .Values.eventWebhook -}}true{{- end -}}
+{{- if or .Values.slack.url .Values.slack.token .Values.msteams.url .Values.eventWebhook -}}true{{- end -}}
 {{- end -}}
