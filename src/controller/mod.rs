@@ -502,7 +502,8 @@ async fn reconcile(guard: Arc<DeserializeGuard<Canary>>, ctx: Arc<Context>) -> R
     }
 
     // report
-    report::report(&ctx, &canary, &world, &decision, events, started.elapsed()).await?;
+    let analysis_took = decision.analysis_tick.then(|| started.elapsed());
+    report::report(&ctx, &canary, &world, &decision, events, analysis_took).await?;
     alerts::send(&ctx, &acting, &decision.alerts);
     Ok(match decision.requeue_after {
         Some(d) if d.is_zero() => RequeueAction::requeue(Duration::from_millis(200)),

@@ -234,14 +234,16 @@ pub async fn write_status(
     Ok(next)
 }
 
-/// Writes the status, records events and updates metrics.
+/// Writes the status, records events and updates metrics. `analysis_took` is the duration of an
+/// analysis tick (one that ran the pre-rollout hooks or the analysis), observed as
+/// `flagger_canary_duration_seconds` as Flagger does; `None` for every other reconcile.
 pub async fn report(
     ctx: &Context,
     canary: &Canary,
     world: &World,
     decision: &Decision,
     mut evs: Vec<Event>,
-    took: Duration,
+    analysis_took: Option<Duration>,
 ) -> Result<(), Error> {
     let ns = canary.namespace().unwrap_or_default();
     let target = canary.spec.target_ref.name.clone();
@@ -287,7 +289,7 @@ pub async fn report(
             })
             .set(i64::from(r.canary));
     }
-    if status.phase.is_active() {
+    if let Some(took) = analysis_took {
         ctx.metrics
             .duration
             .get_or_create(&labels)

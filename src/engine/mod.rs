@@ -188,6 +188,9 @@ pub struct Decision {
     pub outcome: Option<Outcome>,
     /// When to look again; `None` waits for a change.
     pub requeue_after: Option<Duration>,
+    /// This was an analysis tick (the start of the analysis or a check of a step, whatever its
+    /// result): what `flagger_canary_duration_seconds` measures.
+    pub analysis_tick: bool,
 }
 
 impl Decision {
@@ -584,6 +587,14 @@ fn advance(input: &Input) -> Decision {
             return Decision::default().requeue(wait);
         }
     }
+    let mut d = analysis_tick(input, routes, mirror, first_step);
+    d.analysis_tick = d.need.is_none();
+    d
+}
+
+/// One analysis tick: the pre-rollout hooks at the start, else the step's checks; then the
+/// strategy's next step.
+fn analysis_tick(input: &Input, routes: Routes, mirror: bool, first_step: bool) -> Decision {
     let mut d = Decision::default();
     if first_step {
         match input.check(Check::PreRollout, Some("pre-rollout")) {

@@ -390,6 +390,47 @@ fn the_first_step_runs_pre_rollout_hooks_then_sends_traffic() {
 }
 
 #[test]
+fn analysis_ticks_are_the_start_and_each_checked_step_whatever_the_result() {
+    let start = Observed {
+        last_transition: Some(NOW),
+        ..observed("rev2", 100, 0)
+    };
+    let d = run(&spec(), &progressing(0, 0), &start, &[]);
+    assert!(d.analysis_tick, "the start, without pre-rollout hooks: {d:?}");
+    let step = observed("rev2", 90, 10);
+    let halt = "Halt podinfo.test advancement success rate 48.00% < 99%";
+    for (what, results) in [
+        ("a passed step", [(Check::Analysis, passed())]),
+        ("a failed step", [(Check::Analysis, failed(halt))]),
+    ] {
+        assert!(
+            run(&spec(), &progressing(10, 0), &step, &results).analysis_tick,
+            "{what}"
+        );
+    }
+    assert!(
+        run(
+            &spec(),
+            &progressing(10, 1),
+            &step,
+            &[(Check::Analysis, failed(halt))]
+        )
+        .analysis_tick,
+        "the step whose failure rolls back"
+    );
+    let waiting = Observed {
+        last_transition: Some(NOW - 10),
+        ..observed("rev2", 90, 10)
+    };
+    let d = run(&spec(), &progressing(10, 0), &waiting, &[]);
+    assert!(!d.analysis_tick, "waiting for the interval: {d:?}");
+    assert!(
+        !run(&spec(), &progressing(10, 0), &step, &[]).analysis_tick,
+        "a decision that still needs its checks"
+    );
+}
+
+#[test]
 fn steps_wait_for_the_interval_then_run_the_analysis() {
     let o = Observed {
         last_transition: Some(NOW - 10),

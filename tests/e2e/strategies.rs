@@ -604,6 +604,24 @@ spec: {{type: gchat, address: "http://chat.example.invalid/v1/spaces/x", proxy: 
         assert!(metrics.contains(line), "{line} missing in\n{metrics}");
     }
     assert!(metrics.contains("flagger_info{"), "{metrics}");
+    // One observation per analysis tick (as Flagger), not per reconcile: each tick leaves one
+    // `Advance` or `Halt` event (the start's tick advances to the first weight).
+    let ticks: usize = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"flagger_canary_duration_seconds_count{name="podinfo",namespace="test"} "#)
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no duration count in\n{metrics}"));
+    let events = s.events();
+    let steps = events
+        .iter()
+        .filter(|e| e.starts_with("Halt") || e.starts_with("Advance"))
+        .count();
+    assert_eq!(
+        ticks, steps,
+        "analysis ticks observed vs steps taken: {events:#?}"
+    );
     assert!(
         metrics.lines().any(|l| l
             .starts_with(r#"serin_alert_failures_total{name="podinfo",namespace="test",alert="broken"}"#)),
