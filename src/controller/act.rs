@@ -163,7 +163,6 @@ pub async fn act(
 }
 
 fn primary_object(ctx: &Context, canary: &Canary, world: &World, promotion: bool) -> Value {
-    let id = format!("{:032x}", rand::random::<u128>());
     primary::primary_deployment(
         PrimaryInput {
             canary,
@@ -172,16 +171,22 @@ fn primary_object(ctx: &Context, canary: &Canary, world: &World, promotion: bool
             selector_labels: &ctx.config.selector_labels,
             include_label_prefixes: &ctx.config.include_label_prefixes,
             tracked: &world.tracked,
-            flagger_id: &format!(
-                "{}-{}-4{}-a{}-{}",
-                &id[..8],
-                &id[8..12],
-                &id[13..16],
-                &id[17..20],
-                &id[20..32]
-            ),
+            flagger_id: &uuid_v4(rand::random()),
         },
         promotion,
+    )
+}
+
+/// A random (version 4, RFC 9562 variant) UUID from 128 random bits, as Flagger's `flagger-id`.
+fn uuid_v4(random: u128) -> String {
+    let id = format!("{random:032x}");
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &id[..8],
+        &id[8..12],
+        &id[13..16],
+        &id[17..20],
+        &id[20..32]
     )
 }
 
@@ -337,5 +342,26 @@ fn take_over(vs: &mut Value, existing: &VirtualService, canary: &Canary) {
         && let Ok(spec) = serde_json::to_string(&existing.spec)
     {
         vs["metadata"]["annotations"][finalize::ORIGINAL_CONFIGURATION] = json!(spec);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flagger_ids_are_version_4_uuids() {
+        let pattern =
+            regex::Regex::new("^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+                .expect("regex");
+        for random in [0, u128::MAX, 0x0123_4567_89ab_cdef_0123_4567_89ab_cdef] {
+            let id = uuid_v4(random);
+            assert!(pattern.is_match(&id), "{id}");
+        }
+        assert_eq!(
+            uuid_v4(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef),
+            "01234567-89ab-4def-a123-456789abcdef"
+        );
+        assert_ne!(uuid_v4(rand::random()), uuid_v4(rand::random()));
     }
 }
