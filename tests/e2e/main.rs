@@ -191,11 +191,7 @@ async fn a_new_image_is_analysed_and_promoted() {
 async fn a_failing_revision_is_rolled_back() {
     let s = initialized().await;
     s.push_failing_revision();
-    let c = s
-        .wait_canary("Failed", Duration::from_secs(150), |c| {
-            phase(c) == CanaryPhase::Failed
-        })
-        .await;
+    let c = s.wait_failed(Duration::from_secs(150)).await;
     assert_eq!(c.status.as_ref().map(|s| s.canary_weight), Some(0));
     let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), NS);
     let primary = deployments.get("podinfo-primary").await.expect("primary");
@@ -479,21 +475,8 @@ async fn gates_hold_the_rollout_until_opened_and_kubectl_follows_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revision_that_never_gets_ready_fails_at_its_deadline() {
     let s = initialized().await;
-    let patch = r#"{"spec":{"progressDeadlineSeconds":10,"template":{"metadata":{"annotations":{"testbed.serin.dev/never-ready":"true"}}}}}"#;
-    s.kubectl(&[
-        "-n",
-        NS,
-        "patch",
-        "deploy",
-        "podinfo",
-        "--type=strategic",
-        "-p",
-        patch,
-    ]);
-    s.wait_canary("Failed", Duration::from_secs(90), |c| {
-        phase(c) == CanaryPhase::Failed
-    })
-    .await;
+    s.patch_target(r#"{"spec":{"progressDeadlineSeconds":10,"template":{"metadata":{"annotations":{"testbed.serin.dev/never-ready":"true"}}}}}"#);
+    s.wait_failed(Duration::from_secs(90)).await;
     let events = s.events();
     assert!(
         events
@@ -652,21 +635,8 @@ async fn flagger_examples_run_unchanged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_latency_regression_is_caught_by_the_latency_template() {
     let s = initialized().await;
-    let patch = r#"{"spec":{"template":{"metadata":{"annotations":{"testbed.serin.dev/latency-ms":"300","testbed.serin.dev/latency-p99-ms":"900"}}}}}"#;
-    s.kubectl(&[
-        "-n",
-        NS,
-        "patch",
-        "deploy",
-        "podinfo",
-        "--type=strategic",
-        "-p",
-        patch,
-    ]);
-    s.wait_canary("Failed", Duration::from_secs(120), |c| {
-        phase(c) == CanaryPhase::Failed
-    })
-    .await;
+    s.patch_target(r#"{"spec":{"template":{"metadata":{"annotations":{"testbed.serin.dev/latency-ms":"300","testbed.serin.dev/latency-p99-ms":"900"}}}}}"#);
+    s.wait_failed(Duration::from_secs(120)).await;
     let events = s.events();
     assert!(
         events
@@ -737,10 +707,7 @@ async fn a_template_that_does_not_render_fails_checks_with_its_error() {
         "deploy/podinfo",
         "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
     ]);
-    s.wait_canary("Failed", Duration::from_secs(120), |c| {
-        phase(c) == CanaryPhase::Failed
-    })
-    .await;
+    s.wait_failed(Duration::from_secs(120)).await;
     let events = s.events();
     assert!(
         events.iter().any(
@@ -868,10 +835,7 @@ async fn a_webhook_that_times_out_fails_checks_and_rolls_back() {
         "deploy/podinfo",
         "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
     ]);
-    s.wait_canary("Failed", Duration::from_secs(90), |c| {
-        phase(c) == CanaryPhase::Failed
-    })
-    .await;
+    s.wait_failed(Duration::from_secs(90)).await;
     let events = s.events();
     assert!(
         events.iter().any(|e| e

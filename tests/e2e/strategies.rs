@@ -504,8 +504,7 @@ spec: {{type: gchat, address: "http://chat.example.invalid/v1/spaces/x", proxy: 
     s.patch_canary(alerts);
     // A failing revision: an info alert when it starts, an error alert at the rollback.
     s.push_failing_revision();
-    s.wait_canary("Failed", ROLLOUT, |c| phase(c) == CanaryPhase::Failed)
-        .await;
+    s.wait_failed(ROLLOUT).await;
 
     let texts = |seen: &support::Received| -> Vec<String> {
         seen.lock()

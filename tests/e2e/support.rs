@@ -424,7 +424,13 @@ pub async fn receiver(status: u16) -> (String, Received) {
 impl Scenario {
     /// Pushes a revision (image 6.0.2) that answers half its requests with 500s.
     pub fn push_failing_revision(&self) {
-        let patch = r#"{"spec":{"template":{"metadata":{"annotations":{"testbed.serin.dev/error-rate":"0.5"}},"spec":{"containers":[{"name":"podinfod","image":"ghcr.io/stefanprodan/podinfo:6.0.2"}]}}}}"#;
+        self.patch_target(
+            r#"{"spec":{"template":{"metadata":{"annotations":{"testbed.serin.dev/error-rate":"0.5"}},"spec":{"containers":[{"name":"podinfod","image":"ghcr.io/stefanprodan/podinfo:6.0.2"}]}}}}"#,
+        );
+    }
+
+    /// Patches the target Deployment `podinfo` (strategic merge patch), as a user would.
+    pub fn patch_target(&self, patch: &str) {
         self.kubectl(&[
             "-n",
             NS,
@@ -435,6 +441,12 @@ impl Scenario {
             "-p",
             patch,
         ]);
+    }
+
+    /// Waits until the rollout failed.
+    pub async fn wait_failed(&self, deadline: Duration) -> Canary {
+        self.wait_canary("Failed", deadline, |c| phase(c) == CanaryPhase::Failed)
+            .await
     }
 }
 
