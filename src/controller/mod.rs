@@ -162,14 +162,21 @@ pub async fn run(
     let canaries: Api<DeserializeGuard<Canary>> = api(&client, ns.as_deref());
     let (canary_store, canary_writer) = reflector::store();
     let (deleted_tx, mut deleted_rx) = tokio::sync::mpsc::unbounded_channel::<Canary>();
+    // Set once the Canary cache holds its first list. The Controller itself awaits this store's
+    // readiness, so nothing else may (kube's `wait_until_ready` wakes only one waiter): the
+    // reflector has applied the list when `InitDone` passes here.
+    let canaries_listed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let listed = canaries_listed.clone();
     let canary_stream = reflector::reflector(canary_writer, watcher(canaries, wc.clone()))
         .default_backoff()
-        .inspect(move |event| {
-            if let Ok(watcher::Event::Delete(guard)) = event
-                && let Ok(c) = &guard.0
-            {
-                let _ = deleted_tx.send(c.clone());
+        .inspect(move |event| match event {
+            Ok(watcher::Event::Delete(guard)) => {
+                if let Ok(c) = &guard.0 {
+                    let _ = deleted_tx.send(c.clone());
+                }
             }
+            Ok(watcher::Event::InitDone) => listed.store(true, std::sync::atomic::Ordering::Release),
+            _ => {}
         })
         .applied_objects();
     let controller = Controller::for_stream(canary_stream, canary_store.clone());
@@ -257,8 +264,7 @@ pub async fn run(
                 stores.deployments.wait_until_ready().await?;
                 stores.configmaps.wait_until_ready().await?;
                 stores.secrets.wait_until_ready().await?;
-                stores.virtual_services.wait_until_ready().await?;
-                ctx.canaries.wait_until_ready().await
+                stores.virtual_services.wait_until_ready().await
             }
             .await;
             if let Err(err) = result {
@@ -267,6 +273,9 @@ pub async fn run(
             }
             ctx.caches_filled
                 .store(true, std::sync::atomic::Ordering::Release);
+            while !canaries_listed.load(std::sync::atomic::Ordering::Acquire) {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
             loop {
                 finalize::sweep(&ctx).await;
                 tokio::time::sleep(finalize::SWEEP_INTERVAL).await;
