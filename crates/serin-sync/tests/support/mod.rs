@@ -244,14 +244,14 @@ pub fn kubectl_apply(tb: &Testbed, yaml: &str) {
 /// The bootstrap objects: GitRepository `flux-system` and Kustomization `flux-system`.
 pub fn bootstrap_yaml(url: &str, path: &str, interval: &str) -> String {
     format!(
-        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: flux-system\n  namespace: flux-system\nspec:\n  interval: {interval}\n  ref:\n    branch: main\n  url: {url}\n---\napiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: flux-system\n  namespace: flux-system\nspec:\n  interval: 10m\n  path: {path}\n  prune: true\n  sourceRef:\n    kind: GitRepository\n    name: flux-system\n"
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: flux-system\n  namespace: flux-system\nspec:\n  interval: {interval}\n  timeout: 20s\n  ref:\n    branch: main\n  url: {url}\n---\napiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: flux-system\n  namespace: flux-system\nspec:\n  interval: 10m\n  path: {path}\n  prune: true\n  sourceRef:\n    kind: GitRepository\n    name: flux-system\n"
     )
 }
 
 /// The GitRepository `flux-system` alone, polling `main` every `interval`.
 pub fn git_repository_yaml(url: &str, interval: &str) -> String {
     format!(
-        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: flux-system\n  namespace: flux-system\nspec:\n  interval: {interval}\n  ref:\n    branch: main\n  url: {url}\n"
+        "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: flux-system\n  namespace: flux-system\nspec:\n  interval: {interval}\n  timeout: 20s\n  ref:\n    branch: main\n  url: {url}\n"
     )
 }
 
@@ -316,11 +316,47 @@ pub async fn wait_applied(client: &Client, name: &str, revision: &str, deadline:
         if start.elapsed() > deadline {
             let last = st.and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready"));
             panic!(
-                "timed out after {deadline:?} waiting for Kustomization {name} applied at {revision}; Ready: {last:?}"
+                "timed out after {deadline:?} waiting for Kustomization {name} applied at {revision}; Ready: {last:?}\n{}",
+                sync_state(client).await
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Every GitRepository and Kustomization of `flux-system` with its generation and status, for
+/// the message of a test that timed out.
+pub async fn sync_state(client: &Client) -> String {
+    let mut text = String::new();
+    let repos: Api<GitRepository> = Api::namespaced(client.clone(), "flux-system");
+    for r in repos
+        .list(&Default::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+    {
+        text.push_str(&format!(
+            "GitRepository {} generation {:?}: {}\n",
+            r.metadata.name.as_deref().unwrap_or_default(),
+            r.metadata.generation,
+            serde_json::to_string(&r.status).unwrap_or_default()
+        ));
+    }
+    let kss: Api<Kustomization> = Api::namespaced(client.clone(), "flux-system");
+    for k in kss
+        .list(&Default::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+    {
+        text.push_str(&format!(
+            "Kustomization {} generation {:?}: {}\n",
+            k.metadata.name.as_deref().unwrap_or_default(),
+            k.metadata.generation,
+            serde_json::to_string(&k.status).unwrap_or_default()
+        ));
+    }
+    text
 }
 
 /// Marks the Canary as serin does once it has initialized it (serin itself does not run here).
