@@ -313,36 +313,10 @@ async fn ensure_routing(
         mirrored: false,
     });
     let mut vs = routing::virtual_service(canary, routes.primary, routes.canary, routes.mirrored);
-    let stale = match &world.virtual_service {
-        Some(existing) => {
-            take_over(&mut vs, existing, canary);
-            let actual = serde_json::to_value(&existing.spec).unwrap_or(Value::Null);
-            routing::stale_spec_fields(&vs["spec"], &actual)
-        }
-        None => Vec::new(),
-    };
-    let resource = istio("VirtualService", "virtualservices");
-    apply_dynamic(ctx, &resource, &ns, &vs).await?;
-    if stale.is_empty() {
-        return Ok(());
+    if let Some(existing) = &world.virtual_service {
+        take_over(&mut vs, existing, canary);
     }
-    // Fields of other managers survive an apply: a merge patch removes them.
-    let name = canary.service_names().apex;
-    let removal: serde_json::Map<String, Value> = stale.iter().map(|k| (k.clone(), Value::Null)).collect();
-    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &resource);
-    api.patch(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": removal})),
-    )
-    .await
-    .map(|_| ())
-    .map_err(|e| {
-        format!(
-            "removing {} from VirtualService {name}.{ns} failed: {e}",
-            stale.join(", ")
-        )
-    })
+    apply_dynamic(ctx, &istio("VirtualService", "virtualservices"), &ns, &vs).await
 }
 
 fn disown(object: &mut Value) {

@@ -157,7 +157,6 @@ pub fn observe(ctx: &Context, canary: &Canary, now: i64) -> Result<World, String
             let desired = routing::virtual_service(canary, r.primary, r.canary, r.mirrored);
             let actual = serde_json::to_value(&vs.spec).unwrap_or(Value::Null);
             !routing::subset_eq(&desired["spec"], &actual)
-                || !routing::stale_spec_fields(&desired["spec"], &actual).is_empty()
         }
         _ => false,
     };

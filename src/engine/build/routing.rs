@@ -414,20 +414,6 @@ pub fn subset_eq(desired: &Value, actual: &Value) -> bool {
     }
 }
 
-/// Top-level spec fields the live object has and the desired spec does not (someone added them,
-/// or they were there before serin took the object over): serin's spec is the whole spec, as
-/// Flagger's is, so these are removed.
-pub fn stale_spec_fields(desired: &Value, actual: &Value) -> Vec<String> {
-    let (Some(desired), Some(actual)) = (desired.as_object(), actual.as_object()) else {
-        return Vec::new();
-    };
-    actual
-        .iter()
-        .filter(|(k, v)| !v.is_null() && desired.get(*k).is_none_or(Value::is_null))
-        .map(|(k, _)| k.clone())
-        .collect()
-}
-
 /// Reads the weights back from a VirtualService (Flagger's `GetRoutes`): from the last HTTP route
 /// that sends to the canary Service. `None` when no route holds both.
 pub fn read_routes(canary: &Canary, vs_spec: &Value) -> Option<(i32, i32, bool)> {
@@ -702,14 +688,6 @@ mod tests {
         assert!(vs["spec"].get("http").is_none());
         assert_eq!(vs["spec"]["tcp"][0]["match"], json!([{"port": 9898}]));
         assert_eq!(read_routes(&c, &vs["spec"]), Some((80, 20, false)));
-    }
-
-    #[test]
-    fn stale_spec_fields_are_the_live_top_level_fields_serin_does_not_write() {
-        let desired = json!({"hosts": ["podinfo"], "http": [], "tcp": null});
-        let actual = json!({"hosts": ["podinfo"], "http": [], "tcp": [{}], "exportTo": ["."], "tls": null});
-        assert_eq!(stale_spec_fields(&desired, &actual), ["exportTo", "tcp"]);
-        assert!(stale_spec_fields(&desired, &json!({"hosts": ["x"]})).is_empty());
     }
 
     #[test]
