@@ -302,10 +302,9 @@ async fn check_metric(
                 true,
             ),
             _ => {
-                return Err(Event::warning(format!(
-                    "Metric query failed for no usable metrics template and query were configured ({})",
-                    metric.name
-                )));
+                return Err(Event::warning(
+                    "Metric query failed for no usable metrics template and query were configured",
+                ));
             }
         }
     };
@@ -313,8 +312,14 @@ async fn check_metric(
     let value = match prometheus::query(&address, &query, &auth).await {
         Ok(v) => v,
         Err(prometheus::QueryError::NoValues) if builtin => {
+            // Flagger adds the query error to the success rate's text only.
+            let suffix = if metric.name == METRIC_REQUEST_DURATION {
+                ""
+            } else {
+                ": running query failed: no values found"
+            };
             return Err(Event::warning(format!(
-                "Halt advancement no values found for istio metric {} probably {target}.{namespace} is not receiving traffic: running query failed: no values found",
+                "Halt advancement no values found for istio metric {} probably {target}.{namespace} is not receiving traffic{suffix}",
                 metric.name
             )));
         }

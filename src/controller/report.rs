@@ -85,7 +85,10 @@ fn send_event_webhooks(ctx: &Context, canary: &Canary, event: &Event) {
     if hooks.is_empty() {
         return;
     }
-    let phase = canary.status.as_ref().map(|s| s.phase).unwrap_or_default();
+    let phase = event
+        .phase
+        .or_else(|| canary.status.as_ref().map(|s| s.phase))
+        .unwrap_or_default();
     let checksum = super::checks::checksum(canary);
     for hook in hooks {
         let mut metadata = hook.metadata.clone().unwrap_or_default();

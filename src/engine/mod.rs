@@ -82,6 +82,8 @@ pub enum CheckResult {
 pub struct Event {
     pub warning: bool,
     pub message: String,
+    /// The phase event webhooks are told; `None`: the Canary's phase when the event is recorded.
+    pub phase: Option<CanaryPhase>,
 }
 
 impl Event {
@@ -89,13 +91,20 @@ impl Event {
         Self {
             warning: false,
             message: message.into(),
+            phase: None,
         }
     }
     pub fn warning(message: impl Into<String>) -> Self {
         Self {
             warning: true,
             message: message.into(),
+            phase: None,
         }
+    }
+    /// Reported to event webhooks with this phase.
+    fn in_phase(mut self, phase: CanaryPhase) -> Self {
+        self.phase = Some(phase);
+        self
     }
 }
 
@@ -429,10 +438,11 @@ fn start(input: &Input) -> Decision {
         Some(CheckResult::Passed(events)) => {
             Decision::default()
                 .events(events)
-                .event(Event::normal(format!(
-                    "New revision detected! Scaling up {}",
-                    input.target()
-                )))
+                // Flagger records it on a copy already Progressing: event webhooks see that.
+                .event(
+                    Event::normal(format!("New revision detected! Scaling up {}", input.target()))
+                        .in_phase(CanaryPhase::Progressing),
+                )
                 .alert(
                     Severity::Info,
                     "New revision detected, progressing canary analysis.",
@@ -548,6 +558,7 @@ fn advance(input: &Input) -> Decision {
     if skip {
         return skip_analysis(input);
     }
+    let mut not_signaling = Vec::new();
     if matches!(phase, CanaryPhase::Progressing | CanaryPhase::WaitingPromotion) {
         match input.check(Check::Rollback, Some("rollback")) {
             None => return Decision::need(Check::Rollback),
@@ -561,9 +572,21 @@ fn advance(input: &Input) -> Decision {
                     .alert(Severity::Warn, "Rolling back manual webhook invoked", false);
                 return rollback(input, d, false);
             }
+            Some(CheckResult::Failed(events)) => not_signaling = events.clone(),
             Some(_) => {}
         }
     }
+    let mut d = progress(input, phase, routes);
+    // Flagger records "Rollback hook <name> not signaling a rollback" once per tick.
+    if d.analysis_tick {
+        d.events.splice(0..0, not_signaling);
+    }
+    d
+}
+
+/// What follows the gates: promotion, finalising, rollback at the threshold, or the next
+/// analysis tick when it is due.
+fn progress(input: &Input, phase: CanaryPhase, routes: Routes) -> Decision {
     match phase {
         CanaryPhase::Promoting => return promotion_shift(input, routes),
         CanaryPhase::Finalising => return finalise(input),
@@ -641,6 +664,26 @@ fn canary_step(input: &Input, routes: Routes, mirror: bool, mut d: Decision) -> 
     let analysis = input.spec.analysis.clone().unwrap_or_default();
     let max_weight = input.spec.max_weight();
     let cw = routes.canary;
+    // Flagger asks before every step it takes without mirrored traffic: before turning mirroring
+    // on, before each weight increase and before promotion at the maximum weight.
+    if !routes.mirrored && input.status.phase != CanaryPhase::WaitingPromotion {
+        match input.check(Check::ConfirmTrafficIncrease, Some("confirm-traffic-increase")) {
+            None => return Decision::need(Check::ConfirmTrafficIncrease),
+            Some(CheckResult::Failed(events)) => {
+                let d = d.events(events).requeue(input.interval());
+                return if input.muted("confirm-traffic-increase", events) {
+                    d
+                } else {
+                    d.alert(
+                        Severity::Warn,
+                        "Canary traffic increase is waiting for approval.",
+                        false,
+                    )
+                };
+            }
+            Some(CheckResult::Passed(events)) => d = d.events(events),
+        }
+    }
     if cw < max_weight {
         if mirror && cw == 0 && !routes.mirrored {
             return d
@@ -658,24 +701,6 @@ fn canary_step(input: &Input, routes: Routes, mirror: bool, mut d: Decision) -> 
                     ..StatusUpdate::default()
                 })
                 .requeue(input.interval());
-        }
-        if !routes.mirrored && input.status.phase != CanaryPhase::WaitingPromotion {
-            match input.check(Check::ConfirmTrafficIncrease, Some("confirm-traffic-increase")) {
-                None => return Decision::need(Check::ConfirmTrafficIncrease),
-                Some(CheckResult::Failed(events)) => {
-                    let d = d.events(events).requeue(input.interval());
-                    return if input.muted("confirm-traffic-increase", events) {
-                        d
-                    } else {
-                        d.alert(
-                            Severity::Warn,
-                            "Canary traffic increase is waiting for approval.",
-                            false,
-                        )
-                    };
-                }
-                Some(CheckResult::Passed(events)) => d = d.events(events),
-            }
         }
         let step = weights::next_step_weight(&analysis, cw);
         let canary = (cw + step).clamp(0, 100);

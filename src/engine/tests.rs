@@ -187,6 +187,11 @@ fn a_new_revision_scales_up_and_progresses_at_once() {
         assert_eq!(d.actions, [Action::ScaleTarget(Scale::FromZero)]);
         assert_eq!(messages(&d), ["New revision detected! Scaling up podinfo.test"]);
         assert_eq!(
+            d.events[0].phase,
+            Some(CanaryPhase::Progressing),
+            "event webhooks see the new revision as Progressing, as Flagger's copy"
+        );
+        assert_eq!(
             d.requeue_after,
             Some(Duration::ZERO),
             "serin does not wait a tick"
@@ -699,6 +704,30 @@ fn a_rollback_webhook_rolls_back() {
         ],
     );
     assert_eq!(d.actions, [routes(80, 20)]);
+    assert_eq!(
+        messages(&d),
+        [
+            "Rollback hook rollback-hook not signaling a rollback",
+            "Advance podinfo.test canary weight 20"
+        ],
+        "once per analysis tick, as Flagger"
+    );
+    let waiting = Observed {
+        last_transition: Some(NOW - 10),
+        ..o.clone()
+    };
+    let d = run(
+        &s,
+        &progressing(10, 0),
+        &waiting,
+        &[(
+            Check::Rollback,
+            CheckResult::Failed(vec![Event::normal(
+                "Rollback hook rollback-hook not signaling a rollback",
+            )]),
+        )],
+    );
+    assert!(d.events.is_empty(), "not between ticks: {:?}", d.events);
 }
 
 #[test]
@@ -725,6 +754,24 @@ fn confirm_traffic_increase_holds_the_weight() {
         messages(&d),
         ["Halt podinfo.test advancement waiting for traffic increase approval confirm-traffic-increase-hook"]
     );
+    // At the maximum weight the closed gate holds the promotion too, as in Flagger.
+    let d = run(
+        &s,
+        &progressing(30, 0),
+        &observed("rev2", 70, 30),
+        &[
+            (Check::Analysis, passed()),
+            (
+                Check::ConfirmTrafficIncrease,
+                failed(
+                    "Halt podinfo.test advancement waiting for traffic increase approval confirm-traffic-increase-hook",
+                ),
+            ),
+        ],
+    );
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert_eq!(d.need, None);
+    assert_eq!(d.status, None);
 }
 
 #[test]

@@ -750,6 +750,10 @@ async fn event_webhooks_receive_every_event() {
     );
     assert_eq!(scaling["metadata"]["eventType"], "Normal");
     assert_eq!(
+        scaling["phase"], "Progressing",
+        "as Flagger reports the new revision"
+    );
+    assert_eq!(
         scaling["metadata"]["team"], "web",
         "the hook's own metadata comes along"
     );

@@ -311,6 +311,11 @@ async fn revert_on_deletion_restores_the_users_service_and_virtual_service() {
         "podinfo-primary"
     );
     assert!(vs["metadata"].get("ownerReferences").is_none(), "{vs:#}");
+    assert_eq!(
+        vs["spec"]["exportTo"],
+        json!(["*"]),
+        "the user's other fields stay: {vs:#}"
+    );
 
     new_image(&s);
     s.wait_canary("weight 10", ROLLOUT, |c| {
@@ -353,6 +358,7 @@ async fn revert_on_deletion_restores_the_users_service_and_virtual_service() {
         json!([{"route": [{"destination": {"host": "podinfo"}}]}]),
         "the user's VirtualService is back"
     );
+    assert_eq!(vs["spec"]["exportTo"], json!(["*"]), "{vs:#}");
     let events = s.events();
     for e in [
         "Terminating canary podinfo.test",
