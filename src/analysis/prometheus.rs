@@ -73,22 +73,8 @@ pub async fn query(address: &str, promql: &str, auth: &Auth) -> Result<f64, Quer
     let result = request
         .get()
         .await
-        .map_err(|e| QueryError::Request(error_chain(&e)))?;
+        .map_err(|e| QueryError::Request(serin_runtime::error_chain(&e)))?;
     value_of(result.data())
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let t = cause.to_string();
-        if !text.contains(&t) {
-            text.push_str(": ");
-            text.push_str(&t);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// The one value of a result, by Flagger's rules (and serin's for several series).

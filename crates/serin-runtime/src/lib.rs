@@ -14,3 +14,5 @@ pub mod shutdown;
 pub mod startup;
 pub mod telemetry;
 pub mod tls;
+
+pub use startup::error_chain;
