@@ -2,37 +2,59 @@
 CARGO ?= cargo
 NEXTEST_PROFILE ?= default
 
-.PHONY: all build deps test check fmt fmt-check clippy dup-check crds ci demo testbed bench
+.PHONY: all build deps deps-base cluster test check fmt fmt-check clippy dup-check crds ci demo testbed bench
 
 all: build
 
 build:
 	$(CARGO) build --workspace --all-targets
 
-## What the tests need beyond the Rust toolchain: kubectl and curl (checked), real Prometheus
-## (Debian's package, installed when missing), real Helm (helm-sdkpy) and Docker's Dockerfile parser
-## (the PyPI package dockerfile), both installed when missing, and Debian's openssh-server for
-## serin-sync's ssh test (installed when missing).
-deps:
-	@command -v kubectl >/dev/null || { echo "kubectl is not on PATH; the test bed's kubectl tests need it" >&2; exit 1; }
-	@command -v prometheus >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus curl >/dev/null; }
+## What the tests need beyond the Rust toolchain, each installed when missing: cargo-nextest
+## (crates.io), openssl and curl, real Prometheus and openssh-server (Debian's packages), real Helm
+## as helm-sdkpy and Docker's Dockerfile parser (PyPI), and the real control plane (`make
+## cluster`, which needs Go). `deps-base` is all but the control plane (enough for `make demo`).
+deps: deps-base
+	@$(MAKE) --no-print-directory cluster
+
+deps-base:
+	@command -v cargo-nextest >/dev/null || { echo "installing cargo-nextest from crates.io"; $(CARGO) install --locked --debug --quiet cargo-nextest; }
+	@command -v openssl >/dev/null && command -v curl >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl curl >/dev/null; }
+	@command -v prometheus >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 	@command -v prometheus >/dev/null || { echo "prometheus is not on PATH; install it with apt-get install -y prometheus" >&2; exit 1; }
 	@python3 -c 'import helm_sdkpy' 2>/dev/null || python3 -m pip install --quiet --ignore-requires-python helm-sdkpy
 	@test -x /usr/sbin/sshd || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server openssh-client >/dev/null; }
 	@python3 -c 'import dockerfile' 2>/dev/null || python3 -m pip install --quiet dockerfile
 
-## Every test of the workspace (unit, integration, Flagger compatibility), then the RBAC check:
-## the e2e suite runs serin as the chart's ServiceAccount under the chart's ClusterRoles, every
-## test bed appends its authorization decisions to RBAC_AUDIT_DIR, and `rbac-audit` fails when
-## serin was denied something or a rule grants something serin never requested.
+## The real control plane: kube-apiserver, kube-controller-manager, kube-scheduler and kubectl
+## (k8s.io/kubernetes), etcd, kwok and the helm CLI, built from the Go module proxy once per
+## machine into ~/.cache/serin-testbed/<component>-<version>/bin (SERIN_TESTBED_CACHE moves it).
+cluster:
+	@command -v go >/dev/null || { echo "go is not on PATH: the real control plane is built from Go modules (Go 1.26 or newer)" >&2; exit 1; }
+	$(CARGO) run -q -p serin-testbed -- build-cluster
+
+## The directories of the built binaries, first on PATH for the tests (kubectl and helm match
+## the server's version).
+CLUSTER_PATH = $(shell $(CARGO) run -q -p serin-testbed -- build-cluster --print-path)
+
+## Every test of the workspace (unit, integration, Flagger compatibility), the end-to-end suites
+## on the real control plane (SERIN_TESTBED_CLUSTER=emulator runs them on the API emulator), then
+## the RBAC check: the e2e suite runs serin as the chart's ServiceAccount under the chart's
+## ClusterRoles, every test bed appends its authorization decisions (the real API server's audit
+## log, or the emulator's) to RBAC_AUDIT_DIR, and `rbac-audit` fails when serin was denied
+## something or a rule grants something serin never requested.
+SERIN_TESTBED_CLUSTER ?= real
 RBAC_AUDIT_DIR ?= $(CURDIR)/target/rbac-audit
+CLUSTER_REPORT_DIR ?= $(CURDIR)/target/cluster-report
 SERIN_IDENTITY := system:serviceaccount:istio-system:serin
 test: deps
-	rm -rf $(RBAC_AUDIT_DIR)
-	SERIN_TESTBED_AUDIT_DIR=$(RBAC_AUDIT_DIR) $(CARGO) nextest run --workspace --lib --bins --tests --profile $(NEXTEST_PROFILE)
+	rm -rf $(RBAC_AUDIT_DIR) $(CLUSTER_REPORT_DIR)
+	PATH="$(CLUSTER_PATH):$$PATH" SERIN_TESTBED_CLUSTER=$(SERIN_TESTBED_CLUSTER) \
+		SERIN_TESTBED_AUDIT_DIR=$(RBAC_AUDIT_DIR) SERIN_TESTBED_REPORT_DIR=$(CLUSTER_REPORT_DIR) \
+		$(CARGO) nextest run --workspace --lib --bins --tests --profile $(NEXTEST_PROFILE)
 	$(CARGO) run -q -p serin-testbed -- rbac-audit --dir $(RBAC_AUDIT_DIR) --user $(SERIN_IDENTITY) \
 		--rules charts/serin/files/rbac/controller.yaml --rules charts/serin/files/rbac/crds.yaml \
 		--rules charts/serin/files/rbac/leader-election.yaml
+	@if [ "$(SERIN_TESTBED_CLUSTER)" = real ]; then $(CARGO) run -q -p serin-testbed -- cluster-report --dir $(CLUSTER_REPORT_DIR); fi
 
 fmt:
 	$(CARGO) fmt --all
@@ -63,9 +85,10 @@ crds:
 ci: check
 	$(MAKE) test NEXTEST_PROFILE=ci
 
-## The API emulator in the foreground (prints `ready kubeconfig=PATH`).
+## The test bed in the foreground (prints `ready kubeconfig=PATH prometheus=URL proxy=URL
+## loadtester=URL`); ARGS=--cluster=real runs the real control plane instead of the emulator.
 testbed:
-	$(CARGO) run -q -p serin-testbed -- up
+	$(CARGO) run -q -p serin-testbed -- up $(ARGS)
 
 ## Emulator throughput and watch fan-out figures, then serin's initialisation time, memory,
 ## idle API requests and reaction time with many Canaries (release build).

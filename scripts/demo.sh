@@ -1,21 +1,30 @@
 #!/usr/bin/env bash
 # A full canary rollout on the local test bed: `make demo` (a good revision, ends Succeeded) or
 # `make demo ARGS=--bad` (a revision answering half its requests with errors, ends Failed with the
-# primary untouched). Prints every change of phase, weight and failed checks with the latest event.
+# primary untouched); `--real` runs it on the real control plane (etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler and kwok, built once by `make cluster`) instead of the
+# API emulator. Prints every change of phase, weight and failed checks with the latest event.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bad=false
+cluster=emulator
 for arg in "$@"; do
   case "$arg" in
     --bad) bad=true ;;
-    *) echo "usage: scripts/demo.sh [--bad]" >&2; exit 2 ;;
+    --real) cluster=real ;;
+    *) echo "usage: scripts/demo.sh [--bad] [--real]" >&2; exit 2 ;;
   esac
 done
 
-make -s deps
+make -s deps-base
 echo "building serin and the test bed..."
 cargo build -q --bin serin && cargo build -q -p serin-testbed --bin serin-testbed
+if [ "$cluster" = real ]; then
+  make -s cluster
+  # kubectl of the server's version, from the same build.
+  PATH="$(./target/debug/serin-testbed build-cluster --print-path):$PATH"
+fi
 
 work=$(mktemp -d)
 pids=()
@@ -26,7 +35,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-./target/debug/serin-testbed up --kubeconfig "$work/kubeconfig" >"$work/testbed.out" 2>"$work/testbed.err" &
+./target/debug/serin-testbed up --cluster "$cluster" --kubeconfig "$work/kubeconfig" >"$work/testbed.out" 2>"$work/testbed.err" &
 pids+=($!)
 for _ in $(seq 1 600); do
   grep -q '^ready ' "$work/testbed.out" 2>/dev/null && break
@@ -35,6 +44,7 @@ done
 ready=$(grep '^ready ' "$work/testbed.out") || { cat "$work/testbed.err" >&2; echo "the test bed did not start" >&2; exit 1; }
 proxy=$(sed 's/.*proxy=\([^ ]*\).*/\1/' <<<"$ready")
 echo "test bed: $ready"
+sed -n 's/^serin-testbed: //p' "$work/testbed.err"
 export KUBECONFIG="$work/kubeconfig"
 
 kubectl apply -f crds/ >/dev/null

@@ -8,12 +8,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::{
-    api::{
-        coordination::v1::Lease,
-        core::v1::{Event, Namespace},
-    },
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+use k8s_openapi::api::{
+    coordination::v1::Lease,
+    core::v1::{Event, Namespace},
 };
 use kube::{
     Api,
@@ -110,12 +107,7 @@ async fn run_exits_naming_a_missing_crd() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_exits_naming_missing_istio_crds() {
     let tb = Testbed::start().await.expect("test bed starts");
-    let crds: Api<CustomResourceDefinition> = Api::all(tb.client());
-    for crd in serin::api::crds() {
-        crds.create(&PostParams::default(), &crd)
-            .await
-            .expect("CRD created");
-    }
+    tb.install_crds(serin::api::crds()).await.expect("CRDs");
     let child = start_serin(&tb, free_port());
     let output = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await
@@ -224,12 +216,7 @@ async fn testbed_with_crds() -> Testbed {
     })
     .await
     .expect("test bed starts");
-    let crds: Api<CustomResourceDefinition> = Api::all(tb.client());
-    for crd in serin::api::crds() {
-        crds.create(&PostParams::default(), &crd)
-            .await
-            .expect("CRD created");
-    }
+    tb.install_crds(serin::api::crds()).await.expect("CRDs");
     tb
 }
 

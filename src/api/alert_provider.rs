@@ -30,7 +30,7 @@ string_enum!(alert_provider_enum, ALERT_PROVIDERS);
 pub struct AlertProviderSpec {
     /// Required through the `oneOf` above, as in Flagger's CRD.
     #[serde(default, rename = "type")]
-    #[schemars(schema_with = "alert_provider_enum")]
+    #[schemars(schema_with = "alert_provider_enum", transform = crate::api::schema::no_default)]
     pub type_: String,
     /// Channel (default `general`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -52,3 +52,10 @@ macro_rules! string_enum {
     };
 }
 pub(crate) use string_enum;
+
+/// Removes the `default` that `#[serde(default)]` gives a field's schema: a real API server
+/// rejects a CRD whose default is not one of the field's `enum` values (an empty string is not a
+/// provider type), and Flagger's CRD declares none.
+pub fn no_default(schema: &mut schemars::Schema) {
+    schema.remove("default");
+}

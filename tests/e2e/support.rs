@@ -8,9 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::{
-    api::core::v1::Namespace, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client,
     api::{ObjectMeta, PostParams},
@@ -50,10 +48,7 @@ impl Scenario {
             .await
             .expect("test bed with Prometheus (apt-get install -y prometheus)");
         let client = tb.client();
-        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        for crd in serin::api::crds() {
-            crds.create(&PostParams::default(), &crd).await.expect("CRD");
-        }
+        tb.install_crds(serin::api::crds()).await.expect("CRDs");
         let namespaces: Api<Namespace> = Api::all(client.clone());
         let ns = Namespace {
             metadata: ObjectMeta {

@@ -19,13 +19,9 @@ fn committed_crds_are_what_the_code_generates() {
 fn crds_are_served_by_the_test_bed() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
         use kube::{Api, api::PostParams};
         let tb = serin_testbed::Testbed::start().await.expect("test bed");
-        let api: Api<CustomResourceDefinition> = Api::all(tb.client());
-        for crd in serin_sync::api::crds() {
-            api.create(&PostParams::default(), &crd).await.expect("CRD accepted");
-        }
+        tb.install_crds(serin_sync::api::crds()).await.expect("CRDs accepted");
         let ks: Api<serin_sync::api::Kustomization> = Api::namespaced(tb.client(), "default");
         let obj: serin_sync::api::Kustomization = serde_yaml::from_str(
             "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {name: apps, namespace: default}\nspec:\n  interval: 10m\n  path: ./apps/dev\n  prune: true\n  sourceRef: {kind: GitRepository, name: flux-system}\n  dependsOn: [{name: infrastructure}]\n  postBuild: {substitute: {cluster: dev}}\n",

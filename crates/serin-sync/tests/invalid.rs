@@ -5,8 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::{Api, api::PostParams};
+use kube::Api;
 use serin_testbed::Testbed;
 use support::*;
 
@@ -14,7 +13,7 @@ use support::*;
 async fn a_malformed_kustomization_does_not_stop_the_others() {
     let tb = Testbed::start().await.expect("test bed");
     let client = tb.client();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut crds = Vec::new();
     for mut crd in serin_sync::api::crds() {
         if crd.spec.names.kind == "Kustomization" {
             // A loose schema: any spec is accepted.
@@ -23,17 +22,16 @@ async fn a_malformed_kustomization_does_not_stop_the_others() {
                 version.schema = Some(serde_json::from_value(schema).expect("schema"));
             }
         }
-        crds.create(&PostParams::default(), &crd).await.expect("CRD");
+        crds.push(crd);
     }
     for entry in std::fs::read_dir(repo_root().join("crds")).expect("crds/") {
         let path = entry.expect("entry").path();
         if path.extension().is_some_and(|e| e == "yaml") {
             let crd = serde_yaml::from_str(&std::fs::read_to_string(&path).expect("read")).expect("CRD");
-            crds.create(&PostParams::default(), &crd)
-                .await
-                .expect("serin's CRD");
+            crds.push(crd);
         }
     }
+    tb.install_crds(crds).await.expect("CRDs");
     create_namespace(&client, "flux-system").await;
     let repo = GitFixture::from_examples();
     let _controllers = start_controllers(&tb);

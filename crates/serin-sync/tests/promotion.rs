@@ -63,7 +63,7 @@ async fn a_new_tag_from_git_is_canaried_and_promoted() {
     kubectl_apply(&tb, &bootstrap_yaml(&repo.url(), "./clusters/dev", "2s"));
     let first = format!("main@sha1:{}", repo.head());
     wait_applied(&tb.client(), "infrastructure", &first, Duration::from_secs(60)).await;
-    tb.register_loadtester("podinfo").expect("loadtester");
+    tb.register_loadtester("podinfo").await.expect("loadtester");
 
     let proxy = tb.proxy_url().expect("proxy").to_owned();
     let log = tempfile::NamedTempFile::new().expect("log");

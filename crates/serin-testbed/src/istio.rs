@@ -54,3 +54,13 @@ pub fn crds() -> Vec<Value> {
         crd("Gateway", "gateways", "gw", json!([age])),
     ]
 }
+
+/// Installs Istio's networking CRDs through `client` (those present are left alone) and waits
+/// until the API server reports them Established.
+pub async fn install_crds(client: &kube::Client) -> anyhow::Result<()> {
+    let crds = crds()
+        .into_iter()
+        .map(serde_json::from_value)
+        .collect::<Result<Vec<_>, _>>()?;
+    crate::install_crds(client, crds).await
+}

@@ -1,5 +1,7 @@
 //! serin's local test bed: a Kubernetes API emulator that real `kubectl`, kube-rs and Helm
-//! accept, with workload simulation, and the harness that tests, the demo and benchmarks start.
+//! accept, or a real control plane built from Kubernetes' Go modules (`cluster`), with the
+//! simulated Istio data plane, Prometheus and the harness that tests, the demo and benchmarks
+//! start.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -11,6 +13,8 @@
 #![forbid(unsafe_code)]
 
 pub mod apiserver;
+pub mod cluster;
+mod emulator;
 pub mod istio;
 pub mod loadtester;
 pub mod mesh;
@@ -28,7 +32,11 @@ use std::{
 use anyhow::Context;
 use serin_runtime::shutdown::Shutdown;
 
-use crate::apiserver::{server::Server, store::Store};
+pub use crate::cluster::ClusterKind;
+use crate::{
+    apiserver::{server::Server, store::Store},
+    cluster::real::RealCluster,
+};
 
 /// One row of `/testbed/requests`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -43,13 +51,15 @@ pub struct RequestCount {
 /// How a test bed starts.
 #[derive(Clone, Debug)]
 pub struct TestbedOptions {
-    /// Port on 127.0.0.1; 0 picks a free one.
+    /// The API server: `None` takes `$SERIN_TESTBED_CLUSTER` (`emulator` when unset).
+    pub cluster: Option<ClusterKind>,
+    /// Port on 127.0.0.1; 0 picks a free one (the emulator's; a real cluster picks its own).
     pub port: u16,
     /// Where to write the kubeconfig; a temporary directory when `None`.
     pub kubeconfig: Option<PathBuf>,
-    /// How long simulated controllers take to report a workload's status.
+    /// How long the emulator's simulated controllers take to report a workload's status.
     pub workload_delay: Duration,
-    /// How many changes the event log keeps for watches to resume from.
+    /// How many changes the emulator's event log keeps for watches to resume from.
     pub event_log: usize,
     /// Start the simulated Istio data plane, the cluster network proxy and the loadtester (and
     /// install Istio's networking CRDs).
@@ -64,6 +74,7 @@ pub struct TestbedOptions {
 impl Default for TestbedOptions {
     fn default() -> Self {
         Self {
+            cluster: None,
             port: 0,
             kubeconfig: None,
             workload_delay: Duration::from_millis(200),
@@ -78,7 +89,7 @@ impl Default for TestbedOptions {
 }
 
 impl TestbedOptions {
-    /// Everything: API emulator, data plane, network, loadtester and Prometheus.
+    /// Everything: API server, data plane, network, loadtester and Prometheus.
     pub fn full() -> Self {
         Self {
             mesh: true,
@@ -86,19 +97,42 @@ impl TestbedOptions {
             ..Self::default()
         }
     }
+
+    /// The API emulator, whatever `$SERIN_TESTBED_CLUSTER` says: for tests of the emulator
+    /// itself and of its instruments (fault injection, closing watches).
+    pub fn emulator() -> Self {
+        Self {
+            cluster: Some(ClusterKind::Emulator),
+            ..Self::default()
+        }
+    }
 }
 
-/// A running test bed. Dropping it stops the server.
-pub struct Testbed {
-    base_url: String,
-    kubeconfig: PathBuf,
-    token: String,
+/// The API server behind a test bed.
+enum Backend {
+    Emulator(Emulator),
+    Real(Box<RealCluster>),
+}
+
+/// The in-process API emulator and its simulated controllers.
+struct Emulator {
     store: Arc<Store>,
-    client: kube::Client,
-    shutdown: Shutdown,
+    token: String,
     server: tokio::task::JoinHandle<()>,
     workloads: tokio::task::JoinHandle<()>,
     token_controller: tokio::task::JoinHandle<()>,
+}
+
+/// A running test bed. Dropping it stops the server (and a real cluster's processes).
+pub struct Testbed {
+    base_url: String,
+    kubeconfig: PathBuf,
+    client: kube::Client,
+    shutdown: Shutdown,
+    backend: Backend,
+    audit_dir: Option<PathBuf>,
+    /// Where `requests()` starts reading a real cluster's audit log.
+    audit_offset: std::sync::atomic::AtomicU64,
     mesh: Option<MeshParts>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -110,14 +144,58 @@ struct MeshParts {
     proxy_url: String,
     loadtester_url: String,
     prometheus: Option<prometheus::Prometheus>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: Tasks,
 }
 
-/// The kubeconfig for a server URL and bearer token, with its context selected.
+/// Tasks aborted when dropped, so a test bed that fails half-way leaves no watch running.
+#[derive(Default)]
+struct Tasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Tasks {
+    fn push(&mut self, task: tokio::task::JoinHandle<()>) {
+        self.0.push(task);
+    }
+
+    fn abort(&self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
+/// The emulator's kubeconfig for a server URL and bearer token, with its context selected.
 pub fn kubeconfig_yaml(server: &str, token: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: serin-testbed\n  cluster:\n    server: {server}\nusers:\n- name: admin\n  user:\n    token: \"{token}\"\ncontexts:\n- name: serin-testbed\n  context:\n    cluster: serin-testbed\n    user: admin\n    namespace: default\ncurrent-context: serin-testbed\npreferences: {{}}\n"
     )
+}
+
+/// The `kubectl` the tests run: the one built with the real cluster when it is built (its
+/// version matches the server's), else the one on PATH.
+pub fn kubectl_program() -> PathBuf {
+    let built = cluster::build::binary(&cluster::components::KUBERNETES, "kubectl");
+    if built.is_file() {
+        built
+    } else {
+        PathBuf::from("kubectl")
+    }
+}
+
+/// The `helm` the tests run: the one built from Helm's Go module when it is built, else the one
+/// on PATH.
+pub fn helm_program() -> PathBuf {
+    let built = cluster::build::binary(&cluster::components::HELM, "helm");
+    if built.is_file() {
+        built
+    } else {
+        PathBuf::from("helm")
+    }
 }
 
 impl std::fmt::Debug for Testbed {
@@ -125,8 +203,18 @@ impl std::fmt::Debug for Testbed {
         f.debug_struct("Testbed")
             .field("base_url", &self.base_url)
             .field("kubeconfig", &self.kubeconfig)
+            .field("cluster", &self.kind())
             .finish_non_exhaustive()
     }
+}
+
+async fn client_for(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(kubeconfig)?,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await?;
+    Ok(kube::Client::try_from(config)?)
 }
 
 impl Testbed {
@@ -138,40 +226,13 @@ impl Testbed {
     /// Starts a test bed.
     pub async fn start_with(options: TestbedOptions) -> anyhow::Result<Self> {
         serin_runtime::tls::install_crypto_provider();
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], options.port)))
-            .await
-            .with_context(|| format!("cannot listen on 127.0.0.1:{}", options.port))?;
-        let addr = listener.local_addr()?;
-        let base_url = format!("http://{addr}");
-        let token: String = (0..32)
-            .map(|_| format!("{:x}", rand::random_range(0..16u8)))
-            .collect();
-        let store = Arc::new(Store::new(options.event_log));
-        install_bootstrap_rbac(&store)?;
-        let audit = match &options.audit_dir {
-            Some(dir) => Some(
-                apiserver::rbac::Audit::open(dir, addr.port())
-                    .with_context(|| format!("cannot open the audit log in {}", dir.display()))?,
-            ),
-            None => None,
+        let kind = match options.cluster {
+            Some(kind) => kind,
+            None => ClusterKind::from_env().map_err(anyhow::Error::msg)?,
         };
         let shutdown = Shutdown::new();
-        let api = Arc::new(Server::new(store.clone(), token.clone(), addr.to_string()).with_audit(audit));
-        let token_controller = spawn_token_controller(store.clone(), api.token_issuer());
-        let app = apiserver::server::router(api);
-        let server = {
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                let serve =
-                    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.wait().await });
-                if let Err(err) = serve.await {
-                    tracing::error!(error = %err, "test bed API server failed");
-                }
-            })
-        };
-        let workloads = workloads::spawn(store.clone(), options.workload_delay);
-        let (dir, kubeconfig) = match options.kubeconfig {
-            Some(path) => (None, path),
+        let (dir, kubeconfig) = match &options.kubeconfig {
+            Some(path) => (None, path.clone()),
             None => {
                 let dir = tempfile::Builder::new().prefix("serin-testbed-").tempdir()?;
                 let path = dir.path().join("kubeconfig");
@@ -181,32 +242,56 @@ impl Testbed {
         if let Some(parent) = kubeconfig.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
         }
-        std::fs::write(&kubeconfig, kubeconfig_yaml(&base_url, &token))
-            .with_context(|| format!("cannot write the kubeconfig {}", kubeconfig.display()))?;
-        let config = kube::Config::from_custom_kubeconfig(
-            kube::config::Kubeconfig::read_from(&kubeconfig)?,
-            &kube::config::KubeConfigOptions::default(),
-        )
-        .await?;
-        let client = kube::Client::try_from(config)?;
-        let mesh = if options.mesh {
-            Some(start_mesh(&store, &shutdown, options.prometheus).await?)
-        } else {
-            None
+        let (base_url, backend) = match kind {
+            ClusterKind::Emulator => start_emulator(&options, &shutdown, &kubeconfig).await?,
+            ClusterKind::Real => {
+                let real = RealCluster::start().await?;
+                cluster::report::record(&format!("kube-apiserver {}", real.version()));
+                std::fs::copy(real.kubeconfig(), &kubeconfig)
+                    .with_context(|| format!("cannot write the kubeconfig {}", kubeconfig.display()))?;
+                (real.server().to_owned(), Backend::Real(Box::new(real)))
+            }
         };
-        Ok(Self {
+        let client = client_for(&kubeconfig).await?;
+        let mut testbed = Self {
             base_url,
             kubeconfig,
-            token,
-            store,
             client,
             shutdown,
-            server,
-            workloads,
-            token_controller,
-            mesh,
+            backend,
+            audit_dir: options.audit_dir.clone(),
+            audit_offset: std::sync::atomic::AtomicU64::new(0),
+            mesh: None,
             _dir: dir,
-        })
+        };
+        if options.mesh {
+            testbed.mesh = Some(start_mesh(&testbed.client, &testbed.shutdown, options.prometheus).await?);
+        }
+        Ok(testbed)
+    }
+
+    /// Which API server this test bed runs.
+    pub fn kind(&self) -> ClusterKind {
+        match self.backend {
+            Backend::Emulator(_) => ClusterKind::Emulator,
+            Backend::Real(_) => ClusterKind::Real,
+        }
+    }
+
+    /// A real cluster's API server version (`v1.36.3`), or the emulator's name.
+    pub fn server_version(&self) -> String {
+        match &self.backend {
+            Backend::Emulator(_) => "serin-testbed API emulator".into(),
+            Backend::Real(real) => format!("kube-apiserver {}", real.version()),
+        }
+    }
+
+    /// The real cluster, when this test bed runs one (its logs, audit log and PKI).
+    pub fn real_cluster(&self) -> Option<&RealCluster> {
+        match &self.backend {
+            Backend::Real(real) => Some(real),
+            Backend::Emulator(_) => None,
+        }
     }
 
     /// The cluster network proxy's URL, for `HTTP_PROXY` (with the mesh on).
@@ -253,11 +338,12 @@ impl Testbed {
 
     /// Registers the loadtester as Service `flagger-loadtester` in `namespace` (done on its own
     /// for namespaces whose Canaries call it).
-    pub fn register_loadtester(&self, namespace: &str) -> anyhow::Result<()> {
-        ensure_service(&self.store, namespace, "flagger-loadtester", 80)
+    pub async fn register_loadtester(&self, namespace: &str) -> anyhow::Result<()> {
+        ensure_service(&self.client, namespace, "flagger-loadtester", 80).await
     }
 
-    /// The API server's URL (`http://127.0.0.1:PORT`).
+    /// The API server's URL (`http://127.0.0.1:PORT` for the emulator, `https://...` for a real
+    /// cluster).
     pub fn base_url(&self) -> &str {
         &self.base_url
     }
@@ -267,9 +353,12 @@ impl Testbed {
         &self.kubeconfig
     }
 
-    /// The admin bearer token.
-    pub fn token(&self) -> &str {
-        &self.token
+    /// The emulator's admin bearer token (a real cluster's admin uses a client certificate).
+    pub fn token(&self) -> Option<&str> {
+        match &self.backend {
+            Backend::Emulator(e) => Some(&e.token),
+            Backend::Real(_) => None,
+        }
     }
 
     /// A client authenticated as admin.
@@ -277,9 +366,20 @@ impl Testbed {
         self.client.clone()
     }
 
-    /// The object store, for tests that inspect it directly.
-    pub fn store(&self) -> &Arc<Store> {
-        &self.store
+    /// The emulator's object store, for tests that inspect it directly.
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        match &self.backend {
+            Backend::Emulator(e) => Some(&e.store),
+            Backend::Real(_) => None,
+        }
+    }
+    /// Creates CRDs (those that exist are left alone) and waits until the API server serves
+    /// them: a real API server answers 404 for a new resource until its CRD is Established.
+    pub async fn install_crds(
+        &self,
+        crds: impl IntoIterator<Item = k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>,
+    ) -> anyhow::Result<()> {
+        install_crds(&self.client, crds).await
     }
 
     /// Creates (or replaces) ClusterRole `role` with `rules_yaml` (a YAML list of PolicyRules,
@@ -322,7 +422,7 @@ impl Testbed {
 
     async fn ensure_service_account(&self, namespace: &str, name: &str) -> anyhow::Result<()> {
         use k8s_openapi::api::core::v1::ServiceAccount;
-        ensure_namespace(&self.store, namespace)?;
+        ensure_namespace(&self.client, namespace).await?;
         let api: kube::Api<ServiceAccount> = kube::Api::namespaced(self.client.clone(), namespace);
         if api.get_opt(name).await?.is_none() {
             let sa = ServiceAccount {
@@ -373,16 +473,33 @@ impl Testbed {
         let path = self
             .kubeconfig
             .with_file_name(format!("kubeconfig-{namespace}-{name}"));
-        std::fs::write(&path, kubeconfig_yaml(&self.base_url, &token))
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        let yaml = match &self.backend {
+            Backend::Emulator(_) => kubeconfig_yaml(&self.base_url, &token),
+            Backend::Real(real) => cluster::real::kubeconfig_yaml(
+                &self.base_url,
+                &real.ca_pem()?,
+                &format!("    token: \"{token}\"\n"),
+            ),
+        };
+        std::fs::write(&path, yaml).with_context(|| format!("cannot write {}", path.display()))?;
         Ok(path)
     }
 
     /// A `kubectl` command pointed at this test bed.
     pub fn kubectl(&self) -> std::process::Command {
-        let mut cmd = std::process::Command::new("kubectl");
+        let mut cmd = std::process::Command::new(kubectl_program());
         cmd.arg("--kubeconfig").arg(&self.kubeconfig);
         cmd
+    }
+
+    fn emulator_only(&self, what: &str) -> anyhow::Result<()> {
+        match self.backend {
+            Backend::Emulator(_) => Ok(()),
+            Backend::Real(_) => anyhow::bail!(
+                "{what} is an instrument of the API emulator; this test bed runs a real cluster \
+                 (start it with TestbedOptions::emulator())"
+            ),
+        }
     }
 
     async fn instrument(
@@ -391,6 +508,7 @@ impl Testbed {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> anyhow::Result<serde_json::Value> {
+        self.emulator_only(path)?;
         let request = http::Request::builder()
             .method(method)
             .uri(path)
@@ -401,26 +519,44 @@ impl Testbed {
     }
 
     /// Requests served since start (or the last reset): `(verb, resource, user agent) -> count`.
+    /// A real cluster counts them from its audit log.
     pub async fn requests(&self) -> anyhow::Result<Vec<RequestCount>> {
-        let value = self.instrument("GET", "/testbed/requests", None).await?;
-        Ok(serde_json::from_value(value["requests"].clone())?)
+        match &self.backend {
+            Backend::Emulator(_) => {
+                let value = self.instrument("GET", "/testbed/requests", None).await?;
+                Ok(serde_json::from_value(value["requests"].clone())?)
+            }
+            Backend::Real(real) => {
+                let offset = self.audit_offset.load(std::sync::atomic::Ordering::SeqCst);
+                cluster::audit::request_counts(&real.audit_log(), offset)
+            }
+        }
     }
 
     /// Forgets the requests counted so far.
     pub async fn reset_requests(&self) -> anyhow::Result<()> {
-        self.instrument("DELETE", "/testbed/requests", None)
-            .await
-            .map(|_| ())
+        match &self.backend {
+            Backend::Emulator(_) => self
+                .instrument("DELETE", "/testbed/requests", None)
+                .await
+                .map(|_| ()),
+            Backend::Real(real) => {
+                let len = std::fs::metadata(real.audit_log()).map(|m| m.len()).unwrap_or(0);
+                self.audit_offset.store(len, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            }
+        }
     }
 
-    /// Makes the next matching requests fail or wait.
+    /// Makes the next matching requests fail or wait (the emulator only).
     pub async fn inject_fault(&self, fault: &apiserver::server::Fault) -> anyhow::Result<()> {
         self.instrument("POST", "/testbed/faults", Some(serde_json::to_value(fault)?))
             .await
             .map(|_| ())
     }
 
-    /// Ends every open watch stream, as an API server restart or a load balancer would.
+    /// Ends every open watch stream, as an API server restart or a load balancer would (the
+    /// emulator only).
     pub async fn close_watches(&self) -> anyhow::Result<()> {
         self.instrument("POST", "/testbed/watches/close", None)
             .await
@@ -429,214 +565,138 @@ impl Testbed {
 
     /// Stops the server and waits until it has stopped.
     pub async fn stop(mut self) {
+        self.stop_parts();
+        if let Some(mut mesh) = self.mesh.take()
+            && let Some(p) = mesh.prometheus.take()
+        {
+            p.stop().await;
+        }
+        if let Backend::Emulator(e) = &mut self.backend {
+            let _ = (&mut e.server).await;
+        }
+    }
+
+    fn stop_parts(&mut self) {
         self.shutdown.trigger();
-        self.workloads.abort();
-        self.token_controller.abort();
-        if let Some(mut mesh) = self.mesh.take() {
+        if let Backend::Emulator(e) = &self.backend {
+            e.workloads.abort();
+            e.token_controller.abort();
+        }
+        if let Some(mesh) = &self.mesh {
             mesh.plane.stop_loads();
-            for t in mesh.tasks.drain(..) {
-                t.abort();
-            }
-            if let Some(p) = mesh.prometheus.take() {
-                p.stop().await;
-            }
+            mesh.tasks.abort();
         }
-        let _ = (&mut self.server).await;
     }
 }
 
-fn admin_options() -> apiserver::store::WriteOptions {
-    apiserver::store::WriteOptions {
-        manager: "serin-testbed".into(),
-        ..Default::default()
-    }
+async fn start_emulator(
+    options: &TestbedOptions,
+    shutdown: &Shutdown,
+    kubeconfig: &Path,
+) -> anyhow::Result<(String, Backend)> {
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], options.port)))
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{}", options.port))?;
+    let addr = listener.local_addr()?;
+    let base_url = format!("http://{addr}");
+    let token: String = (0..32)
+        .map(|_| format!("{:x}", rand::random_range(0..16u8)))
+        .collect();
+    let store = Arc::new(Store::new(options.event_log));
+    emulator::install_bootstrap_rbac(&store)?;
+    let audit = match &options.audit_dir {
+        Some(dir) => Some(
+            apiserver::rbac::Audit::open(dir, addr.port())
+                .with_context(|| format!("cannot open the audit log in {}", dir.display()))?,
+        ),
+        None => None,
+    };
+    let api = Arc::new(Server::new(store.clone(), token.clone(), addr.to_string()).with_audit(audit));
+    let token_controller = emulator::spawn_token_controller(store.clone(), api.token_issuer());
+    let app = apiserver::server::router(api);
+    let server = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let serve =
+                axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.wait().await });
+            if let Err(err) = serve.await {
+                tracing::error!(error = %err, "test bed API server failed");
+            }
+        })
+    };
+    let workloads = workloads::spawn(store.clone(), options.workload_delay);
+    std::fs::write(kubeconfig, kubeconfig_yaml(&base_url, &token))
+        .with_context(|| format!("cannot write the kubeconfig {}", kubeconfig.display()))?;
+    Ok((
+        base_url,
+        Backend::Emulator(Emulator {
+            store,
+            token,
+            server,
+            workloads,
+            token_controller,
+        }),
+    ))
 }
 
-/// The bootstrap ClusterRoles and bindings every API server has that matter here:
-/// `cluster-admin` for `system:masters`, and discovery, OpenAPI, version and health for every
-/// authenticated identity.
-fn install_bootstrap_rbac(store: &Store) -> anyhow::Result<()> {
-    use serde_json::json;
-    let registry = store.registry();
-    let roles = registry
-        .find("rbac.authorization.k8s.io", "v1", "clusterroles")
-        .context("clusterroles are built in")?;
-    let bindings = registry
-        .find("rbac.authorization.k8s.io", "v1", "clusterrolebindings")
-        .context("clusterrolebindings are built in")?;
-    let meta = |name: &str| json!({"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}, "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}});
-    let group = |name: &str| json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": name});
-    let defaults = [
-        (
-            "cluster-admin",
-            json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}, {"nonResourceURLs": ["*"], "verbs": ["*"]}]),
-            vec![group("system:masters")],
-        ),
-        (
-            "system:discovery",
-            json!([{"nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*", "/readyz", "/version", "/version/"], "verbs": ["get"]}]),
-            vec![group("system:authenticated")],
-        ),
-        (
-            "system:basic-user",
-            json!([{"apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"], "verbs": ["create"]}, {"apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"], "verbs": ["create"]}]),
-            vec![group("system:authenticated")],
-        ),
-        (
-            "system:public-info-viewer",
-            json!([{"nonResourceURLs": ["/healthz", "/livez", "/readyz", "/version", "/version/"], "verbs": ["get"]}]),
-            vec![group("system:authenticated"), group("system:unauthenticated")],
-        ),
-    ];
-    for (name, rules, subjects) in defaults {
-        let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": meta(name), "rules": rules});
-        let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": meta(name),
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name}, "subjects": subjects});
-        for (res, object) in [(roles, role), (bindings, binding)] {
-            match store.create(res, None, object, &admin_options()) {
-                Ok(_) => {}
-                Err(e) if e.code == 409 => {}
-                Err(e) => anyhow::bail!("installing the bootstrap {name}: {e}"),
-            }
+/// Creates CRDs (those that exist are left alone) and waits until each is Established.
+pub async fn install_crds(
+    client: &kube::Client,
+    crds: impl IntoIterator<
+        Item = k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    >,
+) -> anyhow::Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+    let mut names = Vec::new();
+    for crd in crds {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        match api.create(&kube::api::PostParams::default(), &crd).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e).with_context(|| format!("creating CRD {name}")),
         }
+        names.push(name);
+    }
+    for name in names {
+        let established = kube::runtime::wait::await_condition(
+            api.clone(),
+            &name,
+            kube::runtime::wait::conditions::is_crd_established(),
+        );
+        tokio::time::timeout(Duration::from_secs(30), established)
+            .await
+            .with_context(|| format!("CRD {name} was not Established within 30s"))?
+            .with_context(|| format!("waiting for CRD {name}"))?;
     }
     Ok(())
 }
 
-/// The token controller of kube-controller-manager: a `kubernetes.io/service-account-token`
-/// Secret naming an existing ServiceAccount (annotation `kubernetes.io/service-account.name`) gets
-/// a legacy token, the namespace and `ca.crt` (empty: the emulator serves plain http).
-fn spawn_token_controller(
-    store: Arc<Store>,
-    issuer: Arc<apiserver::rbac::TokenIssuer>,
-) -> tokio::task::JoinHandle<()> {
-    use apiserver::store::EventType;
-    let mut events = store.subscribe();
-    tokio::spawn(async move {
-        loop {
-            match events.recv().await {
-                Ok(e) if e.type_ != EventType::Deleted && e.key.group.is_empty() => {
-                    match e.key.plural.as_str() {
-                        "secrets" => fill_token(&store, &issuer, &e.object),
-                        // A Secret created before its ServiceAccount is filled when it appears.
-                        "serviceaccounts" if e.type_ == EventType::Added => {
-                            let registry = store.registry();
-                            if let Some(res) = registry.find("", "v1", "secrets") {
-                                let (secrets, ..) = store.list(
-                                    res,
-                                    &apiserver::store::ListQuery {
-                                        namespace: Some(e.key.namespace.clone()),
-                                        ..Default::default()
-                                    },
-                                );
-                                for secret in &secrets {
-                                    fill_token(&store, &issuer, secret);
-                                }
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            }
-        }
-    })
-}
-
-fn fill_token(store: &Store, issuer: &apiserver::rbac::TokenIssuer, secret: &serde_json::Value) {
-    use base64::Engine;
-    use serde_json::{Value, json};
-    let at = |p: &str| {
-        secret
-            .pointer(p)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
-    if at("/type") != apiserver::rbac::SERVICE_ACCOUNT_TOKEN_TYPE || !at("/data/token").is_empty() {
-        return;
-    }
-    let (namespace, name) = (at("/metadata/namespace"), at("/metadata/name"));
-    let account = at("/metadata/annotations/kubernetes.io~1service-account.name");
-    let registry = store.registry();
-    let (Some(accounts), Some(secrets)) = (
-        registry.find("", "v1", "serviceaccounts"),
-        registry.find("", "v1", "secrets"),
-    ) else {
-        return;
-    };
-    let Ok(sa) = store.get(accounts, Some(&namespace), &account) else {
-        return;
-    };
-    let uid = sa
-        .pointer("/metadata/uid")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    let token = issuer.issue_legacy(&apiserver::rbac::LegacyTokenClaims {
-        namespace: namespace.clone(),
-        service_account: account,
-        uid: uid.clone(),
-        secret: name.clone(),
-    });
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let patch = json!({
-        "metadata": {"annotations": {"kubernetes.io/service-account.uid": uid}},
-        "data": {"token": b64(&token), "namespace": b64(&namespace), "ca.crt": ""},
-    });
-    let options = apiserver::store::WriteOptions {
-        manager: "kube-controller-manager".into(),
-        ..Default::default()
-    };
-    if let Err(err) = store.patch(
-        secrets,
-        Some(&namespace),
-        &name,
-        apiserver::store::PatchKind::Merge,
-        &patch,
-        apiserver::store::Subresource::Main,
-        &options,
-    ) {
-        tracing::warn!(error = %err, secret = %name, "filling a ServiceAccount token Secret failed");
-    }
-}
-
 /// Creates a namespace if it does not exist.
-fn ensure_namespace(store: &Store, name: &str) -> anyhow::Result<()> {
-    let registry = store.registry();
-    let res = registry
-        .find("", "v1", "namespaces")
-        .context("namespaces are built in")?;
-    match store.create(
-        res,
-        None,
-        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
-        &admin_options(),
-    ) {
+async fn ensure_namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Namespace;
+    let api: kube::Api<Namespace> = kube::Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
+    match api.create(&kube::api::PostParams::default(), &ns).await {
         Ok(_) => Ok(()),
-        Err(e) if e.code == 409 => Ok(()),
-        Err(e) => Err(anyhow::anyhow!("creating namespace {name}: {e}")),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("creating namespace {name}")),
     }
 }
 
 /// Creates a selector-less Service (served by the test bed itself) if it does not exist.
-fn ensure_service(store: &Store, namespace: &str, name: &str, port: u16) -> anyhow::Result<()> {
-    ensure_namespace(store, namespace)?;
-    let registry = store.registry();
-    let res = registry
-        .find("", "v1", "services")
-        .context("services are built in")?;
-    let svc = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Service",
+async fn ensure_service(client: &kube::Client, namespace: &str, name: &str, port: u16) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Service;
+    ensure_namespace(client, namespace).await?;
+    let api: kube::Api<Service> = kube::Api::namespaced(client.clone(), namespace);
+    let svc: Service = serde_json::from_value(serde_json::json!({
         "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": "serin-testbed"}},
         "spec": {"ports": [{"name": "http", "port": port, "targetPort": port}]}
-    });
-    match store.create(res, Some(namespace), svc, &admin_options()) {
+    }))?;
+    match api.create(&kube::api::PostParams::default(), &svc).await {
         Ok(_) => Ok(()),
-        Err(e) if e.code == 409 => Ok(()),
-        Err(e) => Err(anyhow::anyhow!("creating Service {namespace}/{name}: {e}")),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("creating Service {namespace}/{name}")),
     }
 }
 
@@ -662,22 +722,13 @@ fn loadtester_namespaces(canary: &serde_json::Value) -> Vec<String> {
 }
 
 async fn start_mesh(
-    store: &Arc<Store>,
+    client: &kube::Client,
     shutdown: &Shutdown,
     with_prometheus: bool,
 ) -> anyhow::Result<MeshParts> {
-    let registry = store.registry();
-    let crd_res = registry
-        .find("apiextensions.k8s.io", "v1", "customresourcedefinitions")
-        .context("CRDs are built in")?;
-    for crd in istio::crds() {
-        match store.create(crd_res, None, crd, &admin_options()) {
-            Ok(_) => {}
-            Err(e) if e.code == 409 => {}
-            Err(e) => anyhow::bail!("installing the Istio CRDs: {e}"),
-        }
-    }
-    let (plane, plane_task) = mesh::dataplane::DataPlane::spawn(store.clone());
+    istio::install_crds(client).await?;
+    let (plane, plane_tasks) = mesh::dataplane::DataPlane::spawn(client.clone());
+    let mut tasks = Tasks(plane_tasks);
     let loadtester = Arc::new(loadtester::Loadtester::new(plane.clone()));
 
     let proxy_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -686,7 +737,7 @@ async fn start_mesh(
     let proxy_addr = proxy_listener.local_addr()?;
     let prometheus = if with_prometheus {
         let p = prometheus::Prometheus::start(proxy_addr).await?;
-        ensure_service(store, "istio-system", "prometheus", 9090)?;
+        ensure_service(client, "istio-system", "prometheus", 9090).await?;
         Some(p)
     } else {
         None
@@ -699,7 +750,6 @@ async fn start_mesh(
             .map(|p| p.url().trim_start_matches("http://").to_owned()),
         prometheus_fault: std::sync::atomic::AtomicU8::new(0),
     });
-    let mut tasks = vec![plane_task];
     tasks.push(serve_until(
         proxy_listener,
         network::router(network.clone()),
@@ -726,21 +776,36 @@ async fn start_mesh(
     });
     tasks.push(serve_until(lt_listener, lt_app, shutdown.clone()));
 
-    // Register the loadtester in the namespaces whose Canaries call it.
-    let mut events = store.subscribe();
-    let registrar_store = store.clone();
+    // Register the loadtester in the namespaces whose Canaries call it (followed through the
+    // API; the Canary CRD may be installed after the test bed starts).
+    let canaries = kube::api::ApiResource {
+        group: "flagger.app".into(),
+        version: "v1beta1".into(),
+        api_version: "flagger.app/v1beta1".into(),
+        kind: "Canary".into(),
+        plural: "canaries".into(),
+    };
+    let (found, mut register) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tasks.push(mesh::view::follow(client.clone(), canaries, move |event| {
+        if let kube::runtime::watcher::Event::Apply(c) | kube::runtime::watcher::Event::InitApply(c) = event {
+            let value = serde_json::to_value(&c).unwrap_or_default();
+            for ns in loadtester_namespaces(&value) {
+                let _ = found.send(ns);
+            }
+        }
+    }));
+    let registrar = client.clone();
     tasks.push(tokio::spawn(async move {
-        loop {
-            match events.recv().await {
-                Ok(e) if e.key.group == "flagger.app" && e.key.plural == "canaries" => {
-                    for ns in loadtester_namespaces(&e.object) {
-                        if let Err(err) = ensure_service(&registrar_store, &ns, "flagger-loadtester", 80) {
-                            tracing::warn!(error = %err, "registering the loadtester failed");
-                        }
-                    }
+        let mut done = std::collections::BTreeSet::new();
+        while let Some(ns) = register.recv().await {
+            if done.contains(&ns) {
+                continue;
+            }
+            match ensure_service(&registrar, &ns, "flagger-loadtester", 80).await {
+                Ok(()) => {
+                    done.insert(ns);
                 }
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                Err(err) => tracing::warn!(error = %err, "registering the loadtester failed"),
             }
         }
     }));
@@ -769,15 +834,18 @@ fn serve_until(
 
 impl Drop for Testbed {
     fn drop(&mut self) {
-        self.shutdown.trigger();
-        self.workloads.abort();
-        self.token_controller.abort();
-        if let Some(mesh) = &self.mesh {
-            mesh.plane.stop_loads();
-            for t in &mesh.tasks {
-                t.abort();
-            }
+        self.stop_parts();
+        // A real cluster's authorization decisions join the emulator's in the audit directory,
+        // so `serin-testbed rbac-audit` reads both.
+        if let (Backend::Real(real), Some(dir)) = (&self.backend, &self.audit_dir)
+            && let Err(err) = cluster::audit::export_decisions(&real.audit_log(), dir)
+        {
+            eprintln!(
+                "serin-testbed: cannot export the audit log to {}: {err:#}",
+                dir.display()
+            );
         }
-        // Prometheus is killed when its handle (in `mesh`) drops.
+        // Prometheus is killed when its handle (in `mesh`) drops, a real cluster's processes
+        // when it drops.
     }
 }

@@ -1,11 +1,12 @@
-//! `serin-testbed up`: runs the test bed in the foreground. `serin-testbed rbac-audit`: compares
-//! the authorization decisions that test runs recorded for an identity with the rules it was
-//! granted.
+//! `serin-testbed up`: runs the test bed in the foreground, on the API emulator or a real
+//! control plane. `serin-testbed build-cluster`: builds the real control plane's components once.
+//! `serin-testbed rbac-audit`: compares the authorization decisions that test runs recorded for
+//! an identity with the rules it was granted.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use serin_testbed::{Testbed, TestbedOptions};
+use serin_testbed::{ClusterKind, Testbed, TestbedOptions, cluster};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -30,9 +31,29 @@ enum Command {
         /// Where to write the kubeconfig (default: a temporary directory).
         #[arg(long)]
         kubeconfig: Option<PathBuf>,
-        /// The API emulator alone: no data plane, network proxy, loadtester or Prometheus.
+        /// The API server alone: no data plane, network proxy, loadtester or Prometheus.
         #[arg(long)]
         no_mesh: bool,
+        /// `emulator` (in process, the default) or `real` (etcd, kube-apiserver,
+        /// kube-controller-manager, kube-scheduler and kwok, built by `build-cluster`).
+        #[arg(long, env = "SERIN_TESTBED_CLUSTER", default_value = "emulator")]
+        cluster: ClusterKind,
+    },
+    /// Builds the real cluster's components (Kubernetes, etcd, kwok, Helm) from the Go module
+    /// proxy into a cache directory keyed by version; components already built are kept.
+    BuildCluster {
+        /// Print the directories of the built binaries, `:`-separated, for PATH.
+        #[arg(long)]
+        print_path: bool,
+    },
+    /// Prints how many tests ran on a real control plane, by API server version, from the
+    /// files test beds wrote to DIR (`SERIN_TESTBED_REPORT_DIR`); fails when none did.
+    ClusterReport {
+        #[arg(long)]
+        dir: PathBuf,
+        /// List each test.
+        #[arg(long)]
+        verbose: bool,
     },
     /// Reads the audit logs that test beds wrote to DIR (`SERIN_TESTBED_AUDIT_DIR`) and fails
     /// when USER was denied a request or when a rule grants something USER never requested.
@@ -53,21 +74,28 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(serin_runtime::telemetry::env_filter("warn")?)
+        // kube's client logs every failed request as an error; while a real API server starts,
+        // its readiness probe fails by design.
+        .with_env_filter(serin_runtime::telemetry::env_filter(
+            "warn,kube_client::client::builder=off",
+        )?)
         .init();
     match Cli::parse().command {
         Command::Up {
             port,
             kubeconfig,
             no_mesh,
+            cluster,
         } => {
             let options = TestbedOptions {
+                cluster: Some(cluster),
                 port,
                 kubeconfig,
                 mesh: !no_mesh,
                 prometheus: !no_mesh,
                 ..Default::default()
             };
+            let started = std::time::Instant::now();
             let testbed = Testbed::start_with(options).await?;
             match (
                 testbed.prometheus_url(),
@@ -80,8 +108,42 @@ async fn main() -> anyhow::Result<()> {
                 ),
                 _ => println!("ready kubeconfig={}", testbed.kubeconfig().display()),
             }
+            eprintln!(
+                "serin-testbed: {} ready in {:.1}s",
+                testbed.server_version(),
+                started.elapsed().as_secs_f64()
+            );
             serin_runtime::shutdown::signal().await;
             testbed.stop().await;
+        }
+        Command::BuildCluster { print_path } => {
+            tokio::task::spawn_blocking(cluster::build::ensure_all).await??;
+            if print_path {
+                let dirs: Vec<String> = cluster::components::ALL
+                    .iter()
+                    .map(|c| cluster::build::bin_dir(c).display().to_string())
+                    .collect();
+                println!("{}", dirs.join(":"));
+            }
+        }
+        Command::ClusterReport { dir, verbose } => {
+            use anyhow::Context;
+            let summary = cluster::report::summarize(&dir)
+                .with_context(|| format!("reading the run reports in {}", dir.display()))?;
+            if summary.is_empty() {
+                anyhow::bail!(
+                    "no test started a real control plane (reports in {})",
+                    dir.display()
+                );
+            }
+            for (version, tests) in &summary {
+                println!("{} end-to-end test(s) ran on {version}", tests.len());
+                if verbose {
+                    for t in tests {
+                        println!("  {t}");
+                    }
+                }
+            }
         }
         Command::RbacAudit { dir, user, rules } => rbac_audit(&dir, &user, &rules)?,
     }

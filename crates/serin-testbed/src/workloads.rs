@@ -1,8 +1,10 @@
 //! Workload simulation: Deployments, StatefulSets and DaemonSets get the status their controllers
 //! would write, after a short delay, so `kubectl rollout status`, Helm's readiness checks and
 //! serin's readiness rules see rollouts complete. A pod template annotated
-//! `testbed.serin.dev/never-ready: "true"` never becomes available, and its Deployment's
-//! Progressing condition turns to ProgressDeadlineExceeded after `progressDeadlineSeconds`.
+//! `testbed.serin.dev/never-ready: "true"` never becomes available, nor does one with an image the
+//! test bed cannot pull ([`unpullable_image`], the rule kwok's stages apply on a real cluster),
+//! and its Deployment's Progressing condition turns to ProgressDeadlineExceeded after
+//! `progressDeadlineSeconds`.
 //!
 //! `desired_status` is pure; [`spawn`] does the store I/O.
 
@@ -33,13 +35,38 @@ pub fn template_hash(template: &Value) -> String {
         .collect()
 }
 
+/// An image the test bed cannot pull: its registry host ends in `.invalid`, a name that never
+/// resolves (RFC 6761), such as `registry.invalid/podinfo:6.0.1`. Its Pods wait in ErrImagePull
+/// and ImagePullBackOff on a real cluster, as they would on any cluster.
+pub fn unpullable_image(image: &str) -> bool {
+    image.split_once('/').is_some_and(|(host, _)| {
+        let host = host.rsplit_once(':').map_or(host, |(h, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        });
+        host.ends_with(".invalid")
+    })
+}
+
 fn never_ready(obj: &Value) -> bool {
-    obj.pointer(&format!(
-        "/spec/template/metadata/annotations/{}",
-        NEVER_READY_ANNOTATION.replace('/', "~1")
-    ))
-    .and_then(Value::as_str)
-    .is_some_and(|v| v == "true")
+    let annotated = obj
+        .pointer(&format!(
+            "/spec/template/metadata/annotations/{}",
+            NEVER_READY_ANNOTATION.replace('/', "~1")
+        ))
+        .and_then(Value::as_str)
+        .is_some_and(|v| v == "true");
+    let unpullable = obj
+        .pointer("/spec/template/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("image").and_then(Value::as_str))
+        .any(unpullable_image);
+    annotated || unpullable
 }
 
 /// A condition, keeping the old timestamps when nothing about it changed.
@@ -351,6 +378,25 @@ mod tests {
         let s = desired_status("Deployment", &d, Duration::from_secs(61), "t2").expect("status");
         assert_eq!(cond(&s, "Progressing")["reason"], "ProgressDeadlineExceeded");
         assert_eq!(cond(&s, "Progressing")["status"], "False");
+    }
+
+    #[test]
+    fn an_unpullable_image_never_becomes_available() {
+        for (image, unpullable) in [
+            ("registry.invalid/podinfo:6.0.1", true),
+            ("registry.invalid:5000/podinfo:6.0.1", true),
+            ("ghcr.io/stefanprodan/podinfo:6.0.1", false),
+            ("podinfo.invalid", false),
+            ("library/invalid:1", false),
+        ] {
+            assert_eq!(unpullable_image(image), unpullable, "{image}");
+        }
+        let mut d = deployment(1, false);
+        d["spec"]["template"]["spec"]["containers"] =
+            json!([{"name": "app", "image": "registry.invalid/podinfo:6.0.1"}]);
+        let s = desired_status("Deployment", &d, Duration::from_secs(61), "t").expect("status");
+        assert_eq!(cond(&s, "Available")["reason"], "MinimumReplicasUnavailable");
+        assert_eq!(cond(&s, "Progressing")["reason"], "ProgressDeadlineExceeded");
     }
 
     #[test]

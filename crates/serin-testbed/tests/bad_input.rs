@@ -12,7 +12,7 @@ use kube::{
     api::{ObjectMeta, PostParams},
     runtime::{reflector, watcher},
 };
-use serin_testbed::Testbed;
+use serin_testbed::{Testbed, TestbedOptions};
 
 async fn raw(
     client: &Client,
@@ -35,7 +35,9 @@ async fn raw(
 
 #[tokio::test]
 async fn bad_requests_get_real_status_codes_and_others_carry_on() {
-    let tb = Testbed::start().await.expect("test bed starts");
+    let tb = Testbed::start_with(TestbedOptions::emulator())
+        .await
+        .expect("test bed starts");
     let client = tb.client();
     install_crds(&client).await;
     create_namespace(&client, "test").await;

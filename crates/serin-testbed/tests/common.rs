@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::{
-    api::core::v1::Namespace, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client,
     api::{ObjectMeta, PostParams},
@@ -13,12 +11,9 @@ use kube::{
 
 /// Installs serin's CRDs (from the code that generates `crds/`).
 pub async fn install_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in serin::api::crds() {
-        api.create(&PostParams::default(), &crd)
-            .await
-            .expect("CRD created");
-    }
+    serin_testbed::install_crds(client, serin::api::crds())
+        .await
+        .expect("CRDs installed");
 }
 
 /// Creates a namespace.

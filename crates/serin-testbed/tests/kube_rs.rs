@@ -111,7 +111,7 @@ async fn reflector_sees_changes_in_order() {
 async fn watch_from_an_expired_version_gets_410_and_the_watcher_recovers() {
     let tb = Testbed::start_with(TestbedOptions {
         event_log: 16,
-        ..Default::default()
+        ..TestbedOptions::emulator()
     })
     .await
     .expect("test bed starts");

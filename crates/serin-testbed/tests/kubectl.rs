@@ -207,10 +207,15 @@ async fn walk_through(workloads: &Path, canary: &Path, container: &str) {
     std::fs::write(&path, owned).expect("writes");
     ok(&tb, &["apply", "-f", path.to_str().expect("utf8")]);
     ok(&tb, &["-n", "test", "delete", "canary", "podinfo"]);
-    let gone = run(&tb, &["-n", "test", "get", "configmap", "owned"]);
-    assert!(
-        !gone.status.success(),
-        "the dependent ConfigMap survived its owner"
+    // The garbage collector works asynchronously on a real cluster, and learns a new custom
+    // resource kind only at its next discovery resync (every 30 s).
+    let gone = eventually(
+        Duration::from_secs(90),
+        "the dependent ConfigMap to be collected",
+        || {
+            let out = run(&tb, &["-n", "test", "get", "configmap", "owned"]);
+            (!out.status.success()).then_some(out)
+        },
     );
     assert!(String::from_utf8_lossy(&gone.stderr).contains("NotFound"));
 

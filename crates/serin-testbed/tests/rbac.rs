@@ -80,7 +80,7 @@ async fn service_account_requests_are_authorized_by_rbac() {
     let audit = tempfile::tempdir().expect("tempdir");
     let tb = Testbed::start_with(TestbedOptions {
         audit_dir: Some(audit.path().to_owned()),
-        ..Default::default()
+        ..TestbedOptions::emulator()
     })
     .await
     .expect("test bed starts");
@@ -308,7 +308,9 @@ subjects: [{kind: Group, name: "system:serviceaccounts:apps", apiGroup: rbac.aut
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_of_unknown_or_deleted_service_accounts_are_refused() {
-    let tb = Testbed::start().await.expect("test bed starts");
+    let tb = Testbed::start_with(TestbedOptions::emulator())
+        .await
+        .expect("test bed starts");
     let admin = tb.client();
     create_namespace(&admin, "apps").await;
     let kubeconfig = tb
@@ -339,7 +341,9 @@ async fn tokens_of_unknown_or_deleted_service_accounts_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocking_owner_references_need_update_on_the_owners_finalizers() {
-    let tb = Testbed::start().await.expect("test bed starts");
+    let tb = Testbed::start_with(TestbedOptions::emulator())
+        .await
+        .expect("test bed starts");
     let admin = tb.client();
     create_namespace(&admin, "apps").await;
     let owner = Api::<ConfigMap>::namespaced(admin.clone(), "apps")
@@ -357,7 +361,8 @@ async fn blocking_owner_references_need_update_on_the_owners_finalizers() {
         .expect("owner");
     tb.bind_cluster_role(
         "writer",
-        "- apiGroups: [\"\"]\n  resources: [secrets]\n  verbs: [patch]\n",
+        // A server-side apply that creates its object needs create as well as patch.
+        "- apiGroups: [\"\"]\n  resources: [secrets]\n  verbs: [create, patch]\n",
         "apps",
         "writer",
     )
@@ -392,7 +397,7 @@ async fn blocking_owner_references_need_update_on_the_owners_finalizers() {
         .expect("created");
     tb.bind_cluster_role(
         "writer",
-        "- apiGroups: [\"\"]\n  resources: [secrets]\n  verbs: [patch, delete]\n- apiGroups: [\"\"]\n  resources: [configmaps/finalizers]\n  verbs: [update]\n",
+        "- apiGroups: [\"\"]\n  resources: [secrets]\n  verbs: [create, patch, delete]\n- apiGroups: [\"\"]\n  resources: [configmaps/finalizers]\n  verbs: [update]\n",
         "apps",
         "writer",
     )
@@ -406,7 +411,9 @@ async fn blocking_owner_references_need_update_on_the_owners_finalizers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_and_bindings_cannot_grant_more_than_their_writer_holds() {
-    let tb = Testbed::start().await.expect("test bed starts");
+    let tb = Testbed::start_with(TestbedOptions::emulator())
+        .await
+        .expect("test bed starts");
     let admin = tb.client();
     create_namespace(&admin, "apps").await;
     tb.bind_cluster_role(
@@ -516,7 +523,9 @@ async fn roles_and_bindings_cannot_grant_more_than_their_writer_holds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_account_token_secrets_are_filled_and_valid_while_they_exist() {
-    let tb = Testbed::start().await.expect("test bed starts");
+    let tb = Testbed::start_with(TestbedOptions::emulator())
+        .await
+        .expect("test bed starts");
     let admin = tb.client();
     create_namespace(&admin, "apps").await;
     // The Secret first: it is filled once its ServiceAccount exists.
@@ -574,4 +583,57 @@ metadata: {name: legacy, namespace: apps}
         401,
         "the token goes with its Secret"
     );
+}
+
+/// On either API server (`SERIN_TESTBED_CLUSTER`): a server-side apply that creates its object is
+/// authorized as `create` too, while an apply to an existing object needs only `patch`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_that_creates_needs_create_as_well_as_patch() {
+    let tb = Testbed::start().await.expect("test bed starts");
+    create_namespace(&tb.client(), "apps").await;
+    let only_patch = "- apiGroups: [\"\"]\n  resources: [configmaps]\n  verbs: [patch]\n";
+    tb.bind_cluster_role("applier", only_patch, "apps", "applier")
+        .await
+        .expect("role");
+    let client = client_for(
+        &tb.service_account_kubeconfig("apps", "applier")
+            .await
+            .expect("token"),
+    )
+    .await;
+    let config_maps: Api<ConfigMap> = Api::namespaced(client, "apps");
+    let object =
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"a": "b"}});
+    let params = PatchParams::apply("applier");
+    // A real API server's authorizer learns the new binding from its watch, a moment later.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        let status = status_of(
+            config_maps
+                .patch("applied", &params, &Patch::Apply(&object))
+                .await,
+        );
+        if !status.message.contains("cannot patch") || std::time::Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(status.code, 403, "{}", status.message);
+    assert!(
+        status.message.contains("cannot create resource \"configmaps\""),
+        "{}",
+        status.message
+    );
+    // Once it exists, patch alone updates it.
+    let admin: Api<ConfigMap> = Api::namespaced(tb.client(), "apps");
+    admin
+        .patch("applied", &PatchParams::apply("admin"), &Patch::Apply(&object))
+        .await
+        .expect("the admin creates it");
+    let changed =
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"c": "d"}});
+    config_maps
+        .patch("applied", &params, &Patch::Apply(&changed))
+        .await
+        .expect("patch alone updates an existing object");
 }

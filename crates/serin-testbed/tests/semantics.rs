@@ -15,7 +15,7 @@ use kube::{
     api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams, PropagationPolicy},
 };
 use serde_json::json;
-use serin_testbed::Testbed;
+use serin_testbed::{Testbed, TestbedOptions};
 
 fn cm(name: &str) -> ConfigMap {
     ConfigMap {
@@ -54,7 +54,9 @@ async fn owned_by(client: &Client, name: &str, owner: &Deployment) -> ConfigMap 
 }
 
 async fn setup() -> (Testbed, Client) {
-    let tb = Testbed::start().await.expect("test bed starts");
+    let tb = Testbed::start_with(TestbedOptions::emulator())
+        .await
+        .expect("test bed starts");
     let client = tb.client();
     create_namespace(&client, "test").await;
     (tb, client)
@@ -301,7 +303,9 @@ async fn paging_selectors_and_dry_run() {
 /// this way); the new owner's next apply then drops a field it no longer applies.
 #[tokio::test]
 async fn managed_fields_can_be_rewritten_by_a_patch() {
-    let tb = Testbed::start().await.expect("test bed");
+    let tb = Testbed::start_with(TestbedOptions::emulator())
+        .await
+        .expect("test bed");
     let api: Api<ConfigMap> = Api::namespaced(tb.client(), "default");
     let applied =
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owned"}, "data": {"a": "1"}});
@@ -371,7 +375,9 @@ async fn managed_fields_can_be_rewritten_by_a_patch() {
 /// A workload's selector cannot change (422 Invalid, "field is immutable"), dry run or not.
 #[tokio::test]
 async fn workload_selectors_are_immutable() {
-    let tb = Testbed::start().await.expect("test bed");
+    let tb = Testbed::start_with(TestbedOptions::emulator())
+        .await
+        .expect("test bed");
     let api: Api<Deployment> = Api::namespaced(tb.client(), "default");
     api.create(&PostParams::default(), &deployment("web"))
         .await

@@ -9,9 +9,7 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::{
-    api::core::v1::Namespace, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client,
     api::{ObjectMeta, PostParams},
@@ -112,12 +110,7 @@ impl GitFixture {
 
 /// Installs serin-sync's CRDs and serin's (from `crds/`).
 pub async fn install_crds(tb: &Testbed) {
-    let api: Api<CustomResourceDefinition> = Api::all(tb.client());
-    for crd in serin_sync::api::crds() {
-        api.create(&PostParams::default(), &crd)
-            .await
-            .expect("CRD created");
-    }
+    tb.install_crds(serin_sync::api::crds()).await.expect("CRDs");
     let out = tb
         .kubectl()
         .args(["apply", "-f"])

@@ -403,6 +403,38 @@ fn strings_at(v: &Value, pointer: &str) -> Vec<String> {
 }
 
 /// The served resources of a CRD object, validated as the API server does for what matters here.
+/// The API server's complaint about a `default` that is not one of its schema's `enum` values,
+/// anywhere in a CRD schema (the API server validates defaults against their schema).
+pub fn default_outside_enum(schema: &Value, path: &str) -> Option<String> {
+    if let (Some(default), Some(values)) = (
+        schema.get("default"),
+        schema.get("enum").and_then(Value::as_array),
+    ) && !values.contains(default)
+    {
+        let supported: Vec<String> = values.iter().map(Value::to_string).collect();
+        return Some(format!(
+            "{path}.default: Unsupported value: {default}: supported values: {}",
+            supported.join(", ")
+        ));
+    }
+    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+        for (name, sub) in props {
+            if let Some(m) = default_outside_enum(sub, &format!("{path}.properties[{name}]")) {
+                return Some(m);
+            }
+        }
+    }
+    schema
+        .get("items")
+        .and_then(|items| default_outside_enum(items, &format!("{path}.items")))
+        .or_else(|| {
+            schema
+                .get("additionalProperties")
+                .filter(|a| a.is_object())
+                .and_then(|a| default_outside_enum(a, &format!("{path}.additionalProperties")))
+        })
+}
+
 pub fn crd_resources(crd: &Value) -> Result<Vec<ResourceInfo>, String> {
     let group = str_at(crd, "/spec/group").ok_or("spec.group: Required value")?;
     let kind = str_at(crd, "/spec/names/kind").ok_or("spec.names.kind: Required value")?;
@@ -443,11 +475,15 @@ pub fn crd_resources(crd: &Value) -> Result<Vec<ResourceInfo>, String> {
             continue;
         }
         let schema = v.pointer("/schema/openAPIV3Schema").cloned();
-        if schema.is_none() {
+        let Some(schema) = schema else {
             return Err(format!(
                 "spec.versions[{version}].schema.openAPIV3Schema: Required value: schemas are required"
             ));
+        };
+        if let Some(message) = default_outside_enum(&schema, "spec.validation.openAPIV3Schema") {
+            return Err(message);
         }
+        let schema = Some(schema);
         let printer_columns = v
             .get("additionalPrinterColumns")
             .and_then(Value::as_array)
@@ -523,6 +559,21 @@ pub fn json_path_to_pointer(path: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_default_outside_the_enum_is_rejected_as_the_api_server_does() {
+        let schema = serde_json::json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+            "type": {"type": "string", "default": "", "enum": ["slack", "msteams"]},
+            "ok": {"type": "string", "default": "a", "enum": ["a"]}}}}});
+        assert_eq!(
+            super::default_outside_enum(&schema, "spec.validation.openAPIV3Schema").as_deref(),
+            Some(
+                "spec.validation.openAPIV3Schema.properties[spec].properties[type].default: Unsupported value: \"\": supported values: \"slack\", \"msteams\""
+            )
+        );
+        let fine = serde_json::json!({"type": "string", "default": "a", "enum": ["a"]});
+        assert_eq!(super::default_outside_enum(&fine, "x"), None);
+    }
+
     use serde_json::json;
 
     use super::*;

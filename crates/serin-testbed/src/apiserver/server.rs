@@ -502,6 +502,23 @@ async fn handle(State(server): State<Arc<Server>>, request: Request) -> Response
     if p.namespace.is_some() && !res.namespaced {
         return ApiError::not_found_path(&path).into_response();
     }
+    // A server-side apply that creates its object needs `create` as well as `patch`, as the
+    // API server's patch handler authorizes it.
+    if verb == "patch"
+        && p.subresource.is_none()
+        && parts
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("application/apply-patch"))
+        && let Some(name) = p.name.as_deref()
+        && server.store.get(&res, p.namespace.as_deref(), name).is_err()
+    {
+        let create = Attributes::resource("create", &p.group, &p.plural, None, attrs_ns, Some(name));
+        if !server.authorize(&user, &create).allowed {
+            return rbac::forbidden(&user, &create, "").into_response();
+        }
+    }
     if res.is_review() {
         return match parse_body(&parts.headers, &body)
             .and_then(|review| review_response(&server, &user, &res, review))

@@ -1,5 +1,5 @@
-//! The simulated Istio data plane: keeps a routing model of the cluster up to date from the
-//! store's watch events, serves simulated requests (outcomes from the workload's pod template
+//! The simulated Istio data plane: keeps a routing model of the cluster up to date from kube-rs
+//! watches through the API (`view.rs`, the same for the emulator and a real API server), serves simulated requests (outcomes from the workload's pod template
 //! annotations), records Istio's metrics, and runs load: background load set on Services with
 //! `testbed.serin.dev/rps`, and load started by the loadtester. Does I/O (tasks, timers).
 
@@ -14,10 +14,7 @@ use serde_json::Value;
 use super::{
     metrics::{IstioMetrics, Labels},
     routing::{self, Draws, Mesh, Request},
-};
-use crate::apiserver::{
-    resources::ResourceInfo,
-    store::{ListQuery, Store},
+    view::ClusterView,
 };
 
 /// Service annotation: background requests per second to the Service's host.
@@ -64,7 +61,7 @@ pub struct LoadSpec {
 /// The data plane.
 #[derive(Debug)]
 pub struct DataPlane {
-    store: Arc<Store>,
+    view: Arc<ClusterView>,
     mesh: RwLock<Mesh>,
     pub metrics: IstioMetrics,
     loads: Mutex<HashMap<String, tokio::task::AbortHandle>>,
@@ -94,49 +91,37 @@ fn latency_ms(n: u64, median: f64, p99: f64) -> f64 {
     median
 }
 
-fn list_all(store: &Store, res: Option<&ResourceInfo>) -> Vec<Value> {
-    res.map(|r| store.list(r, &ListQuery::default()).0)
-        .unwrap_or_default()
-}
-
 impl DataPlane {
-    /// Starts the data plane on `store`: keeps its model current and runs background load.
-    pub fn spawn(store: Arc<Store>) -> (Arc<Self>, tokio::task::JoinHandle<()>) {
+    /// Starts the data plane on the cluster `client` reaches: keeps its model current and runs
+    /// background load.
+    pub fn spawn(client: kube::Client) -> (Arc<Self>, Vec<tokio::task::JoinHandle<()>>) {
+        let (view, mut tasks) = ClusterView::spawn(client);
         let plane = Arc::new(Self {
-            store: store.clone(),
+            view: view.clone(),
             mesh: RwLock::new(Mesh::default()),
             metrics: IstioMetrics::default(),
             loads: Mutex::default(),
             served: Mutex::default(),
         });
-        plane.refresh();
-        let mut events = store.subscribe();
         let watcher = plane.clone();
-        let task = tokio::spawn(async move {
+        tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(TICK);
             let mut carry: HashMap<String, f64> = HashMap::new();
             loop {
                 tokio::select! {
-                    event = events.recv() => match event {
-                        Ok(e) if matches!(e.key.plural.as_str(), "services" | "deployments" | "virtualservices") => watcher.refresh(),
-                        Ok(_) => {}
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => watcher.refresh(),
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                    },
+                    () = view.changed() => watcher.refresh(),
                     _ = tick.tick() => watcher.background_load(&mut carry),
                 }
             }
-        });
-        (plane, task)
+        }));
+        (plane, tasks)
     }
 
-    /// Rebuilds the routing model from the store.
+    /// Rebuilds the routing model from the watched objects.
     pub fn refresh(&self) {
-        let registry = self.store.registry();
-        let services = list_all(&self.store, registry.find("", "v1", "services"));
-        let deployments = list_all(&self.store, registry.find("apps", "v1", "deployments"));
-        let vs_res = registry.find_any_version("networking.istio.io", "virtualservices");
-        let virtual_services = list_all(&self.store, vs_res)
+        let virtual_services = self
+            .view
+            .virtual_services()
             .into_iter()
             .filter_map(|vs| {
                 Some((
@@ -147,8 +132,18 @@ impl DataPlane {
             })
             .collect();
         let mesh = Mesh {
-            services: services.iter().filter_map(routing::service_from).collect(),
-            workloads: deployments.iter().filter_map(routing::workload_from).collect(),
+            services: self
+                .view
+                .services()
+                .iter()
+                .filter_map(routing::service_from)
+                .collect(),
+            workloads: self
+                .view
+                .deployments()
+                .iter()
+                .filter_map(routing::workload_from)
+                .collect(),
             virtual_services,
         };
         *self.mesh.write().unwrap_or_else(|p| p.into_inner()) = mesh;
@@ -277,9 +272,7 @@ impl DataPlane {
     }
 
     fn background_load(&self, carry: &mut HashMap<String, f64>) {
-        let registry = self.store.registry();
-        let services = list_all(&self.store, registry.find("", "v1", "services"));
-        for svc in services {
+        for svc in self.view.services() {
             let Some(rps) = svc
                 .pointer("/metadata/annotations")
                 .and_then(|a| a.get(RPS_ANNOTATION))

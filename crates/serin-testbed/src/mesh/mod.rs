@@ -3,3 +3,4 @@
 pub mod dataplane;
 pub mod metrics;
 pub mod routing;
+pub mod view;

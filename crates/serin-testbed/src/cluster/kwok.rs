@@ -1,0 +1,288 @@
+//! kwok's configuration for the real cluster: the Stages that make fake nodes Ready and keep
+//! their leases, Pods Running and Ready, deleted Pods gone, and the two ways a Pod fails as on a
+//! cluster: a pod template annotated `testbed.serin.dev/never-ready: "true"` runs but never
+//! becomes Ready, and an image the test bed cannot pull (see [`crate::workloads::unpullable_image`])
+//! waits in ErrImagePull, then ImagePullBackOff. Pure: text only.
+
+/// The annotation that kwok's `--manage-nodes-with-annotation-selector` selects.
+pub const NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
+
+/// A gojq expression true for a Pod with a container image the test bed cannot pull: its
+/// registry host ends in `.invalid`, a name that never resolves (RFC 6761).
+const UNPULLABLE: &str = r#".spec.containers.[].image | test("^[^/]*[.]invalid(:[0-9]+)?/")"#;
+const NEVER_READY: &str = r#".metadata.annotations["testbed.serin.dev/never-ready"]"#;
+
+/// The Stage documents, for kwok's `--config`.
+pub fn stages() -> String {
+    format!(
+        r#"apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: node-initialize
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Node
+  selector:
+    matchExpressions:
+    - key: '.status.conditions.[] | select( .type == "Ready" ) | .status'
+      operator: NotIn
+      values: ["True"]
+  next:
+    statusTemplate: |
+      {{{{ $now := Now }}}}
+      {{{{ $lastTransitionTime := or .metadata.creationTimestamp $now }}}}
+      conditions:
+      {{{{ range NodeConditions }}}}
+      - lastHeartbeatTime: {{{{ $now | Quote }}}}
+        lastTransitionTime: {{{{ $lastTransitionTime | Quote }}}}
+        message: {{{{ .message | Quote }}}}
+        reason: {{{{ .reason | Quote }}}}
+        status: {{{{ .status | Quote }}}}
+        type: {{{{ .type | Quote }}}}
+      {{{{ end }}}}
+      addresses:
+      {{{{ with NodeIP }}}}
+      - address: {{{{ . | Quote }}}}
+        type: InternalIP
+      {{{{ end }}}}
+      {{{{ with NodeName }}}}
+      - address: {{{{ . | Quote }}}}
+        type: Hostname
+      {{{{ end }}}}
+      allocatable:
+        cpu: "64"
+        memory: 256Gi
+        pods: "1000"
+      capacity:
+        cpu: "64"
+        memory: 256Gi
+        pods: "1000"
+      nodeInfo:
+        architecture: amd64
+        kubeletVersion: kwok
+        operatingSystem: linux
+      phase: Running
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: pod-ready
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: .metadata.deletionTimestamp
+      operator: DoesNotExist
+    - key: .status.phase
+      operator: In
+      values: [Pending]
+    - key: '.status.conditions.[] | select( .type == "Ready" ) | .status'
+      operator: NotIn
+      values: ["True"]
+    - key: '{NEVER_READY}'
+      operator: NotIn
+      values: ["true"]
+    - key: '{UNPULLABLE}'
+      operator: NotIn
+      values: ["true"]
+  next:
+    statusTemplate: |
+      {{{{ $now := Now }}}}
+      conditions:
+      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "True", type: Initialized}}
+      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "True", type: Ready}}
+      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "True", type: ContainersReady}}
+      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "True", type: PodScheduled}}
+      containerStatuses:
+      {{{{ range .spec.containers }}}}
+      - image: {{{{ .image | Quote }}}}
+        name: {{{{ .name | Quote }}}}
+        ready: true
+        started: true
+        restartCount: 0
+        state:
+          running:
+            startedAt: {{{{ $now | Quote }}}}
+      {{{{ end }}}}
+      {{{{ with NodeIPWith .spec.nodeName }}}}
+      hostIP: {{{{ . | Quote }}}}
+      {{{{ end }}}}
+      {{{{ with PodIPWith .spec.nodeName ( or .spec.hostNetwork false ) ( or .metadata.uid "" ) ( or .metadata.name "" ) ( or .metadata.namespace "" ) }}}}
+      podIP: {{{{ . | Quote }}}}
+      {{{{ end }}}}
+      phase: Running
+      startTime: {{{{ $now | Quote }}}}
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: pod-never-ready
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: .metadata.deletionTimestamp
+      operator: DoesNotExist
+    - key: .status.phase
+      operator: In
+      values: [Pending]
+    - key: '{NEVER_READY}'
+      operator: In
+      values: ["true"]
+    - key: '{UNPULLABLE}'
+      operator: NotIn
+      values: ["true"]
+  next:
+    statusTemplate: |
+      {{{{ $now := Now }}}}
+      conditions:
+      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "True", type: Initialized}}
+      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "False", reason: ContainersNotReady, type: Ready}}
+      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "False", reason: ContainersNotReady, type: ContainersReady}}
+      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "True", type: PodScheduled}}
+      containerStatuses:
+      {{{{ range .spec.containers }}}}
+      - image: {{{{ .image | Quote }}}}
+        name: {{{{ .name | Quote }}}}
+        ready: false
+        started: true
+        restartCount: 0
+        state:
+          running:
+            startedAt: {{{{ $now | Quote }}}}
+      {{{{ end }}}}
+      phase: Running
+      startTime: {{{{ $now | Quote }}}}
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: pod-image-pull-error
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: .metadata.deletionTimestamp
+      operator: DoesNotExist
+    - key: .status.phase
+      operator: In
+      values: [Pending]
+    - key: '{UNPULLABLE}'
+      operator: In
+      values: ["true"]
+    - key: '.status.containerStatuses.[].state.waiting.reason'
+      operator: NotIn
+      values: [ErrImagePull, ImagePullBackOff]
+  next:
+    statusTemplate: |
+      {{{{ $now := Now }}}}
+      conditions:
+      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "True", type: Initialized}}
+      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "False", reason: ContainersNotReady, type: Ready}}
+      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "False", reason: ContainersNotReady, type: ContainersReady}}
+      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "True", type: PodScheduled}}
+      containerStatuses:
+      {{{{ range .spec.containers }}}}
+      - image: {{{{ .image | Quote }}}}
+        name: {{{{ .name | Quote }}}}
+        ready: false
+        started: false
+        restartCount: 0
+        state:
+          waiting:
+            reason: ErrImagePull
+            message: {{{{ printf "failed to pull image %q: failed to resolve reference: dial tcp: lookup: no such host" .image | Quote }}}}
+      {{{{ end }}}}
+      phase: Pending
+      startTime: {{{{ $now | Quote }}}}
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: pod-image-pull-backoff
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: .metadata.deletionTimestamp
+      operator: DoesNotExist
+    - key: '.status.containerStatuses.[].state.waiting.reason'
+      operator: In
+      values: [ErrImagePull]
+  delay:
+    durationMilliseconds: 2000
+  next:
+    statusTemplate: |
+      containerStatuses:
+      {{{{ range .spec.containers }}}}
+      - image: {{{{ .image | Quote }}}}
+        name: {{{{ .name | Quote }}}}
+        ready: false
+        started: false
+        restartCount: 0
+        state:
+          waiting:
+            reason: ImagePullBackOff
+            message: {{{{ printf "Back-off pulling image %q" .image | Quote }}}}
+      {{{{ end }}}}
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: pod-delete
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: .metadata.deletionTimestamp
+      operator: Exists
+  next:
+    delete: true
+"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_are_yaml_documents_with_unique_names() {
+        let text = stages();
+        let mut names = Vec::new();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value = serde_yaml::Value::deserialize(doc).expect("each stage is YAML");
+            assert_eq!(value["kind"], "Stage");
+            let template = &value["spec"]["next"]["statusTemplate"];
+            assert!(template.is_string() || value["spec"]["next"]["delete"] == true);
+            names.push(value["metadata"]["name"].as_str().expect("named").to_owned());
+        }
+        assert_eq!(
+            names,
+            [
+                "node-initialize",
+                "pod-ready",
+                "pod-never-ready",
+                "pod-image-pull-error",
+                "pod-image-pull-backoff",
+                "pod-delete"
+            ]
+        );
+        // Go template braces survive Rust's formatting.
+        assert!(text.contains("{{ $now := Now }}"));
+        assert!(text.contains(r#"test("^[^/]*[.]invalid(:[0-9]+)?/")"#));
+    }
+
+    use serde::Deserialize;
+}
