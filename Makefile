@@ -10,9 +10,9 @@ build:
 	$(CARGO) build --workspace --all-targets
 
 ## What the tests need beyond the Rust toolchain, each installed when missing: cargo-nextest
-## (crates.io), openssl and curl, real Prometheus and openssh-server (Debian's packages), real Helm
-## as helm-sdkpy and Docker's Dockerfile parser (PyPI), and the real control plane (`make
-## cluster`, which needs Go). `deps-base` is all but the control plane (enough for `make demo`).
+## (crates.io), openssl and curl, real Prometheus and openssh-server (Debian's packages), Docker's
+## Dockerfile parser (PyPI), and the real control plane with kubectl and helm (`make cluster`,
+## which needs Go). `deps-base` is all but the control plane (enough for `make demo`).
 deps: deps-base
 	@$(MAKE) --no-print-directory cluster
 
@@ -21,7 +21,6 @@ deps-base:
 	@command -v openssl >/dev/null && command -v curl >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl curl >/dev/null; }
 	@command -v prometheus >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 	@command -v prometheus >/dev/null || { echo "prometheus is not on PATH; install it with apt-get install -y prometheus" >&2; exit 1; }
-	@python3 -c 'import helm_sdkpy' 2>/dev/null || python3 -m pip install --quiet --ignore-requires-python helm-sdkpy
 	@test -x /usr/sbin/sshd || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server openssh-client >/dev/null; }
 	@python3 -c 'import dockerfile' 2>/dev/null || python3 -m pip install --quiet dockerfile
 

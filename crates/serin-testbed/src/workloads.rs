@@ -136,7 +136,23 @@ pub fn desired_status(kind: &str, obj: &Value, rolling_for: Duration, now: &str)
                     now,
                 )
             };
-            let progressing = if ready >= replicas {
+            // The deployment controller updates Progressing only during a rollout: scaling a
+            // Deployment whose current ReplicaSet has completed (as serin scales a target up
+            // from 0) leaves NewReplicaSetAvailable in place, so it never times out.
+            let completed = obj
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Progressing"))
+                .filter(|c| {
+                    c["reason"] == "NewReplicaSetAvailable"
+                        && c["message"]
+                            .as_str()
+                            .is_some_and(|m| m.contains(&format!("\"{rs}\"")))
+                })
+                .cloned();
+            let progressing = if let Some(completed) = completed {
+                completed
+            } else if ready >= replicas {
                 condition(
                     obj,
                     "Progressing",
@@ -378,6 +394,18 @@ mod tests {
         let s = desired_status("Deployment", &d, Duration::from_secs(61), "t2").expect("status");
         assert_eq!(cond(&s, "Progressing")["reason"], "ProgressDeadlineExceeded");
         assert_eq!(cond(&s, "Progressing")["status"], "False");
+    }
+
+    #[test]
+    fn scaling_a_completed_deployment_never_times_out() {
+        // Complete at 0 replicas, then scaled up with a template that never gets ready.
+        let mut d = deployment(0, true);
+        d["status"] = desired_status("Deployment", &d, Duration::ZERO, "t0").expect("status");
+        d["spec"]["replicas"] = json!(1);
+        let s = desired_status("Deployment", &d, Duration::from_secs(600), "t1").expect("status");
+        assert_eq!(cond(&s, "Available")["reason"], "MinimumReplicasUnavailable");
+        assert_eq!(cond(&s, "Progressing")["reason"], "NewReplicaSetAvailable");
+        assert_eq!(cond(&s, "Progressing")["lastUpdateTime"], "t0");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Real Helm (helm-sdkpy, which embeds Helm's Go library) against the emulator: install a small
-//! chart with `wait`, find its objects and release Secret, uninstall, find them gone.
+//! The real helm CLI (built from Helm's Go module by `make cluster`) against the test bed's API
+//! server: install a small chart with `--wait`, find its objects and release Secret, uninstall,
+//! find them gone.
 
 mod common;
 
@@ -13,22 +14,21 @@ use k8s_openapi::api::{
 use kube::Api;
 use serin_testbed::Testbed;
 
-fn release(args: &[&str]) -> serde_json::Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helm/release.py");
-    let output = Command::new("python3")
-        .arg(script)
+/// Runs `helm ARGS` and returns its standard output.
+fn helm(args: &[&str]) -> String {
+    let output = Command::new(serin_testbed::helm_program())
         .args(args)
         .output()
-        .expect("python3 runs");
+        .expect("helm runs (make cluster builds it)");
     assert!(
         output.status.success(),
-        "helm {} failed (exit {:?}); install helm-sdkpy with `make deps` if it is missing:\n{}{}",
-        args[0],
+        "helm {} failed (exit {:?}):\n{}{}",
+        args.join(" "),
         output.status.code(),
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    serde_json::from_slice(&output.stdout).expect("release.py prints JSON")
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,11 +42,27 @@ async fn helm_installs_and_uninstalls_a_chart() {
 
     let installed = tokio::task::spawn_blocking({
         let (kubeconfig, chart) = (kubeconfig.clone(), chart.clone());
-        move || release(&["install", &kubeconfig, "apps", "web", &chart])
+        move || {
+            helm(&[
+                "install",
+                "web",
+                &chart,
+                "--kubeconfig",
+                &kubeconfig,
+                "--namespace",
+                "apps",
+                "--wait",
+                "--timeout",
+                "90s",
+                "--output",
+                "json",
+            ])
+        }
     })
     .await
     .expect("install task");
-    assert_eq!(installed["status"], "deployed", "{installed}");
+    let installed: serde_json::Value = serde_json::from_str(&installed).expect("the release as JSON");
+    assert_eq!(installed["info"]["status"], "deployed", "{installed}");
 
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "apps");
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "apps");
@@ -73,9 +89,19 @@ async fn helm_installs_and_uninstalls_a_chart() {
         .expect("release Secret");
     assert_eq!(release_secret.type_.as_deref(), Some("helm.sh/release.v1"));
 
-    tokio::task::spawn_blocking(move || release(&["uninstall", &kubeconfig, "apps", "web"]))
-        .await
-        .expect("uninstall task");
+    tokio::task::spawn_blocking(move || {
+        helm(&[
+            "uninstall",
+            "web",
+            "--kubeconfig",
+            &kubeconfig,
+            "--namespace",
+            "apps",
+            "--wait",
+        ])
+    })
+    .await
+    .expect("uninstall task");
     eventually(
         Duration::from_secs(30),
         "the release's objects to be gone",
