@@ -108,20 +108,19 @@ impl GitFixture {
     }
 }
 
-/// Installs serin-sync's CRDs and serin's (from `crds/`).
+/// Installs serin-sync's CRDs and serin's (from `crds/`), and waits until the API server serves
+/// them: a Kustomization applying a Canary before its CRD is Established fails until its next
+/// interval.
 pub async fn install_crds(tb: &Testbed) {
-    tb.install_crds(serin_sync::api::crds()).await.expect("CRDs");
-    let out = tb
-        .kubectl()
-        .args(["apply", "-f"])
-        .arg(repo_root().join("crds"))
-        .output()
-        .expect("kubectl runs");
-    assert!(
-        out.status.success(),
-        "serin's CRDs: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut crds = serin_sync::api::crds();
+    for entry in std::fs::read_dir(repo_root().join("crds")).expect("crds/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let text = std::fs::read_to_string(&path).expect("read");
+            crds.push(serde_yaml::from_str(&text).expect("serin's CRD"));
+        }
+    }
+    tb.install_crds(crds).await.expect("CRDs");
 }
 
 pub async fn create_namespace(client: &Client, name: &str) {
@@ -362,20 +361,22 @@ pub async fn mark_canary(client: &Client, ns: &str, name: &str, phase: &str) {
         &ApiResource::from_gvk_with_plural(&gvk, "canaries"),
     );
     let body = serde_json::json!({"status": {"phase": phase}});
-    eventually(
-        Duration::from_secs(60),
-        &format!("Canary {ns}/{name} to exist"),
-        || {
-            let (api, body) = (api.clone(), body.clone());
-            async move {
-                api.patch_status(name, &PatchParams::default(), &Patch::Merge(&body))
-                    .await
-                    .ok()
-                    .map(|_| ())
-            }
-        },
-    )
-    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&body))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after 60s waiting for Canary {ns}/{name} to exist\n{}",
+            sync_state(client).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The GitRepository `flux-system`.

@@ -2,7 +2,23 @@
 //! their leases, Pods Running and Ready, deleted Pods gone, and the two ways a Pod fails as on a
 //! cluster: a pod template annotated `testbed.serin.dev/never-ready: "true"` runs but never
 //! becomes Ready, and an image the test bed cannot pull (see [`crate::workloads::unpullable_image`])
-//! waits in ErrImagePull, then ImagePullBackOff. Pure: text only.
+//! waits in ErrImagePull, then ImagePullBackOff. PersistentVolumeClaims of the default
+//! StorageClass [`STORAGE_CLASS`] are provisioned and bound at once, so StatefulSets with volume
+//! claim templates become ready. Pure: text only.
+
+/// The cluster's default StorageClass, whose claims kwok provisions.
+pub const STORAGE_CLASS: &str = "testbed-volume";
+
+/// The StorageClass object.
+pub fn storage_class() -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": STORAGE_CLASS, "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+        "provisioner": "testbed.serin.dev/volume",
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "Immediate",
+    })
+}
 
 /// The annotation that kwok's `--manage-nodes-with-annotation-selector` selects.
 pub const NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
@@ -249,6 +265,79 @@ spec:
       operator: Exists
   next:
     delete: true
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: claim-provision
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: PersistentVolumeClaim
+  selector:
+    matchExpressions:
+    - cel:
+        expression: self.spec.storageClassName == '{STORAGE_CLASS}' && !has(self.metadata.deletionTimestamp) && !has(self.spec.volumeName)
+  steps:
+  - apply:
+      template: |
+        apiVersion: v1
+        kind: PersistentVolume
+        metadata:
+          name: pv-{{{{ .metadata.uid }}}}
+        spec:
+          accessModes:
+          {{{{ YAML .spec.accessModes 2 }}}}
+          capacity:
+          {{{{ YAML .spec.resources.requests 2 }}}}
+          persistentVolumeReclaimPolicy: Delete
+          storageClassName: {STORAGE_CLASS}
+          claimRef:
+            apiVersion: v1
+            kind: PersistentVolumeClaim
+            name: {{{{ .metadata.name | Quote }}}}
+            namespace: {{{{ .metadata.namespace | Quote }}}}
+            uid: {{{{ .metadata.uid | Quote }}}}
+          hostPath:
+            path: /nonexistent/pv-{{{{ .metadata.uid }}}}
+  - patch:
+      root: metadata
+      template: |
+        annotations:
+          pv.kubernetes.io/bind-completed: "yes"
+          pv.kubernetes.io/bound-by-controller: "yes"
+  - patch:
+      root: spec
+      template: |
+        volumeName: pv-{{{{ .metadata.uid }}}}
+  - patch:
+      root: status
+      subresource: status
+      template: |
+        phase: Bound
+        accessModes:
+        {{{{ YAML .spec.accessModes 1 }}}}
+        capacity:
+        {{{{ YAML .spec.resources.requests 1 }}}}
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: volume-bind
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: PersistentVolume
+  selector:
+    matchExpressions:
+    - cel:
+        expression: self.spec.storageClassName == '{STORAGE_CLASS}' && !has(self.metadata.deletionTimestamp) && has(self.spec.claimRef) && (!has(self.status.phase) || self.status.phase in ['Pending', 'Available'])
+  steps:
+  - patch:
+      root: status
+      subresource: status
+      template: |
+        phase: Bound
 "#
     )
 }
@@ -265,7 +354,11 @@ mod tests {
             let value = serde_yaml::Value::deserialize(doc).expect("each stage is YAML");
             assert_eq!(value["kind"], "Stage");
             let template = &value["spec"]["next"]["statusTemplate"];
-            assert!(template.is_string() || value["spec"]["next"]["delete"] == true);
+            assert!(
+                template.is_string()
+                    || value["spec"]["next"]["delete"] == true
+                    || value["spec"]["steps"].is_sequence()
+            );
             names.push(value["metadata"]["name"].as_str().expect("named").to_owned());
         }
         assert_eq!(
@@ -276,7 +369,9 @@ mod tests {
                 "pod-never-ready",
                 "pod-image-pull-error",
                 "pod-image-pull-backoff",
-                "pod-delete"
+                "pod-delete",
+                "claim-provision",
+                "volume-bind"
             ]
         );
         // Go template braces survive Rust's formatting.

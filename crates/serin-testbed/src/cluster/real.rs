@@ -319,6 +319,14 @@ impl RealCluster {
                 "--v=0".into(),
             ],
         )?;
+        let classes: Api<k8s_openapi::api::storage::v1::StorageClass> = Api::all(client.clone());
+        classes
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(kwok::storage_class())?,
+            )
+            .await
+            .context("creating the default StorageClass")?;
         std::fs::write(d.join("kwok.yaml"), kwok::stages())?;
         self.spawn(
             "kwok",
