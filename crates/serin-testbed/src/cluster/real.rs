@@ -163,7 +163,9 @@ fn write_pki(dir: &Path) -> anyhow::Result<()> {
     openssl(dir, &["pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub"])?;
     std::fs::write(
         dir.join("audit-policy.yaml"),
-        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n",
+        // Writes at Request level: their bodies show the ownerReferences whose finalizers
+        // permission the API server checks in admission (see `audit.rs`).
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Request\n  verbs: [create, update, patch]\n- level: Metadata\n",
     )?;
     Ok(())
 }
