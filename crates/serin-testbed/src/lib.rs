@@ -179,22 +179,21 @@ pub fn kubeconfig_yaml(server: &str, token: &str) -> String {
 /// The `kubectl` the tests run: the one built with the real cluster when it is built (its
 /// version matches the server's), else the one on PATH.
 pub fn kubectl_program() -> PathBuf {
-    let built = cluster::build::binary(&cluster::components::KUBERNETES, "kubectl");
-    if built.is_file() {
-        built
-    } else {
-        PathBuf::from("kubectl")
-    }
+    built_or_on_path(&cluster::components::KUBERNETES, "kubectl")
 }
 
 /// The `helm` the tests run: the one built from Helm's Go module when it is built, else the one
 /// on PATH.
 pub fn helm_program() -> PathBuf {
-    let built = cluster::build::binary(&cluster::components::HELM, "helm");
+    built_or_on_path(&cluster::components::HELM, "helm")
+}
+
+fn built_or_on_path(component: &cluster::components::Component, name: &str) -> PathBuf {
+    let built = cluster::build::binary(component, name);
     if built.is_file() {
         built
     } else {
-        PathBuf::from("helm")
+        PathBuf::from(name)
     }
 }
 

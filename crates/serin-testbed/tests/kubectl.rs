@@ -348,3 +348,57 @@ async fn kubectl_walk_through_on_flagger_examples() {
     )
     .await;
 }
+
+/// The real control plane, whatever `SERIN_TESTBED_CLUSTER` says: Deployments become ready
+/// through their ReplicaSets and kwok's Pods, a never-ready template and an unpullable image
+/// report ProgressDeadlineExceeded, and a StatefulSet's claim is provisioned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_cluster_runs_workloads_as_a_cluster_does() {
+    let tb = Testbed::start_with(serin_testbed::TestbedOptions {
+        cluster: Some(serin_testbed::ClusterKind::Real),
+        ..Default::default()
+    })
+    .await
+    .expect("the real cluster starts (make cluster builds it)");
+    let version = run(&tb, &["version", "-o", "json"]);
+    let version: serde_json::Value = serde_json::from_slice(&version.stdout).expect("JSON");
+    assert!(
+        version["serverVersion"]["gitVersion"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("v1.")),
+        "{version}"
+    );
+    let nodes = json(&tb, &["get", "nodes"]);
+    assert_eq!(nodes["items"][0]["metadata"]["name"], "kwok-node-0");
+    let manifest = fixtures().join("real/workloads.yaml");
+    ok(&tb, &["apply", "-f", manifest.to_str().expect("utf8")]);
+    ok(&tb, &["rollout", "status", "deploy/web", "--timeout=60s"]);
+    let pods = json(&tb, &["get", "pods", "-l", "app=web"]);
+    assert_eq!(pods["items"].as_array().map(Vec::len), Some(2), "{pods}");
+    let replica_sets = json(&tb, &["get", "replicasets", "-l", "app=web"]);
+    assert_eq!(replica_sets["items"][0]["status"]["readyReplicas"], 2);
+    for name in ["never", "nopull"] {
+        eventually(
+            Duration::from_secs(60),
+            &format!("{name} to exceed its deadline"),
+            || {
+                let d = json(&tb, &["get", "deploy", name]);
+                d["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["reason"] == "ProgressDeadlineExceeded")
+                    .then_some(())
+            },
+        );
+    }
+    let waiting = eventually(Duration::from_secs(30), "ImagePullBackOff", || {
+        let pods = json(&tb, &["get", "pods", "-l", "app=nopull"]);
+        let reason = pods["items"][0]["status"]["containerStatuses"][0]["state"]["waiting"]["reason"].clone();
+        (reason == "ImagePullBackOff").then_some(reason)
+    });
+    assert_eq!(waiting, "ImagePullBackOff");
+    ok(&tb, &["rollout", "status", "statefulset/db", "--timeout=60s"]);
+    let claim = json(&tb, &["get", "pvc", "data-db-0"]);
+    assert_eq!(claim["status"]["phase"], "Bound", "{claim}");
+}

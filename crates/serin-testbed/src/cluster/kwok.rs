@@ -79,146 +79,7 @@ spec:
         kubeletVersion: kwok
         operatingSystem: linux
       phase: Running
----
-apiVersion: kwok.x-k8s.io/v1alpha1
-kind: Stage
-metadata:
-  name: pod-ready
-spec:
-  resourceRef:
-    apiGroup: v1
-    kind: Pod
-  selector:
-    matchExpressions:
-    - key: .metadata.deletionTimestamp
-      operator: DoesNotExist
-    - key: .status.phase
-      operator: In
-      values: [Pending]
-    - key: '.status.conditions.[] | select( .type == "Ready" ) | .status'
-      operator: NotIn
-      values: ["True"]
-    - key: '{NEVER_READY}'
-      operator: NotIn
-      values: ["true"]
-    - key: '{UNPULLABLE}'
-      operator: NotIn
-      values: ["true"]
-  next:
-    statusTemplate: |
-      {{{{ $now := Now }}}}
-      conditions:
-      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "True", type: Initialized}}
-      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "True", type: Ready}}
-      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "True", type: ContainersReady}}
-      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "True", type: PodScheduled}}
-      containerStatuses:
-      {{{{ range .spec.containers }}}}
-      - image: {{{{ .image | Quote }}}}
-        name: {{{{ .name | Quote }}}}
-        ready: true
-        started: true
-        restartCount: 0
-        state:
-          running:
-            startedAt: {{{{ $now | Quote }}}}
-      {{{{ end }}}}
-      {{{{ with NodeIPWith .spec.nodeName }}}}
-      hostIP: {{{{ . | Quote }}}}
-      {{{{ end }}}}
-      {{{{ with PodIPWith .spec.nodeName ( or .spec.hostNetwork false ) ( or .metadata.uid "" ) ( or .metadata.name "" ) ( or .metadata.namespace "" ) }}}}
-      podIP: {{{{ . | Quote }}}}
-      {{{{ end }}}}
-      phase: Running
-      startTime: {{{{ $now | Quote }}}}
----
-apiVersion: kwok.x-k8s.io/v1alpha1
-kind: Stage
-metadata:
-  name: pod-never-ready
-spec:
-  resourceRef:
-    apiGroup: v1
-    kind: Pod
-  selector:
-    matchExpressions:
-    - key: .metadata.deletionTimestamp
-      operator: DoesNotExist
-    - key: .status.phase
-      operator: In
-      values: [Pending]
-    - key: '{NEVER_READY}'
-      operator: In
-      values: ["true"]
-    - key: '{UNPULLABLE}'
-      operator: NotIn
-      values: ["true"]
-  next:
-    statusTemplate: |
-      {{{{ $now := Now }}}}
-      conditions:
-      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "True", type: Initialized}}
-      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "False", reason: ContainersNotReady, type: Ready}}
-      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "False", reason: ContainersNotReady, type: ContainersReady}}
-      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "True", type: PodScheduled}}
-      containerStatuses:
-      {{{{ range .spec.containers }}}}
-      - image: {{{{ .image | Quote }}}}
-        name: {{{{ .name | Quote }}}}
-        ready: false
-        started: true
-        restartCount: 0
-        state:
-          running:
-            startedAt: {{{{ $now | Quote }}}}
-      {{{{ end }}}}
-      phase: Running
-      startTime: {{{{ $now | Quote }}}}
----
-apiVersion: kwok.x-k8s.io/v1alpha1
-kind: Stage
-metadata:
-  name: pod-image-pull-error
-spec:
-  resourceRef:
-    apiGroup: v1
-    kind: Pod
-  selector:
-    matchExpressions:
-    - key: .metadata.deletionTimestamp
-      operator: DoesNotExist
-    - key: .status.phase
-      operator: In
-      values: [Pending]
-    - key: '{UNPULLABLE}'
-      operator: In
-      values: ["true"]
-    - key: '.status.containerStatuses.[].state.waiting.reason'
-      operator: NotIn
-      values: [ErrImagePull, ImagePullBackOff]
-  next:
-    statusTemplate: |
-      {{{{ $now := Now }}}}
-      conditions:
-      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "True", type: Initialized}}
-      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "False", reason: ContainersNotReady, type: Ready}}
-      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "False", reason: ContainersNotReady, type: ContainersReady}}
-      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "True", type: PodScheduled}}
-      containerStatuses:
-      {{{{ range .spec.containers }}}}
-      - image: {{{{ .image | Quote }}}}
-        name: {{{{ .name | Quote }}}}
-        ready: false
-        started: false
-        restartCount: 0
-        state:
-          waiting:
-            reason: ErrImagePull
-            message: {{{{ printf "failed to pull image %q: failed to resolve reference: dial tcp: lookup: no such host" .image | Quote }}}}
-      {{{{ end }}}}
-      phase: Pending
-      startTime: {{{{ $now | Quote }}}}
----
+{ready}{never_ready}{pull_error}---
 apiVersion: kwok.x-k8s.io/v1alpha1
 kind: Stage
 metadata:
@@ -338,8 +199,108 @@ spec:
       subresource: status
       template: |
         phase: Bound
-"#
+"#,
+        ready = pod_stage(
+            "pod-ready",
+            &[(NEVER_READY, "NotIn", "true"), (UNPULLABLE, "NotIn", "true"),],
+            &PodState::ready(),
+        ),
+        never_ready = pod_stage(
+            "pod-never-ready",
+            &[(NEVER_READY, "In", "true"), (UNPULLABLE, "NotIn", "true")],
+            &PodState::running_unready(),
+        ),
+        pull_error = pod_stage(
+            "pod-image-pull-error",
+            &[
+                (UNPULLABLE, "In", "true"),
+                (WAITING_REASON, "NotIn", "ErrImagePull, ImagePullBackOff"),
+            ],
+            &PodState::image_pull_error(),
+        ),
     )
+}
+
+const WAITING_REASON: &str = ".status.containerStatuses.[].state.waiting.reason";
+
+/// What a pod stage writes: readiness, each container's state, the phase.
+struct PodState {
+    ready: bool,
+    started: bool,
+    /// The container state (YAML at the depth of `state:`'s value).
+    container_state: &'static str,
+    phase: &'static str,
+    with_ips: bool,
+}
+
+impl PodState {
+    fn ready() -> Self {
+        Self {
+            ready: true,
+            started: true,
+            container_state: "running:\n            startedAt: {{ $now | Quote }}",
+            phase: "Running",
+            with_ips: true,
+        }
+    }
+
+    fn running_unready() -> Self {
+        Self {
+            ready: false,
+            ..Self::ready()
+        }
+    }
+
+    fn image_pull_error() -> Self {
+        Self {
+            ready: false,
+            started: false,
+            container_state: "waiting:\n            reason: ErrImagePull\n            message: {{ printf \"failed to pull image %q: failed to resolve reference: dial tcp: lookup: no such host\" .image | Quote }}",
+            phase: "Pending",
+            with_ips: false,
+        }
+    }
+}
+
+/// A Stage for Pending, undeleted Pods that also match `selectors` (gojq key, operator, values),
+/// writing `state`.
+fn pod_stage(name: &str, selectors: &[(&str, &str, &str)], state: &PodState) -> String {
+    let mut out = format!(
+        "---\napiVersion: kwok.x-k8s.io/v1alpha1\nkind: Stage\nmetadata:\n  name: {name}\nspec:\n  resourceRef:\n    apiGroup: v1\n    kind: Pod\n  selector:\n    matchExpressions:\n    - key: .metadata.deletionTimestamp\n      operator: DoesNotExist\n    - key: .status.phase\n      operator: In\n      values: [Pending]\n    - key: '.status.conditions.[] | select( .type == \"Ready\" ) | .status'\n      operator: NotIn\n      values: [\"True\"]\n"
+    );
+    for (key, operator, values) in selectors {
+        // Quoted: an unquoted `true` is a YAML boolean, which kwok refuses as a value.
+        let values: Vec<String> = values.split(", ").map(|v| format!("{v:?}")).collect();
+        out.push_str(&format!(
+            "    - key: '{key}'\n      operator: {operator}\n      values: [{}]\n",
+            values.join(", ")
+        ));
+    }
+    let (status, reason) = if state.ready {
+        ("\"True\"", "")
+    } else {
+        ("\"False\"", ", reason: ContainersNotReady")
+    };
+    out.push_str("  next:\n    statusTemplate: |\n      {{ $now := Now }}\n      conditions:\n");
+    out.push_str("      - {lastTransitionTime: {{ $now | Quote }}, status: \"True\", type: Initialized}\n");
+    for type_ in ["Ready", "ContainersReady"] {
+        out.push_str(&format!(
+            "      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: {status}{reason}, type: {type_}}}\n"
+        ));
+    }
+    out.push_str("      - {lastTransitionTime: {{ $now | Quote }}, status: \"True\", type: PodScheduled}\n");
+    out.push_str(&format!(
+        "      containerStatuses:\n      {{{{ range .spec.containers }}}}\n      - image: {{{{ .image | Quote }}}}\n        name: {{{{ .name | Quote }}}}\n        ready: {}\n        started: {}\n        restartCount: 0\n        state:\n          {}\n      {{{{ end }}}}\n",
+        state.ready, state.started, state.container_state
+    ));
+    if state.with_ips {
+        out.push_str("      {{ with NodeIPWith .spec.nodeName }}\n      hostIP: {{ . | Quote }}\n      {{ end }}\n      {{ with PodIPWith .spec.nodeName ( or .spec.hostNetwork false ) ( or .metadata.uid \"\" ) ( or .metadata.name \"\" ) ( or .metadata.namespace \"\" ) }}\n      podIP: {{ . | Quote }}\n      {{ end }}\n");
+    }
+    out.push_str(&format!(
+        "      phase: {}\n      startTime: {{{{ $now | Quote }}}}\n",
+        state.phase
+    ));
+    out
 }
 
 #[cfg(test)]
@@ -374,6 +335,8 @@ mod tests {
                 "volume-bind"
             ]
         );
+        // Selector values stay strings (kwok refuses a YAML boolean).
+        assert!(text.contains(r#"values: ["true"]"#) && !text.contains("values: [true]"));
         // Go template braces survive Rust's formatting.
         assert!(text.contains("{{ $now := Now }}"));
         assert!(text.contains(r#"test("^[^/]*[.]invalid(:[0-9]+)?/")"#));
