@@ -47,6 +47,9 @@ fn key(o: &DynamicObject) -> String {
     )
 }
 
+/// Which of the view's object sets a watch fills.
+type Field = fn(&ClusterView) -> &RwLock<Objects>;
+
 /// The watched resources.
 #[derive(Debug, Default)]
 pub struct ClusterView {
@@ -94,28 +97,37 @@ impl ClusterView {
     pub fn spawn(client: kube::Client) -> (Arc<Self>, Vec<tokio::task::JoinHandle<()>>) {
         use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service};
         let view = Arc::new(Self::default());
-        let resources = [
-            ApiResource::erase::<Service>(&()),
-            ApiResource::erase::<Deployment>(&()),
-            virtual_service_resource(),
+        let followed: [(ApiResource, Field); 3] = [
+            (ApiResource::erase::<Service>(&()), ClusterView::services_field),
+            (
+                ApiResource::erase::<Deployment>(&()),
+                ClusterView::deployments_field,
+            ),
+            (virtual_service_resource(), ClusterView::virtual_services_field),
         ];
-        let tasks = resources
+        let tasks = followed
             .into_iter()
-            .enumerate()
-            .map(|(i, resource)| {
+            .map(|(resource, field)| {
                 let view = view.clone();
                 follow(client.clone(), resource, move |event| {
-                    let objects = match i {
-                        0 => &view.services,
-                        1 => &view.deployments,
-                        _ => &view.virtual_services,
-                    };
-                    apply(objects, event);
+                    apply(field(&view), event);
                     view.changed.notify_one();
                 })
             })
             .collect();
         (view, tasks)
+    }
+
+    fn services_field(&self) -> &RwLock<Objects> {
+        &self.services
+    }
+
+    fn deployments_field(&self) -> &RwLock<Objects> {
+        &self.deployments
+    }
+
+    fn virtual_services_field(&self) -> &RwLock<Objects> {
+        &self.virtual_services
     }
 
     /// Completes after the next change (or at once if one happened since the last call).
