@@ -64,13 +64,8 @@ impl Findings {
 }
 
 fn check_duration(out: &mut Findings, path: &str, value: Option<&str>) {
-    if let Some(text) = value
-        && parse_duration(text).is_none()
-    {
-        out.error(
-            path,
-            format!("invalid duration {text:?}: use a number followed by s or m, such as 30s or 1m"),
-        );
+    if let Some(Err(e)) = value.map(parse_duration) {
+        out.error(path, e.to_string());
     }
 }
 
@@ -594,7 +589,12 @@ mod tests {
             (
                 "bad interval",
                 |s| s.analysis.as_mut().unwrap().interval = Some("10sx".into()),
-                "spec.analysis.interval: invalid duration",
+                "spec.analysis.interval: unknown unit \"sx\" in duration \"10sx\"",
+            ),
+            (
+                "interval too large for Go",
+                |s| s.analysis.as_mut().unwrap().interval = Some("99999999999999999999m".into()),
+                "spec.analysis.interval: duration \"99999999999999999999m\" is too large",
             ),
             (
                 "builtin without range",
@@ -668,7 +668,7 @@ mod tests {
                         ..Default::default()
                     }])
                 },
-                "spec.analysis.webhooks[0].timeout: invalid duration",
+                "spec.analysis.webhooks[0].timeout: unknown unit \" s\" in duration \"5 s\"",
             ),
             (
                 "unknown provider",

@@ -782,44 +782,10 @@ pub struct ServiceNames {
     pub canary: String,
 }
 
-/// Parses a Flagger duration: digits followed by `s`, `m` or `h` (Go's `time.ParseDuration`
-/// forms that Flagger users write, including compound ones such as `1m30s` and fractions such as
-/// `1.5m`). Returns `None` for anything else.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    if text.is_empty() {
-        return None;
-    }
-    if text == "0" {
-        return Some(Duration::ZERO);
-    }
-    let mut total = 0f64;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if number_len == 0 {
-            return None;
-        }
-        let value: f64 = rest[..number_len].parse().ok()?;
-        rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let seconds = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += value * seconds;
-    }
-    Some(Duration::from_secs_f64(total))
+/// Parses a Flagger duration (Go's `time.ParseDuration`: `30s`, `1m30s`, `1.5m`, `500ms`); an
+/// error says what is wrong, including a value too large for Go.
+pub fn parse_duration(text: &str) -> Result<Duration, serin_runtime::duration::DurationError> {
+    serin_runtime::duration::parse(text)
 }
 
 impl Canary {
@@ -849,7 +815,7 @@ impl CanarySpec {
     pub fn analysis_interval(&self) -> Duration {
         self.analysis()
             .and_then(|a| a.interval.as_deref())
-            .and_then(parse_duration)
+            .and_then(|text| parse_duration(text).ok())
             .map_or(DEFAULT_INTERVAL, |d| d.max(MIN_INTERVAL))
     }
 
@@ -948,7 +914,7 @@ impl CanaryWebhook {
     pub fn timeout(&self) -> Duration {
         self.timeout
             .as_deref()
-            .and_then(parse_duration)
+            .and_then(|text| parse_duration(text).ok())
             .unwrap_or(DEFAULT_WEBHOOK_TIMEOUT)
     }
 }
@@ -1221,15 +1187,26 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
-        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("1.5m"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
-        for bad in ["", "m", "1", "1x", "-1m", "1m x"] {
-            assert_eq!(parse_duration(bad), None, "{bad}");
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        for bad in ["", "m", "1", "1x", "-1m", "1m x", "99999999999999999999m"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_interval_too_large_for_go_falls_back_to_the_default() {
+        let mut c: Canary = serde_yaml::from_str(
+            "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata: {name: a}\nspec:\n  targetRef: {apiVersion: apps/v1, kind: Deployment, name: a}\n  service: {port: 80}\n  analysis: {interval: 99999999999999999999m}\n",
+        )
+        .expect("canary");
+        assert_eq!(c.spec.analysis_interval(), DEFAULT_INTERVAL);
+        c.spec.analysis.as_mut().expect("analysis").interval = Some("2562047h".into());
+        assert_eq!(c.spec.analysis_interval(), Duration::from_secs(2_562_047 * 3600));
     }
 
     #[test]

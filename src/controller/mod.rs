@@ -462,7 +462,9 @@ async fn reconcile(guard: Arc<DeserializeGuard<Canary>>, ctx: Arc<Context>) -> R
         Ok(w) => w,
         Err(message) => {
             report::events(&ctx, &canary, &[engine::Event::warning(message)]).await;
-            return Ok(RequeueAction::requeue(canary.spec.analysis_interval()));
+            return Ok(RequeueAction::requeue(serin_runtime::duration::requeue_delay(
+                canary.spec.analysis_interval(),
+            )));
         }
     };
 
@@ -516,7 +518,7 @@ async fn reconcile(guard: Arc<DeserializeGuard<Canary>>, ctx: Arc<Context>) -> R
     alerts::send(&ctx, &acting, &decision.alerts);
     Ok(match decision.requeue_after {
         Some(d) if d.is_zero() => RequeueAction::requeue(Duration::from_millis(200)),
-        Some(d) => RequeueAction::requeue(d),
+        Some(d) => RequeueAction::requeue(serin_runtime::duration::requeue_delay(d)),
         None => RequeueAction::await_change(),
     })
 }

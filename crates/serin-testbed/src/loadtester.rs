@@ -146,9 +146,14 @@ pub fn parse_hey(command: &str) -> Result<Hey, String> {
     let rps = qps * concurrency;
     let duration = match (duration, requests) {
         (Some(d), _) => d,
-        (None, Some(n)) => Duration::from_secs_f64(n / rps.max(1.0)),
-        (None, None) => Duration::from_secs_f64(200.0 / rps.max(1.0)),
+        (None, Some(n)) => Duration::try_from_secs_f64(n / rps.max(1.0))
+            .map_err(|_| format!("-n {n} with -q {qps} -c {concurrency} is not a run length"))?,
+        (None, None) => Duration::try_from_secs_f64(200.0 / rps.max(1.0))
+            .map_err(|_| format!("-q {qps} -c {concurrency} is not a request rate"))?,
     };
+    if !rps.is_finite() {
+        return Err(format!("-q {qps} -c {concurrency} is not a request rate"));
+    }
     Ok(Hey {
         host,
         path,
@@ -160,36 +165,7 @@ pub fn parse_hey(command: &str) -> Result<Hey, String> {
 }
 
 fn serin_duration(text: &str) -> Result<Duration, String> {
-    parse_go_duration(text).ok_or_else(|| format!("invalid duration {text:?}"))
-}
-
-/// Go-style durations: `30s`, `5m`, `1h30m`, `500ms`.
-pub fn parse_go_duration(text: &str) -> Option<Duration> {
-    let mut total = 0.0;
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let value: f64 = rest[..n].parse().ok()?;
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        total += value
-            * match &rest[..u] {
-                "ms" => 0.001,
-                "s" => 1.0,
-                "m" => 60.0,
-                "h" => 3600.0,
-                _ => return None,
-            };
-        rest = &rest[u..];
-    }
-    Some(Duration::from_secs_f64(total))
+    serin_runtime::duration::parse(text).map_err(|e| format!("-z: {e}"))
 }
 
 /// A `bash` step.
@@ -521,6 +497,19 @@ mod tests {
         );
         assert!(parse_hey("ab -n 10 http://x/").is_err());
         assert!(parse_hey("hey -z 1m").is_err());
+        for (command, want) in [
+            (
+                "hey -z 99999999999999999999m http://x/",
+                "-z: duration \"99999999999999999999m\" is too large",
+            ),
+            ("hey -z 5 http://x/", "-z: missing unit"),
+            ("hey -n NaN http://x/", "is not a run length"),
+            ("hey -n 1e308 -q 1e-300 -c 1 http://x/", "is not a run length"),
+            ("hey -q inf -z 1s http://x/", "is not a request rate"),
+        ] {
+            let err = parse_hey(command).expect_err(command);
+            assert!(err.contains(want), "{command}: {err}");
+        }
     }
 
     #[test]

@@ -302,7 +302,7 @@ pub fn http_routes(
                 affinity.primary_cookie_name.as_ref().filter(|n| !n.is_empty()),
                 set(status.primary_session_affinity_cookie.as_ref()),
             ) {
-                let max_age = canary.spec.analysis_interval().as_secs() as i32;
+                let max_age = i32::try_from(canary.spec.analysis_interval().as_secs()).unwrap_or(i32::MAX);
                 weighted["route"][0]["headers"] =
                     json!({"response": {"add": {"Set-Cookie": affinity.build_cookie(&cookie, max_age)}}});
                 routes.push(cookie_route(

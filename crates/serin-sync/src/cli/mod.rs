@@ -64,8 +64,7 @@ pub struct ClusterArgs {
 }
 
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::controller::status::parse_duration(s)
-        .ok_or_else(|| format!("invalid duration '{s}' (use 30s, 1m, 500ms)"))
+    crate::controller::status::parse_duration(s).map_err(|e| e.to_string())
 }
 
 impl ClusterArgs {

@@ -13,6 +13,7 @@ use serin_runtime::{
     startup::{self, ConnectError, RequiredCrd},
 };
 
+use super::parse_duration;
 use crate::{api, controller};
 
 /// The Lease replicas of serin-sync elect a leader on.
@@ -39,11 +40,6 @@ pub struct RunArgs {
     pub runtime: RuntimeArgs,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    controller::status::parse_duration(s)
-        .ok_or_else(|| format!("invalid duration '{s}' (use 30s, 1m, 500ms)"))
 }
 
 /// Why `serin-sync run` stopped.

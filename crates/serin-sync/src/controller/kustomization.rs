@@ -70,7 +70,7 @@ pub async fn reconcile(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Acti
         .spec
         .retry_interval
         .as_deref()
-        .and_then(status::parse_duration)
+        .and_then(|text| status::parse_duration(text).ok())
         .unwrap_or(interval);
     let generation = ks.meta().generation;
     let reference = ks.object_ref(&());
@@ -148,7 +148,7 @@ pub async fn reconcile(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Acti
                 &message,
             )
             .await;
-            Ok(Action::requeue(next))
+            Ok(Action::requeue(serin_runtime::duration::requeue_delay(next)))
         }
         Err(failure) => {
             status::set_condition(
@@ -189,7 +189,9 @@ pub async fn reconcile(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Acti
                 )
                 .await;
             }
-            Ok(Action::requeue(failure.requeue.unwrap_or(retry)))
+            Ok(Action::requeue(serin_runtime::duration::requeue_delay(
+                failure.requeue.unwrap_or(retry),
+            )))
         }
     }
 }

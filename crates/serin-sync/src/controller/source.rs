@@ -155,12 +155,16 @@ pub async fn reconcile(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Ac
             st.observed_generation = generation;
             patch_status(&api, &repo.name_any(), &st).await?;
             events::record(&ctx.client, &reference, COMPONENT, true, err.reason(), &message).await;
-            return Ok(Action::requeue(interval.min(ctx.config.retry_cap)));
+            return Ok(Action::requeue(serin_runtime::duration::requeue_delay(
+                interval.min(ctx.config.retry_cap),
+            )));
         }
     }
     st.observed_generation = generation;
     patch_status(&api, &repo.name_any(), &st).await?;
-    Ok(Action::requeue(super::jitter(interval)))
+    Ok(Action::requeue(serin_runtime::duration::requeue_delay(
+        super::jitter(interval),
+    )))
 }
 
 /// What the remote has.
@@ -208,7 +212,7 @@ async fn observe(
         .spec
         .timeout
         .as_deref()
-        .and_then(status::parse_duration)
+        .and_then(|text| status::parse_duration(text).ok())
         .unwrap_or(DEFAULT_TIMEOUT);
     let git = GitCli::new(&repo.spec.url, timeout, credentials)?;
     let checkout = Checkout::from_ref(repo.spec.reference.as_ref());

@@ -27,58 +27,14 @@ pub const SUCCEEDED_REASON: &str = "Succeeded";
 pub const UNSUPPORTED_REASON: &str = "UnsupportedField";
 
 /// Parses a Flux/Go duration such as `10m`, `1h30m`, `30s`, `500ms` or `1.5h`.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let mut total = 0f64;
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        let (num, tail) = rest.split_at(num_len);
-        let value: f64 = num.parse().ok()?;
-        let unit_len = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_len);
-        let factor = match unit {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 0.001,
-            "us" | "µs" => 0.000_001,
-            "ns" => 0.000_000_001,
-            _ => return None,
-        };
-        total += value * factor;
-        rest = tail;
-    }
-    Some(Duration::from_secs_f64(total))
+pub fn parse_duration(text: &str) -> Result<Duration, serin_runtime::duration::DurationError> {
+    serin_runtime::duration::parse(text)
 }
 
 /// Formats a duration as Go prints it, rounded to milliseconds (`10m0s`, `1.5s`, `176ms`).
 pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1000 {
-        return format!("{ms}ms");
-    }
-    let (h, rem) = (ms / 3_600_000, ms % 3_600_000);
-    let (m, rem) = (rem / 60_000, rem % 60_000);
-    let secs = if rem % 1000 == 0 {
-        format!("{}s", rem / 1000)
-    } else {
-        format!(
-            "{}s",
-            format!("{}.{:03}", rem / 1000, rem % 1000).trim_end_matches('0')
-        )
-    };
-    if h > 0 {
-        format!("{h}h{m}m{secs}")
-    } else if m > 0 {
-        format!("{m}m{secs}")
-    } else {
-        secs
-    }
+    let ms = Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    serin_runtime::duration::format(ms)
 }
 
 /// Sets a condition; the transition time changes only when the status does.
@@ -375,7 +331,7 @@ pub fn unsupported_source_field(spec: &GitRepositorySpec) -> Option<String> {
 
 /// Flux's default timeout: `timeout`, else `interval - 30s`, at least 30 s.
 pub fn kustomization_timeout(spec: &KustomizationSpec) -> Duration {
-    if let Some(t) = spec.timeout.as_deref().and_then(parse_duration) {
+    if let Some(Ok(t)) = spec.timeout.as_deref().map(parse_duration) {
         return t;
     }
     let interval = parse_duration(&spec.interval).unwrap_or(Duration::from_secs(600));
@@ -390,11 +346,12 @@ mod tests {
 
     #[test]
     fn durations_parse_and_print_as_go() {
-        assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
-        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1.5h"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("10"), None);
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("99999999999999999999m").is_err());
         assert_eq!(format_duration(Duration::from_secs(600)), "10m0s");
         assert_eq!(format_duration(Duration::from_secs(60)), "1m0s");
         assert_eq!(format_duration(Duration::from_secs(30)), "30s");
