@@ -28,6 +28,17 @@ pub struct Finding {
     /// Field path, such as `spec.analysis.stepWeights`.
     pub path: String,
     pub message: String,
+    /// An error `serin lint` reports, but that the controller runs the way Flagger does (a
+    /// builtin metric without bounds, stepWeights that do not increase): stopping there would
+    /// freeze a rollout Flagger would carry on.
+    pub runs: bool,
+}
+
+impl Finding {
+    /// An error that keeps the controller from acting on the object.
+    pub fn blocks_run(&self) -> bool {
+        self.severity == Severity::Error && !self.runs
+    }
 }
 
 impl fmt::Display for Finding {
@@ -48,24 +59,29 @@ struct Findings(Vec<Finding>);
 
 impl Findings {
     fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Finding {
-            severity: Severity::Error,
-            path: path.into(),
-            message: message.into(),
-        });
+        self.push(Severity::Error, path.into(), message.into(), false);
+    }
+    /// An error for `serin lint` that the controller runs all the same, as Flagger does.
+    fn lint_error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.push(Severity::Error, path.into(), message.into(), true);
     }
     fn warning(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.push(Severity::Warning, path.into(), message.into(), true);
+    }
+    fn push(&mut self, severity: Severity, path: String, message: String, runs: bool) {
         self.0.push(Finding {
-            severity: Severity::Warning,
-            path: path.into(),
-            message: message.into(),
+            severity,
+            path,
+            message,
+            runs,
         });
     }
 }
 
 fn check_duration(out: &mut Findings, path: &str, value: Option<&str>) {
+    // Flagger (and serin) run an unparsable interval or timeout with its default.
     if let Some(Err(e)) = value.map(parse_duration) {
-        out.error(path, e.to_string());
+        out.lint_error(path, e.to_string());
     }
 }
 
@@ -169,7 +185,7 @@ fn check_analysis(out: &mut Findings, spec: &CanarySpec, analysis: &CanaryAnalys
         if step_weights {
             set.push("stepWeights");
         }
-        out.error(
+        out.lint_error(
             P,
             format!(
                 "sets {}; exactly one of iterations, stepWeight or stepWeights is allowed",
@@ -227,6 +243,14 @@ fn check_analysis(out: &mut Findings, spec: &CanarySpec, analysis: &CanaryAnalys
         }
     }
     if let Some(steps) = &analysis.step_weights {
+        if let (Some(max), Some(last)) = (analysis.max_weight, steps.last())
+            && max != *last
+        {
+            out.warning(
+                format!("{P}.maxWeight"),
+                format!("ignored: with stepWeights the last entry ({last}) is the maximum weight"),
+            );
+        }
         if steps.is_empty() {
             out.error(format!("{P}.stepWeights"), "must list at least one weight");
         }
@@ -239,7 +263,7 @@ fn check_analysis(out: &mut Findings, spec: &CanarySpec, analysis: &CanaryAnalys
             }
         }
         if let Some(i) = steps.windows(2).position(|w| w[1] <= w[0]) {
-            out.error(
+            out.lint_error(
                 format!("{P}.stepWeights"),
                 format!(
                     "must be strictly increasing: {} at index {} follows {}",
@@ -319,7 +343,7 @@ fn check_analysis(out: &mut Findings, spec: &CanarySpec, analysis: &CanaryAnalys
             .as_ref()
             .is_some_and(|r| r.min.is_some() || r.max.is_some());
         if metric.template_ref.is_none() && metric.query.is_none() && !builtin {
-            out.error(
+            out.lint_error(
                 &mp,
                 format!(
                     "metric {:?} is not builtin ({METRIC_REQUEST_SUCCESS_RATE}, {METRIC_REQUEST_DURATION}) and has neither templateRef nor query",
@@ -327,22 +351,36 @@ fn check_analysis(out: &mut Findings, spec: &CanarySpec, analysis: &CanaryAnalys
                 ),
             );
         }
-        if builtin && metric.template_ref.is_none() && !has_range && metric.threshold.is_none() {
-            out.error(
+        let bounded = has_range || metric.threshold.is_some();
+        if !bounded && builtin && metric.template_ref.is_none() {
+            let runs_as = if metric.name == METRIC_REQUEST_SUCCESS_RATE {
+                "the check passes whatever the rate"
+            } else {
+                "the check fails whenever the duration is above 0ms"
+            };
+            out.lint_error(
                 format!("{mp}.thresholdRange"),
-                format!("builtin metric {:?} needs a thresholdRange", metric.name),
+                format!(
+                    "builtin metric {:?} needs a thresholdRange (without one nor threshold, {runs_as}, as in Flagger)",
+                    metric.name
+                ),
             );
-        } else if !has_range && metric.threshold.is_none() {
+        } else if !bounded {
             out.warning(
                 format!("{mp}.thresholdRange"),
-                "no thresholdRange: the check passes whatever the value",
+                "neither thresholdRange nor threshold: the check fails whenever the value is above 0 (Flagger's default threshold)",
+            );
+        } else if has_range && metric.threshold.is_some() {
+            out.warning(
+                format!("{mp}.threshold"),
+                "ignored: thresholdRange is set and decides alone",
             );
         }
         if let Some(range) = &metric.threshold_range
             && let (Some(min), Some(max)) = (range.min, range.max)
             && min > max
         {
-            out.error(
+            out.lint_error(
                 format!("{mp}.thresholdRange"),
                 format!("min {min} is above max {max}: no value can pass"),
             );
@@ -514,6 +552,49 @@ mod tests {
             .filter(|f| f.severity == Severity::Error)
             .map(|f| f.to_string())
             .collect()
+    }
+
+    #[test]
+    fn specs_flagger_runs_are_lint_errors_that_do_not_stop_the_controller() {
+        type Mutate = fn(&mut CanaryAnalysis);
+        let runnable: [(&str, Mutate); 6] = [
+            ("builtin metric without bounds", |a| {
+                a.metrics.as_mut().unwrap()[0].threshold_range = None
+            }),
+            ("stepWeights not increasing", |a| {
+                (a.step_weight, a.max_weight, a.step_weights) = (None, None, Some(vec![20, 10, 50]))
+            }),
+            ("two strategies", |a| a.iterations = Some(3)),
+            ("range that nothing passes", |a| {
+                a.metrics.as_mut().unwrap()[0].threshold_range = Some(ThresholdRange {
+                    min: Some(2.0),
+                    max: Some(1.0),
+                })
+            }),
+            ("unparsable interval", |a| a.interval = Some("10x".into())),
+            ("metric without query", |a| {
+                a.metrics.as_mut().unwrap()[0].name = "errors".into()
+            }),
+        ];
+        for (name, mutate) in runnable {
+            let mut a = progressive();
+            mutate(&mut a);
+            let findings = canary(&spec(a), "istio");
+            assert!(
+                findings.iter().any(|f| f.severity == Severity::Error),
+                "{name}: serin lint reports it: {findings:#?}"
+            );
+            assert!(
+                !findings.iter().any(Finding::blocks_run),
+                "{name}: the controller runs it: {findings:#?}"
+            );
+        }
+        let mut s = spec(progressive());
+        s.service.port = 0;
+        assert!(
+            canary(&s, "istio").iter().any(Finding::blocks_run),
+            "a Service without a port cannot be built"
+        );
     }
 
     #[test]

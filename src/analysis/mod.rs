@@ -34,77 +34,66 @@ pub fn duration_query(namespace: &str, target: &str, interval: &str) -> String {
 }
 
 /// The verdict on one metric value: `None` passes, `Some(message)` halts with Flagger's text.
+///
+/// As in Flagger, a `thresholdRange` decides alone; without one the legacy `threshold` (0 when
+/// unset) does: the success rate fails below it, the duration (in ms) and any other metric above.
 pub fn verdict(canary: &str, metric: &CanaryMetric, value: f64) -> Option<String> {
-    let range = metric.threshold_range.clone().unwrap_or_default();
+    let builtin = metric.template_ref.is_none() && metric.query.as_deref().is_none_or(str::is_empty);
+    let threshold = metric.threshold.unwrap_or(0.0);
+    let (min, max) = match &metric.threshold_range {
+        Some(range) => (range.min, range.max),
+        None => (None, None),
+    };
+    let legacy = metric.threshold_range.is_none();
     match metric.name.as_str() {
-        METRIC_REQUEST_SUCCESS_RATE if metric.template_ref.is_none() => {
-            if let Some(min) = range.min
-                && value < min
-            {
+        METRIC_REQUEST_SUCCESS_RATE if builtin => {
+            if let Some(min) = min.filter(|min| value < *min) {
                 return Some(format!(
                     "Halt {canary} advancement success rate {value:.2}% < {min}%"
                 ));
             }
-            if let Some(max) = range.max
-                && value > max
-            {
+            if let Some(max) = max.filter(|max| value > *max) {
                 return Some(format!(
                     "Halt {canary} advancement success rate {value:.2}% > {max}%"
                 ));
             }
-            if let Some(threshold) = metric.threshold
-                && threshold > value
-            {
-                return Some(format!(
-                    "Halt {canary} advancement success rate {value:.2}% < {threshold}%"
-                ));
-            }
-            None
+            (legacy && threshold > value)
+                .then(|| format!("Halt {canary} advancement success rate {value:.2}% < {threshold}%"))
         }
-        METRIC_REQUEST_DURATION if metric.template_ref.is_none() => {
+        METRIC_REQUEST_DURATION if builtin => {
             // Flagger truncates to whole milliseconds and prints Go durations.
             let ms = value.trunc();
-            if let Some(min) = range.min
-                && ms < min
-            {
+            if let Some(min) = min.filter(|min| ms < min.trunc()) {
                 return Some(format!(
                     "Halt {canary} advancement request duration {} < {}",
                     go_duration(ms),
                     go_duration(min)
                 ));
             }
-            if let Some(max) = range.max
-                && ms > max
-            {
+            if let Some(max) = max.filter(|max| ms > max.trunc()) {
                 return Some(format!(
                     "Halt {canary} advancement request duration {} > {}",
                     go_duration(ms),
                     go_duration(max)
                 ));
             }
-            if let Some(threshold) = metric.threshold
-                && ms > threshold
-            {
-                return Some(format!(
+            (legacy && ms > threshold.trunc()).then(|| {
+                format!(
                     "Halt {canary} advancement request duration {} > {}",
                     go_duration(ms),
                     go_duration(threshold)
-                ));
-            }
-            None
+                )
+            })
         }
         name => {
-            if let Some(min) = range.min
-                && value < min
-            {
+            if let Some(min) = min.filter(|min| value < *min) {
                 return Some(format!("Halt {canary} advancement {name} {value:.2} < {min}"));
             }
-            if let Some(max) = range.max
-                && value > max
-            {
+            if let Some(max) = max.filter(|max| value > *max) {
                 return Some(format!("Halt {canary} advancement {name} {value:.2} > {max}"));
             }
-            None
+            (legacy && value > threshold)
+                .then(|| format!("Halt {canary} advancement {name} {value:.2} > {threshold}"))
         }
     }
 }
@@ -159,18 +148,73 @@ mod tests {
             verdict(c, &metric("errors", Some(1.0), None), 0.5).as_deref(),
             Some("Halt podinfo.test advancement errors 0.50 < 1")
         );
-        assert_eq!(
-            verdict(
-                c,
-                &CanaryMetric {
-                    name: "x".into(),
-                    ..Default::default()
-                },
-                1e9
+    }
+
+    #[test]
+    fn without_a_range_the_legacy_threshold_decides() {
+        let c = "podinfo.test";
+        let legacy = |name: &str, threshold: Option<f64>| CanaryMetric {
+            name: name.into(),
+            threshold,
+            ..Default::default()
+        };
+        let template = |threshold: Option<f64>| CanaryMetric {
+            template_ref: Some(Default::default()),
+            ..legacy("error-rate", threshold)
+        };
+        let cases: [(CanaryMetric, f64, Option<&str>); 10] = [
+            (
+                legacy("request-success-rate", Some(99.0)),
+                98.0,
+                Some("Halt podinfo.test advancement success rate 98.00% < 99%"),
             ),
-            None,
-            "no range, no verdict"
-        );
+            (legacy("request-success-rate", Some(99.0)), 99.5, None),
+            (legacy("request-success-rate", None), 0.0, None),
+            (
+                legacy("request-duration", Some(500.0)),
+                812.0,
+                Some("Halt podinfo.test advancement request duration 812ms > 500ms"),
+            ),
+            (legacy("request-duration", Some(500.0)), 500.9, None),
+            // Flagger's threshold defaults to 0: a duration check without bounds fails.
+            (
+                legacy("request-duration", None),
+                3.0,
+                Some("Halt podinfo.test advancement request duration 3ms > 0ms"),
+            ),
+            (
+                template(Some(5.0)),
+                7.5,
+                Some("Halt podinfo.test advancement error-rate 7.50 > 5"),
+            ),
+            (template(Some(5.0)), 5.0, None),
+            (
+                template(None),
+                1e9,
+                Some("Halt podinfo.test advancement error-rate 1000000000.00 > 0"),
+            ),
+            (
+                CanaryMetric {
+                    query: Some("sum(x)".into()),
+                    ..legacy("request-success-rate", Some(1.0))
+                },
+                2.0,
+                Some("Halt podinfo.test advancement request-success-rate 2.00 > 1"),
+            ),
+        ];
+        for (metric, value, want) in cases {
+            assert_eq!(
+                verdict(c, &metric, value).as_deref(),
+                want,
+                "{metric:?} at {value}"
+            );
+        }
+        // With a range, the threshold is not read (as in Flagger).
+        let ranged = CanaryMetric {
+            threshold: Some(1.0),
+            ..metric("latency", None, Some(500.0))
+        };
+        assert_eq!(verdict(c, &ranged, 400.0), None);
     }
 
     #[test]

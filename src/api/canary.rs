@@ -832,18 +832,18 @@ impl CanarySpec {
         }
     }
 
-    /// The highest canary weight: `maxWeight`, else the last of `stepWeights` (capped at 100),
-    /// else 100.
+    /// The highest canary weight, as Flagger's `GetMaxWeight`: the last of `stepWeights` (capped
+    /// at 100) when set, else `maxWeight`, else 100.
     pub fn max_weight(&self) -> i32 {
         let analysis = self.analysis();
-        if let Some(w) = analysis.and_then(|a| a.max_weight).filter(|w| *w > 0) {
-            return w;
-        }
         if let Some(last) = analysis
             .and_then(|a| a.step_weights.as_ref())
             .and_then(|s| s.last())
         {
             return (*last).min(DEFAULT_MAX_WEIGHT);
+        }
+        if let Some(w) = analysis.and_then(|a| a.max_weight).filter(|w| *w > 0) {
+            return w;
         }
         DEFAULT_MAX_WEIGHT
     }
@@ -1040,7 +1040,8 @@ mod tests {
             (Some(0), None, 100),
             (None, Some(vec![1, 5, 30]), 30),
             (None, Some(vec![10, 120]), 100),
-            (Some(40), Some(vec![10, 20]), 40),
+            (Some(40), Some(vec![10, 20]), 20),
+            (Some(100), Some(vec![10, 20]), 20),
             (None, Some(vec![]), 100),
         ];
         for (max_weight, step_weights, want) in cases {

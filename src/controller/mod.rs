@@ -403,7 +403,7 @@ async fn reconcile(guard: Arc<DeserializeGuard<Canary>>, ctx: Arc<Context>) -> R
         .unwrap_or_else(|| ctx.config.mesh_provider.clone());
     let errors: Vec<String> = validate::canary(&canary.spec, &ctx.config.mesh_provider)
         .into_iter()
-        .filter(|f| f.severity == validate::Severity::Error)
+        .filter(validate::Finding::blocks_run)
         .map(|f| f.to_string())
         .collect();
     if !errors.is_empty() {

@@ -819,6 +819,21 @@ fn step_weights_follow_the_list() {
 }
 
 #[test]
+fn the_last_step_weight_wins_over_max_weight() {
+    // Flagger promotes after the last stepWeights entry, whatever maxWeight says.
+    let mut s = spec();
+    let a = s.analysis.as_mut().expect("analysis");
+    (a.step_weight, a.max_weight, a.step_weights) = (None, Some(100), Some(vec![10, 20]));
+    let d = run(
+        &s,
+        &progressing(20, 0),
+        &observed("rev2", 80, 20),
+        &[(Check::Analysis, passed())],
+    );
+    assert_eq!(d.actions, [Action::Promote]);
+}
+
+#[test]
 fn suspended_and_terminating_canaries_do_nothing() {
     let mut s = spec();
     s.suspend = Some(true);
