@@ -91,6 +91,10 @@ pub async fn act(
             ensure_primary_hpa(ctx, canary, false).await?;
             Ok(Vec::new())
         }
+        Action::EnsureBackendServices => {
+            ensure_services(ctx, canary, world, false).await?;
+            Ok(Vec::new())
+        }
         Action::EnsureRouting => {
             ensure_routing(ctx, canary, world, None).await?;
             Ok(Vec::new())
@@ -261,6 +265,63 @@ async fn ensure_primary_hpa(ctx: &Context, canary: &Canary, update: bool) -> Res
     apply(&api, &name, &object).await
 }
 
+/// The `-primary` and `-canary` Services, and the apex Service when `apex` is set. An apex
+/// Service serin did not create is taken over as Flagger does: its ports and selector change,
+/// nothing else (its type, load balancer, node ports and metadata stay, and it stays unowned, so
+/// deleting the Canary does not delete it).
+async fn ensure_services(ctx: &Context, canary: &Canary, world: &World, apex: bool) -> Result<(), String> {
+    let ns = canary.metadata.namespace.clone().unwrap_or_default();
+    let pod_spec = world
+        .target_json
+        .pointer("/spec/template/spec")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    let apex_name = canary.service_names().apex;
+    for svc in routing::services(
+        canary,
+        routing::Target {
+            label: (&world.label.0, &world.label.1),
+            pod_spec: &pod_spec,
+        },
+    ) {
+        let name = svc
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        if name == apex_name {
+            if !apex {
+                continue;
+            }
+            let existing = services
+                .get_opt(&name)
+                .await
+                .map_err(|e| format!("Service {name}.{ns} get query error: {e}"))?;
+            if let Some(existing) = existing.filter(|e| !finalize::owned_by(&e.metadata, canary)) {
+                let existing = serde_json::to_value(&existing).unwrap_or(Value::Null);
+                if let Some(patch) = routing::take_over_service(&existing, &svc) {
+                    services
+                        .patch(
+                            &name,
+                            &PatchParams {
+                                field_manager: Some(FIELD_MANAGER.into()),
+                                ..PatchParams::default()
+                            },
+                            &Patch::Merge(&patch),
+                        )
+                        .await
+                        .map_err(|e| format!("service {name} update error: {e}"))?;
+                    tracing::info!(canary = %format!("{}.{ns}", canary.metadata.name.as_deref().unwrap_or_default()), "Service {name} updated");
+                }
+                continue;
+            }
+        }
+        apply(&services, &name, &svc).await?;
+    }
+    Ok(())
+}
+
 /// Services, DestinationRules and the VirtualService; `routes` sets new weights, `None` keeps
 /// the current ones (100/0 for a new VirtualService).
 async fn ensure_routing(
@@ -273,37 +334,7 @@ async fn ensure_routing(
     if let Some(err) = routing::virtual_service_error(canary) {
         return Err(err);
     }
-    let pod_spec = world
-        .target_json
-        .pointer("/spec/template/spec")
-        .cloned()
-        .unwrap_or(Value::Null);
-    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
-    let apex = canary.service_names().apex;
-    // A Service the user made before the Canary is taken over, not owned: deleting the Canary
-    // must not delete it.
-    let apex_adopted = services
-        .get_metadata_opt(&apex)
-        .await
-        .map_err(|e| format!("Service {apex}.{ns} get query error: {e}"))?
-        .is_some_and(|m| !finalize::owned_by(&m.metadata, canary));
-    for mut svc in routing::services(
-        canary,
-        routing::Target {
-            label: (&world.label.0, &world.label.1),
-            pod_spec: &pod_spec,
-        },
-    ) {
-        let name = svc
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        if apex_adopted && name == apex {
-            disown(&mut svc);
-        }
-        apply(&services, &name, &svc).await?;
-    }
+    ensure_services(ctx, canary, world, true).await?;
     for dr in routing::destination_rules(canary) {
         apply_dynamic(ctx, &istio("DestinationRule", "destinationrules"), &ns, &dr).await?;
     }

@@ -148,7 +148,12 @@ pub enum Scale {
 pub enum Action {
     /// Create the `-primary` Deployment (and config copies, primary HPA) if missing.
     EnsurePrimary,
-    /// Apply the Services, DestinationRules and VirtualService (weights kept).
+    /// Apply the `-primary` and `-canary` Services only (Flagger's `KubernetesRouter.Initialize`):
+    /// what may exist before the primary is ready, since no client reaches them yet.
+    EnsureBackendServices,
+    /// Apply the Services, DestinationRules and VirtualService (weights kept). The apex Service
+    /// and the VirtualService carry live traffic: they switch to the primary only once it is
+    /// ready.
     EnsureRouting,
     /// Scale the target.
     ScaleTarget(Scale),
@@ -347,7 +352,11 @@ pub fn decide(input: &Input) -> Decision {
         && !input.spec.is_suspended()
         && !matches!(
             input.status.phase,
-            CanaryPhase::Terminating | CanaryPhase::Terminated
+            // Before the primary is ready the routing is not serin's yet.
+            CanaryPhase::Unset
+                | CanaryPhase::Initializing
+                | CanaryPhase::Terminating
+                | CanaryPhase::Terminated
         )
     {
         d.actions.insert(0, Action::EnsureRouting);
@@ -374,30 +383,35 @@ fn decide_phase(input: &Input) -> Decision {
     }
 }
 
-/// Creating the primary and the routing, then scaling the target to zero.
+/// Creating the primary and its Services, then (once the primary is ready, so that a Service
+/// or VirtualService taken over never points at pods still starting) the apex Service and the
+/// routing, then scaling the target to zero.
 fn initialize(input: &Input) -> Decision {
-    let base = Decision::default()
+    let waiting = Decision::default()
         .action(Action::EnsurePrimary)
-        .action(Action::EnsureRouting);
+        .action(Action::EnsureBackendServices);
     if input.status.phase == CanaryPhase::Unset {
         let update = StatusUpdate {
             phase: Some(CanaryPhase::Initializing),
             ..StatusUpdate::default()
         };
-        return base.status(update).requeue(Duration::ZERO);
+        return waiting.status(update).requeue(Duration::ZERO);
     }
     if !input.spec.skip_analysis() {
         match &input.observed.primary {
-            None => return base.requeue(READINESS_POLL),
+            None => return waiting.requeue(READINESS_POLL),
             Some(Readiness::Ready) => {}
             Some(Readiness::Waiting(m)) => {
-                return base.event(Event::warning(m.clone())).requeue(READINESS_POLL);
+                return waiting.event(Event::warning(m.clone())).requeue(READINESS_POLL);
             }
             Some(Readiness::Failed(m)) => {
-                return base.event(Event::warning(m.clone())).requeue(input.interval());
+                return waiting.event(Event::warning(m.clone())).requeue(input.interval());
             }
         }
     }
+    let base = Decision::default()
+        .action(Action::EnsurePrimary)
+        .action(Action::EnsureRouting);
     base.action(Action::ScaleTarget(Scale::Zero))
         .status(input.sync_status(CanaryPhase::Initialized, 0))
         .event(Event::normal(format!("Initialization done! {}", input.canary())))

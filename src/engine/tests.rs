@@ -119,7 +119,7 @@ fn routes(primary: i32, canary: i32) -> Action {
 fn unset_becomes_initializing_and_creates_objects() {
     let d = run(&spec(), &CanaryStatus::default(), &observed("rev1", 100, 0), &[]);
     assert_eq!(phase(&d), Some(CanaryPhase::Initializing));
-    assert_eq!(d.actions, [Action::EnsurePrimary, Action::EnsureRouting]);
+    assert_eq!(d.actions, [Action::EnsurePrimary, Action::EnsureBackendServices]);
     assert_eq!(d.requeue_after, Some(Duration::ZERO));
 }
 
@@ -134,6 +134,17 @@ fn initializing_waits_for_the_primary_then_initializes() {
     assert_eq!(phase(&d), None);
     assert_eq!(d.requeue_after, Some(READINESS_POLL));
     assert!(d.events[0].warning);
+    // The apex Service and the VirtualService (perhaps the user's, carrying traffic) switch to
+    // the primary only once it is ready: never while its pods are starting.
+    assert_eq!(d.actions, [Action::EnsurePrimary, Action::EnsureBackendServices]);
+    let mut drifted = o.clone();
+    drifted.routing_drift = true;
+    let d = run(&spec(), &st, &drifted, &[]);
+    assert_eq!(
+        d.actions,
+        [Action::EnsurePrimary, Action::EnsureBackendServices],
+        "a user's VirtualService is not drift yet"
+    );
 
     let d = run(&spec(), &st, &observed("rev2", 100, 0), &[]);
     assert_eq!(phase(&d), Some(CanaryPhase::Initialized));

@@ -716,3 +716,72 @@ async fn the_global_notifier_gets_the_alerts_of_canaries_without_alerts() {
         json!({"title": "Cluster", "value": "e2e-cluster", "short": false})
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taking_over_a_live_service_and_virtual_service_fails_no_request() {
+    let mut s = Scenario::start().await;
+    for file in [
+        "deployment.yaml",
+        "secret.yaml",
+        "hpa.yaml",
+        "metrictemplate.yaml",
+    ] {
+        s.apply(&support::repo().join("examples/canary").join(file));
+    }
+    s.apply(&support::repo().join("examples/revert-on-deletion/service.yaml"));
+    // Pods of this template (and so of its primary copy) take 3 s to become ready, as real
+    // applications do: long enough to see a Service switched to pods still starting.
+    s.kubectl(&[
+        "-n",
+        NS,
+        "patch",
+        "deploy",
+        "podinfo",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"template":{"metadata":{"annotations":{"testbed.serin.dev/ready-after":"3s"}}}}}"#,
+    ]);
+    s.kubectl(&["-n", NS, "rollout", "status", "deploy/podinfo", "--timeout=60s"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s.request("podinfo.test", &[]).status != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the application never served before the Canary: {:?}",
+            s.request("podinfo.test", &[])
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The Canary arrives while clients use the Service: until serin reports Initialized, every
+    // request must be answered (by the target, then by the primary once it is ready).
+    s.apply(&support::repo().join("examples/revert-on-deletion/canary.yaml"));
+    s.start_serin();
+    let mut answers: std::collections::BTreeMap<(u16, String), usize> = Default::default();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let r = s.request("podinfo.test", &[]);
+        *answers.entry((r.status, answered_by(&r))).or_default() += 1;
+        let c = s.canaries().get("podinfo").await.expect("canary");
+        if phase(&c) == CanaryPhase::Initialized {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not Initialized: {:?}\n{}",
+            c.status,
+            support::tail(&s.log(), 30)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let total: usize = answers.values().sum();
+    assert!(total >= 20, "too few requests to tell: {answers:?}");
+    assert!(
+        answers.keys().all(|(status, _)| *status == 200),
+        "requests failed while serin took the Service over: {answers:?}"
+    );
+    // The data plane follows the cluster through watches: the switch shows shortly after.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while answered_by(&s.request("podinfo.test", &[])) != "podinfo-primary" {
+        assert!(Instant::now() < deadline, "{:?}", s.request("podinfo.test", &[]));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -20,6 +20,8 @@ use crate::apiserver::store::{EventType, Store, Subresource, WriteOptions, now_r
 
 /// The annotation that keeps a revision from ever becoming ready.
 pub const NEVER_READY_ANNOTATION: &str = "testbed.serin.dev/never-ready";
+/// The annotation that delays a revision's readiness: a Go duration (`3s`) after its pods start.
+pub const READY_AFTER_ANNOTATION: &str = "testbed.serin.dev/ready-after";
 /// The field manager of simulated controller writes.
 pub const MANAGER: &str = "kube-controller-manager";
 
@@ -69,6 +71,17 @@ fn never_ready(obj: &Value) -> bool {
     annotated || unpullable
 }
 
+/// How long after its pods start a revision becomes ready ([`READY_AFTER_ANNOTATION`]).
+fn ready_after(obj: &Value) -> Duration {
+    obj.pointer(&format!(
+        "/spec/template/metadata/annotations/{}",
+        READY_AFTER_ANNOTATION.replace('/', "~1")
+    ))
+    .and_then(Value::as_str)
+    .and_then(|text| serin_runtime::duration::parse(text).ok())
+    .unwrap_or_default()
+}
+
 /// A condition, keeping the old timestamps when nothing about it changed.
 fn condition(old: &Value, type_: &str, status: &str, reason: &str, message: &str, now: &str) -> Value {
     let previous = old
@@ -109,7 +122,11 @@ pub fn desired_status(kind: &str, obj: &Value, rolling_for: Duration, now: &str)
         .unwrap_or(1);
     let replicas = obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
     let hash = template_hash(obj.pointer("/spec/template").unwrap_or(&Value::Null));
-    let ready = if never_ready(obj) { 0 } else { replicas };
+    let ready = if never_ready(obj) || rolling_for < ready_after(obj) {
+        0
+    } else {
+        replicas
+    };
     match kind {
         "Deployment" => {
             let rs = format!("{name}-{hash}");
@@ -335,6 +352,10 @@ fn reconcile(store: &Store, id: &Id, rollouts: &Rollouts) -> Option<Duration> {
             .and_then(Value::as_u64)
             .unwrap_or(600),
     );
+    let pending = ready_after(&obj);
+    if kind == "Deployment" && rolling_for < pending {
+        return Some(pending - rolling_for + Duration::from_millis(10));
+    }
     (kind == "Deployment" && never_ready(&obj) && rolling_for < deadline)
         .then(|| deadline - rolling_for + Duration::from_millis(50))
 }

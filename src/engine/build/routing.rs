@@ -126,6 +126,76 @@ pub fn services(canary: &Canary, target: Target) -> Vec<Value> {
     ]
 }
 
+/// The merge patch that takes over an apex Service the user made, as Flagger does: only its
+/// ports (each keeping its node port, matched by name) and its selector change; its type, load
+/// balancer, metadata and owner stay as they are. `None` when both already match.
+pub fn take_over_service(existing: &Value, desired: &Value) -> Option<Value> {
+    let live_ports = existing
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut ports = desired
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for port in &mut ports {
+        let node_port = live_ports
+            .iter()
+            .filter(|live| live.get("name") == port.get("name"))
+            .find_map(|live| live.get("nodePort").filter(|n| n.as_i64().is_some_and(|n| n > 0)));
+        if let Some(node_port) = node_port {
+            port["nodePort"] = node_port.clone();
+        }
+    }
+    let key = |p: &Value| p.get("port").and_then(Value::as_i64).unwrap_or_default();
+    let compared = |list: &[Value]| {
+        let mut out: Vec<Value> = list
+            .iter()
+            .map(|p| {
+                let mut kept = serde_json::Map::new();
+                for field in [
+                    "name",
+                    "protocol",
+                    "port",
+                    "targetPort",
+                    "nodePort",
+                    "appProtocol",
+                ] {
+                    if let Some(v) = p.get(field).filter(|v| !v.is_null()) {
+                        kept.insert(field.to_owned(), v.clone());
+                    }
+                }
+                Value::Object(kept)
+            })
+            .collect();
+        out.sort_by_key(key);
+        out
+    };
+    let live_selector = existing
+        .pointer("/spec/selector")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let selector = desired
+        .pointer("/spec/selector")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    if compared(&live_ports) == compared(&ports) && live_selector == selector {
+        return None;
+    }
+    // A merge patch merges maps: keys of the old selector are removed explicitly.
+    let mut selector_patch = selector.clone();
+    for k in live_selector.keys() {
+        if !selector.contains_key(k) {
+            selector_patch.insert(k.clone(), Value::Null);
+        }
+    }
+    Some(json!({"spec": {"ports": ports, "selector": selector_patch}}))
+}
+
 /// The primary and canary DestinationRules (the Canary's traffic policy in both).
 pub fn destination_rules(canary: &Canary) -> Vec<Value> {
     let names = canary.service_names();
@@ -577,6 +647,41 @@ mod tests {
             virtual_service_error(&bad).as_deref(),
             Some("VirtualService podinfo.test cannot have hosts and gateways when delegation enabled")
         );
+    }
+
+    #[test]
+    fn a_users_apex_service_keeps_its_type_node_ports_and_metadata() {
+        let c = canary(json!({"port": 9898}));
+        let pod_spec = pod_spec();
+        let desired = &services(
+            &c,
+            Target {
+                label: ("app", "podinfo"),
+                pod_spec: &pod_spec,
+            },
+        )[0];
+        let existing = json!({
+            "metadata": {"name": "podinfo", "labels": {"team": "a"}, "annotations": {"lb": "x"}},
+            "spec": {
+                "type": "LoadBalancer",
+                "selector": {"app": "podinfo", "tier": "web"},
+                "ports": [{"name": "http", "protocol": "TCP", "port": 80, "targetPort": 9898, "nodePort": 31080}],
+                "loadBalancerIP": "10.0.0.9",
+            },
+        });
+        let patch = take_over_service(&existing, desired).expect("a patch");
+        assert_eq!(
+            patch,
+            json!({"spec": {
+                "ports": [{"name": "http", "protocol": "TCP", "port": 9898, "targetPort": 9898, "nodePort": 31080}],
+                "selector": {"app": "podinfo-primary", "tier": null},
+            }}),
+            "only ports and selector, the node port kept"
+        );
+        let mut taken = existing.clone();
+        taken["spec"]["ports"] = patch["spec"]["ports"].clone();
+        taken["spec"]["selector"] = json!({"app": "podinfo-primary"});
+        assert_eq!(take_over_service(&taken, desired), None, "nothing to change");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! becomes Ready, and an image the test bed cannot pull (see [`crate::workloads::unpullable_image`])
 //! waits in ErrImagePull, then ImagePullBackOff. PersistentVolumeClaims of the default
 //! StorageClass [`STORAGE_CLASS`] are provisioned and bound at once, so StatefulSets with volume
-//! claim templates become ready. Pure: text only.
+//! claim templates become ready. A pod template annotated `testbed.serin.dev/ready-after: 3s`
+//! becomes Ready that long after its Pods are created. Pure: text only.
 
 /// The cluster's default StorageClass, whose claims kwok provisions.
 pub const STORAGE_CLASS: &str = "testbed-volume";
@@ -27,6 +28,8 @@ pub const NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
 /// registry host ends in `.invalid`, a name that never resolves (RFC 6761).
 const UNPULLABLE: &str = r#".spec.containers.[].image | test("^[^/]*[.]invalid(:[0-9]+)?/")"#;
 const NEVER_READY: &str = r#".metadata.annotations["testbed.serin.dev/never-ready"]"#;
+/// A gojq expression for the readiness delay (a Go duration; none when absent).
+const READY_AFTER: &str = r#".metadata.annotations["testbed.serin.dev/ready-after"]"#;
 
 /// The Stage documents, for kwok's `--config`.
 pub fn stages() -> String {
@@ -281,6 +284,11 @@ fn pod_stage(name: &str, selectors: &[(&str, &str, &str)], state: &PodState) -> 
     } else {
         ("\"False\"", ", reason: ContainersNotReady")
     };
+    if state.ready {
+        out.push_str(&format!(
+            "  delay:\n    durationMilliseconds: 0\n    durationFrom:\n      jq:\n        expression: '{READY_AFTER}'\n"
+        ));
+    }
     out.push_str("  next:\n    statusTemplate: |\n      {{ $now := Now }}\n      conditions:\n");
     out.push_str("      - {lastTransitionTime: {{ $now | Quote }}, status: \"True\", type: Initialized}\n");
     for type_ in ["Ready", "ContainersReady"] {
@@ -337,6 +345,7 @@ mod tests {
         );
         // Selector values stay strings (kwok refuses a YAML boolean).
         assert!(text.contains(r#"values: ["true"]"#) && !text.contains("values: [true]"));
+        assert!(text.contains(r#"expression: '.metadata.annotations["testbed.serin.dev/ready-after"]'"#));
         // Go template braces survive Rust's formatting.
         assert!(text.contains("{{ $now := Now }}"));
         assert!(text.contains(r#"test("^[^/]*[.]invalid(:[0-9]+)?/")"#));
