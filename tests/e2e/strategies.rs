@@ -742,6 +742,15 @@ async fn taking_over_a_live_service_and_virtual_service_fails_no_request() {
         r#"{"spec":{"template":{"metadata":{"annotations":{"testbed.serin.dev/ready-after":"3s"}}}}}"#,
     ]);
     s.kubectl(&["-n", NS, "rollout", "status", "deploy/podinfo", "--timeout=60s"]);
+    // The team exposes it on a node port too.
+    s.kubectl(&["-n", NS, "patch", "svc", "podinfo", "-p", r#"{"spec":{"type":"NodePort"}}"#]);
+    let services: Api<Service> = Api::namespaced(s.client.clone(), NS);
+    let node_port = |svc: &Service| {
+        let spec = svc.spec.clone().unwrap_or_default();
+        let port = spec.ports.unwrap_or_default().first().and_then(|p| p.node_port);
+        (spec.type_, port)
+    };
+    let before = node_port(&services.get("podinfo").await.expect("apex"));
     let deadline = Instant::now() + Duration::from_secs(60);
     while s.request("podinfo.test", &[]).status != 200 {
         assert!(
@@ -777,6 +786,12 @@ async fn taking_over_a_live_service_and_virtual_service_fails_no_request() {
     assert!(
         answers.keys().all(|(status, _)| *status == 200),
         "requests failed while serin took the Service over: {answers:?}"
+    );
+    let apex = services.get("podinfo").await.expect("apex");
+    assert_eq!(node_port(&apex), before, "the Service keeps its type and node port");
+    assert_eq!(
+        apex.spec.and_then(|s| s.selector),
+        Some([("app".to_owned(), "podinfo-primary".to_owned())].into())
     );
     // The data plane follows the cluster through watches: the switch shows shortly after.
     let deadline = Instant::now() + Duration::from_secs(10);
