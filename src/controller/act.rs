@@ -71,6 +71,38 @@ where
         .map_err(|e| format!("{name} apply failed: {e}"))
 }
 
+/// Applies a Deployment and records the generation the write produced.
+async fn apply_deployment(
+    ctx: &Context,
+    api: &Api<Deployment>,
+    name: &str,
+    object: &Value,
+) -> Result<(), String> {
+    let written = api
+        .patch(name, &apply_params(), &Patch::Apply(object))
+        .await
+        .map_err(|e| format!("{name} apply failed: {e}"))?;
+    record_generation(ctx, &written);
+    Ok(())
+}
+
+/// Remembers the generation of a Deployment serin wrote, so that readiness waits for the cache
+/// to show that write.
+fn record_generation(ctx: &Context, written: &Deployment) {
+    let (Some(ns), Some(name), Some(uid), Some(generation)) = (
+        written.metadata.namespace.as_ref(),
+        written.metadata.name.as_ref(),
+        written.metadata.uid.as_ref(),
+        written.metadata.generation,
+    ) else {
+        return;
+    };
+    ctx.deployment_generations
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(format!("{ns}/{name}"), (uid.clone(), generation));
+}
+
 /// Carries out one action. Returns events it produced.
 pub async fn act(
     ctx: &Context,
@@ -85,7 +117,13 @@ pub async fn act(
                 sync_configs(ctx, canary, world).await?;
                 let object = primary_object(ctx, canary, world, false);
                 let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-                apply(&api, &format!("{}-primary", canary.spec.target_ref.name), &object).await?;
+                apply_deployment(
+                    ctx,
+                    &api,
+                    &format!("{}-primary", canary.spec.target_ref.name),
+                    &object,
+                )
+                .await?;
                 tracing::info!(canary = %format!("{}.{ns}", canary.metadata.name.as_deref().unwrap_or_default()), "Deployment {}-primary.{ns} created", canary.spec.target_ref.name);
             }
             ensure_primary_hpa(ctx, canary, false).await?;
@@ -137,28 +175,36 @@ pub async fn act(
                 None
             };
             let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-            api.patch(
-                &canary.spec.target_ref.name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({
-                    "metadata": {"annotations": {finalize::SCALED_DOWN_BY: mark}},
-                    "spec": {"replicas": replicas},
-                })),
-            )
-            .await
-            .map_err(|e| {
-                format!(
-                    "scaling {} {}.{ns} to {replicas} failed: {e}",
-                    canary.spec.target_ref.kind, canary.spec.target_ref.name
+            let written = api
+                .patch(
+                    &canary.spec.target_ref.name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({
+                        "metadata": {"annotations": {finalize::SCALED_DOWN_BY: mark}},
+                        "spec": {"replicas": replicas},
+                    })),
                 )
-            })?;
+                .await
+                .map_err(|e| {
+                    format!(
+                        "scaling {} {}.{ns} to {replicas} failed: {e}",
+                        canary.spec.target_ref.kind, canary.spec.target_ref.name
+                    )
+                })?;
+            record_generation(ctx, &written);
             Ok(Vec::new())
         }
         Action::Promote => {
             sync_configs(ctx, canary, world).await?;
             let object = primary_object(ctx, canary, world, true);
             let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-            apply(&api, &format!("{}-primary", canary.spec.target_ref.name), &object).await?;
+            apply_deployment(
+                ctx,
+                &api,
+                &format!("{}-primary", canary.spec.target_ref.name),
+                &object,
+            )
+            .await?;
             ensure_primary_hpa(ctx, canary, true).await?;
             Ok(Vec::new())
         }

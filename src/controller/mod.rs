@@ -74,6 +74,9 @@ pub struct Context {
     /// The status serin last wrote for each Canary (by UID) and when: a cached Canary that does
     /// not show it yet is stale.
     pub written: std::sync::Mutex<std::collections::HashMap<String, (serde_json::Value, std::time::Instant)>>,
+    /// The generation of each Deployment serin last wrote (`namespace/name` -> UID and
+    /// generation): readiness is never read from a cached copy older than serin's own write.
+    pub deployment_generations: std::sync::Mutex<std::collections::HashMap<String, (String, i64)>>,
     pub insecure_http: reqwest::Client,
 }
 
@@ -200,6 +203,7 @@ pub async fn run(
         insecure_http,
         caches_filled: Arc::default(),
         written: Default::default(),
+        deployment_generations: Default::default(),
     });
 
     // Which Canaries a change concerns.

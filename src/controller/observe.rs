@@ -23,7 +23,7 @@ use crate::{
             configs::{self, CONFIG_TRACKING_ANNOTATION, TRACKED_SECRET_TYPES},
             primary, routing,
         },
-        readiness::deployment_readiness,
+        readiness::{self, deployment_readiness},
         revision,
     },
 };
@@ -132,10 +132,20 @@ pub fn observe(ctx: &Context, canary: &Canary, now: i64) -> Result<World, String
     }
 
     let deadline = Duration::from_secs(canary.spec.progress_deadline_seconds().max(0) as u64);
-    let canary_readiness = deployment_readiness(&target, deadline, canary.spec.canary_ready_threshold(), now)
+    // Readiness is read from the cache, which may not show serin's last write yet.
+    let written = |name: &str| {
+        ctx.deployment_generations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&format!("{ns}/{name}"))
+            .cloned()
+    };
+    let canary_readiness = readiness::behind_write(&target, written(target_name).as_ref())
+        .unwrap_or_else(|| deployment_readiness(&target, deadline, canary.spec.canary_ready_threshold(), now))
         .wrap(&format!("canary deployment {target_name}.{ns} not ready"));
     let primary_readiness = primary.as_ref().map(|p| {
-        deployment_readiness(p, deadline, canary.spec.primary_ready_threshold(), now)
+        readiness::behind_write(p, written(&format!("{target_name}-primary")).as_ref())
+            .unwrap_or_else(|| deployment_readiness(p, deadline, canary.spec.primary_ready_threshold(), now))
             .wrap(&format!("{target_name}-primary.{ns} not ready"))
     });
     let apex = canary.service_names().apex;

@@ -31,6 +31,19 @@ impl Readiness {
     }
 }
 
+/// Whether a cached Deployment is older than serin's last write to it (`expected`: the UID and
+/// generation that write returned). Its status then describes a spec serin has already changed
+/// (a target still at 0 replicas, a primary before its new template), so it cannot count as ready.
+pub fn behind_write(deployment: &Deployment, expected: Option<&(String, i64)>) -> Option<Readiness> {
+    let (uid, generation) = expected?;
+    let cached = deployment.metadata.generation.unwrap_or(0);
+    (deployment.metadata.uid.as_ref() == Some(uid) && cached < *generation).then(|| {
+        Readiness::Waiting(format!(
+            "waiting for rollout to finish: generation {generation} not observed yet (cached {cached})"
+        ))
+    })
+}
+
 /// Flagger's readiness rules for a Deployment. `deadline` is the Canary's
 /// `progressDeadlineSeconds`, `threshold` the ready percentage, `now_seconds` the Unix time.
 pub fn deployment_readiness(
@@ -101,6 +114,42 @@ mod tests {
 
     fn deployment(status: serde_json::Value, generation: i64, replicas: i32) -> Deployment {
         serde_json::from_value(json!({"metadata": {"name": "podinfo", "generation": generation}, "spec": {"replicas": replicas, "selector": {}, "template": {}}, "status": status})).expect("deployment")
+    }
+
+    #[test]
+    fn a_cached_copy_older_than_serins_write_is_not_ready() {
+        // The target was just scaled up from 0: the cache still shows generation 3 at 0 replicas,
+        // which the rules alone would call ready.
+        let mut cached = deployment(
+            json!({"observedGeneration": 3, "replicas": 0, "updatedReplicas": 0}),
+            3,
+            0,
+        );
+        cached.metadata.uid = Some("u1".into());
+        assert_eq!(
+            deployment_readiness(&cached, Duration::from_secs(60), 100, 0),
+            Readiness::Ready
+        );
+        let expected = ("u1".to_owned(), 4);
+        assert_eq!(
+            behind_write(&cached, Some(&expected)),
+            Some(Readiness::Waiting(
+                "waiting for rollout to finish: generation 4 not observed yet (cached 3)".into()
+            ))
+        );
+        cached.metadata.generation = Some(4);
+        assert_eq!(
+            behind_write(&cached, Some(&expected)),
+            None,
+            "the write is in the cache"
+        );
+        cached.metadata.generation = Some(3);
+        assert_eq!(
+            behind_write(&cached, Some(&("u0".to_owned(), 9))),
+            None,
+            "another object (recreated)"
+        );
+        assert_eq!(behind_write(&cached, None), None, "serin never wrote it");
     }
 
     #[test]

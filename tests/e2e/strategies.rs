@@ -743,7 +743,15 @@ async fn taking_over_a_live_service_and_virtual_service_fails_no_request() {
     ]);
     s.kubectl(&["-n", NS, "rollout", "status", "deploy/podinfo", "--timeout=60s"]);
     // The team exposes it on a node port too.
-    s.kubectl(&["-n", NS, "patch", "svc", "podinfo", "-p", r#"{"spec":{"type":"NodePort"}}"#]);
+    s.kubectl(&[
+        "-n",
+        NS,
+        "patch",
+        "svc",
+        "podinfo",
+        "-p",
+        r#"{"spec":{"type":"NodePort"}}"#,
+    ]);
     let services: Api<Service> = Api::namespaced(s.client.clone(), NS);
     let node_port = |svc: &Service| {
         let spec = svc.spec.clone().unwrap_or_default();
@@ -788,7 +796,11 @@ async fn taking_over_a_live_service_and_virtual_service_fails_no_request() {
         "requests failed while serin took the Service over: {answers:?}"
     );
     let apex = services.get("podinfo").await.expect("apex");
-    assert_eq!(node_port(&apex), before, "the Service keeps its type and node port");
+    assert_eq!(
+        node_port(&apex),
+        before,
+        "the Service keeps its type and node port"
+    );
     assert_eq!(
         apex.spec.and_then(|s| s.selector),
         Some([("app".to_owned(), "podinfo-primary".to_owned())].into())
