@@ -2,15 +2,19 @@
 //! Services, DestinationRules and VirtualService under one field manager, target scaling, and the
 //! post-rollout webhooks. Does I/O (Kubernetes API).
 
-use k8s_openapi::api::{
-    apps::v1::Deployment,
-    autoscaling::v2::HorizontalPodAutoscaler,
-    core::v1::{ConfigMap, Secret, Service},
+use k8s_openapi::{
+    api::{
+        apps::v1::Deployment,
+        autoscaling::v2::HorizontalPodAutoscaler,
+        core::v1::{ConfigMap, Secret, Service},
+    },
+    apimachinery::pkg::apis::meta::v1::OwnerReference,
 };
 use kube::{
     Api,
     api::{DynamicObject, Patch, PatchParams},
     core::{ApiResource, GroupVersionKind},
+    runtime::reflector::ObjectRef,
 };
 use serde_json::{Value, json};
 
@@ -20,7 +24,7 @@ use crate::{
     engine::{
         Action, Event, Routes, Scale,
         build::{
-            self,
+            self, configs,
             primary::{self, PrimaryInput},
             routing,
         },
@@ -222,6 +226,11 @@ fn primary_object(ctx: &Context, canary: &Canary, world: &World, promotion: bool
             include_label_prefixes: &ctx.config.include_label_prefixes,
             tracked: &world.tracked,
             flagger_id: &uuid_v4(rand::random()),
+            primary_replicas: world
+                .primary
+                .as_ref()
+                .and_then(|p| p.spec.as_ref())
+                .and_then(|s| s.replicas),
         },
         promotion,
     )
@@ -243,12 +252,19 @@ fn uuid_v4(random: u128) -> String {
 /// The `-primary` copies of the tracked ConfigMaps and Secrets.
 async fn sync_configs(ctx: &Context, canary: &Canary, world: &World) -> Result<(), String> {
     let ns = canary.metadata.namespace.clone().unwrap_or_default();
-    let owner = build::owner_reference(canary);
+    let owners = |existing: Option<Vec<OwnerReference>>| {
+        configs::shared_owner_references(canary, &existing.unwrap_or_default())
+    };
     for cm in &world.configmaps {
         let name = format!("{}-primary", cm.metadata.name.as_deref().unwrap_or_default());
+        let existing = ctx
+            .stores
+            .configmaps
+            .get(&ObjectRef::new(&name).within(&ns))
+            .and_then(|c| c.metadata.owner_references.clone());
         let object = json!({
             "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": name, "namespace": ns, "labels": build::include_by_prefix(cm.metadata.labels.as_ref(), &ctx.config.include_label_prefixes), "ownerReferences": [owner]},
+            "metadata": {"name": name, "namespace": ns, "labels": build::include_by_prefix(cm.metadata.labels.as_ref(), &ctx.config.include_label_prefixes), "ownerReferences": owners(existing)},
             "data": cm.data.clone().unwrap_or_default(),
         });
         let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
@@ -256,9 +272,14 @@ async fn sync_configs(ctx: &Context, canary: &Canary, world: &World) -> Result<(
     }
     for secret in &world.secrets {
         let name = format!("{}-primary", secret.metadata.name.as_deref().unwrap_or_default());
+        let existing = ctx
+            .stores
+            .secrets
+            .get(&ObjectRef::new(&name).within(&ns))
+            .and_then(|s| s.metadata.owner_references.clone());
         let object = json!({
             "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": name, "namespace": ns, "labels": build::include_by_prefix(secret.metadata.labels.as_ref(), &ctx.config.include_label_prefixes), "ownerReferences": [owner]},
+            "metadata": {"name": name, "namespace": ns, "labels": build::include_by_prefix(secret.metadata.labels.as_ref(), &ctx.config.include_label_prefixes), "ownerReferences": owners(existing)},
             "type": secret.type_.clone().unwrap_or_else(|| "Opaque".into()),
             "data": secret.data.clone().unwrap_or_default(),
         });

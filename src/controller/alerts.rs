@@ -55,13 +55,17 @@ pub fn wanted(wanted: Option<&str>, severity: Severity) -> bool {
     severity >= floor
 }
 
-/// The fields Flagger attaches to alerts sent with metadata.
-pub fn fields(canary: &Canary, cluster: Option<&str>) -> Vec<(String, String)> {
+/// The fields Flagger attaches to an alert: `Cluster` on every alert when `--cluster-name` is
+/// set, then, with `metadata`, the target, threshold, deadline and routing.
+pub fn fields(canary: &Canary, cluster: Option<&str>, metadata: bool) -> Vec<(String, String)> {
     let spec = &canary.spec;
     let ns = canary.namespace().unwrap_or_default();
     let mut out = Vec::new();
     if let Some(cluster) = cluster.filter(|c| !c.is_empty()) {
         out.push(("Cluster".to_owned(), cluster.to_owned()));
+    }
+    if !metadata {
+        return out;
     }
     out.push((
         "Target".to_owned(),
@@ -275,11 +279,7 @@ async fn deliver(ctx: &Context, canary: &Canary, alert: &Alert) {
     let name = canary.name_any();
     let ns = canary.namespace().unwrap_or_default();
     let workload = format!("{name}.{ns}");
-    let fields = if alert.metadata {
-        fields(canary, ctx.config.cluster_name.as_deref())
-    } else {
-        Vec::new()
-    };
+    let fields = fields(canary, ctx.config.cluster_name.as_deref(), alert.metadata);
     let declared = canary
         .spec
         .analysis
@@ -415,7 +415,7 @@ mod tests {
         let mut canary = Canary::new("podinfo", spec);
         canary.metadata.namespace = Some("test".into());
         assert_eq!(
-            fields(&canary, Some("prod-eu")),
+            fields(&canary, Some("prod-eu"), true),
             [
                 ("Cluster", "prod-eu"),
                 ("Target", "Deployment/podinfo.test"),
@@ -425,5 +425,11 @@ mod tests {
             ]
             .map(|(a, b)| (a.to_owned(), b.to_owned()))
         );
+        assert_eq!(
+            fields(&canary, Some("prod-eu"), false),
+            [("Cluster".to_owned(), "prod-eu".to_owned())],
+            "every alert names the cluster"
+        );
+        assert!(fields(&canary, None, false).is_empty());
     }
 }

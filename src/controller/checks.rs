@@ -57,8 +57,37 @@ pub async fn call(
     .await
 }
 
+/// The first wait before retrying a webhook; each further retry waits twice as long.
+const RETRY_WAIT_MIN: std::time::Duration = std::time::Duration::from_secs(1);
+/// The longest wait between two webhook attempts.
+const RETRY_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+/// The longest `Retry-After` serin honours (a hook cannot hold a Canary for longer per retry).
+const RETRY_AFTER_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The wait before retry number `retry` (0 for the first), as Flagger's HTTP client
+/// (go-retryablehttp) computes it: a 429 or 503 answer's `Retry-After` seconds, else 1 s doubling
+/// up to 30 s.
+pub fn retry_wait(retry: u32, status: Option<u16>, retry_after: Option<&str>) -> std::time::Duration {
+    if matches!(status, Some(429 | 503))
+        && let Some(seconds) = retry_after.and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        return std::time::Duration::from_secs(seconds).min(RETRY_AFTER_MAX);
+    }
+    RETRY_WAIT_MIN
+        .saturating_mul(1u32.checked_shl(retry).unwrap_or(u32::MAX))
+        .min(RETRY_WAIT_MAX)
+}
+
+/// Whether an answer is worth another attempt (go-retryablehttp's policy): 429 and 5xx, but not
+/// 501 Not Implemented.
+fn retried(code: u16) -> bool {
+    code == 429 || (500..600).contains(&code) && code != 501
+}
+
 /// POSTs a webhook payload: `Ok` on any 2xx status (Flagger accepts only 200-202), else the
-/// response body or the transport error. 5xx and 429 answers are retried `retries` times.
+/// response body or the transport error. Transport errors, 429 and 5xx answers (but 501) are
+/// retried `retries` times, with Flagger's backoff; when none is left the error says
+/// `POST <url> giving up after N attempt(s)` and what the last one got.
 pub async fn post(
     client: &reqwest::Client,
     url: &str,
@@ -66,35 +95,50 @@ pub async fn post(
     retries: i32,
     payload: &serde_json::Value,
 ) -> Result<(), String> {
+    let attempts = u32::try_from(retries.max(0)).unwrap_or(0).saturating_add(1);
     let mut last = String::new();
-    for attempt in 0..=retries.max(0) {
+    let mut wait = RETRY_WAIT_MIN;
+    for attempt in 0..attempts {
         if attempt > 0 {
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            tokio::time::sleep(wait).await;
         }
         match client.post(url).timeout(timeout).json(payload).send().await {
             Ok(response) if response.status().is_success() => return Ok(()),
             Ok(response) => {
                 let code = response.status();
+                let retry_after = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
                 let body = response.text().await.unwrap_or_default();
+                if !retried(code.as_u16()) {
+                    return Err(if body.trim().is_empty() {
+                        format!("{code}")
+                    } else {
+                        body.trim().to_owned()
+                    });
+                }
                 last = if body.trim().is_empty() {
                     format!("{code}")
                 } else {
-                    body.trim().to_owned()
+                    format!("{code}: {}", body.trim())
                 };
-                if !(code.is_server_error() || code.as_u16() == 429) {
-                    break;
-                }
+                wait = retry_wait(attempt, Some(code.as_u16()), retry_after.as_deref());
             }
             Err(err) => {
                 last = if err.is_timeout() {
-                    format!("POST {url} timed out after {timeout:?}")
+                    format!("timed out after {timeout:?}")
                 } else {
-                    format!("POST {url} failed: {err}")
-                }
+                    err.to_string()
+                };
+                wait = retry_wait(attempt, None, None);
             }
         }
     }
-    Err(last)
+    Err(format!(
+        "POST {url} giving up after {attempts} attempt(s): {last}"
+    ))
 }
 
 fn hooks<'a>(canary: &'a Canary, kind: &str) -> Vec<&'a CanaryWebhook> {
@@ -140,6 +184,16 @@ pub async fn run(ctx: &Context, canary: &Canary, check: Check) -> CheckResult {
     match check {
         Check::Rollback => return rollback_hooks(ctx, canary, phase).await,
         Check::Analysis => return analysis_check(ctx, canary).await,
+        Check::MetricProviders => {
+            return match metric_providers(ctx, canary).await {
+                Ok(()) => {
+                    CheckResult::Passed(vec![Event::normal("all the metrics providers are available!")])
+                }
+                Err(err) => CheckResult::Failed(vec![Event::warning(format!(
+                    "Error checking metric providers: {err}"
+                ))]),
+            };
+        }
         _ => {}
     }
     let (kind, label) = gate(check);
@@ -274,17 +328,13 @@ async fn check_metric(
                 template_ref.name
             ))
         })?;
-        (
-            template
-                .spec
-                .provider
-                .address
-                .clone()
-                .unwrap_or_else(|| server.clone()),
-            query,
-            auth,
-            false,
-        )
+        let address = template_address(&template).map_err(|e| {
+            Event::warning(format!(
+                "Metric template {}.{template_ns} provider {} error: {e}",
+                template_ref.name, template.spec.provider.type_
+            ))
+        })?;
+        (address, query, auth, false)
     } else if let Some(query) = &metric.query {
         (server.clone(), query.clone(), prometheus::Auth::default(), false)
     } else {
@@ -403,6 +453,91 @@ async fn template_auth(
     Ok(auth)
 }
 
+/// Flagger's `checkMetricProviderAvailability`: every Prometheus the metrics use answers
+/// `vector(1)` with 1 (the Canary's or `--metrics-server` for builtin metrics, the template's for
+/// template metrics).
+async fn metric_providers(ctx: &Context, canary: &Canary) -> Result<(), String> {
+    const ONLINE_QUERY: &str = "vector(1)";
+    let online = |address: String, auth: prometheus::Auth| async move {
+        match prometheus::query(&address, ONLINE_QUERY, &auth).await {
+            Ok(1.0) => Ok(()),
+            Ok(_) => Err(format!("value is not 1 for query: {ONLINE_QUERY}")),
+            Err(e) => Err(format!("running query failed: {e}")),
+        }
+    };
+    let namespace = canary.metadata.namespace.clone().unwrap_or_default();
+    let metrics = canary
+        .spec
+        .analysis
+        .as_ref()
+        .and_then(|a| a.metrics.clone())
+        .unwrap_or_default();
+    for metric in &metrics {
+        if metric.template_ref.is_none()
+            && matches!(
+                metric.name.as_str(),
+                METRIC_REQUEST_SUCCESS_RATE | METRIC_REQUEST_DURATION
+            )
+        {
+            let server = canary
+                .spec
+                .metrics_server
+                .clone()
+                .unwrap_or_else(|| ctx.config.metrics_server.clone());
+            online(server, prometheus::Auth::default())
+                .await
+                .map_err(|e| format!("prometheus not avaiable: {e}"))?;
+            continue;
+        }
+        let Some(template_ref) = &metric.template_ref else {
+            continue;
+        };
+        let template_ns = template_ref
+            .namespace
+            .clone()
+            .unwrap_or_else(|| namespace.clone());
+        let api: Api<MetricTemplate> = Api::namespaced(ctx.client.clone(), &template_ns);
+        let template = api
+            .get(&template_ref.name)
+            .await
+            .map_err(|e| format!("metric template {}.{template_ns} error: {e}", template_ref.name))?;
+        let provider = &template.spec.provider.type_;
+        if provider != "prometheus" {
+            continue;
+        }
+        let address = template_address(&template).map_err(|e| {
+            format!(
+                "metric template {}.{template_ns} provider {provider} error: {e}",
+                template_ref.name
+            )
+        })?;
+        let auth = template_auth(ctx, &template, &template_ns).await.map_err(|e| {
+            format!(
+                "metric template {}.{template_ns} secret error: {e}",
+                template_ref.name
+            )
+        })?;
+        online(address, auth).await.map_err(|e| {
+            format!(
+                "{provider} in metric template {}.{template_ns} not avaiable: {e}",
+                template_ref.name
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The Prometheus a MetricTemplate names. As in Flagger, a template must name one:
+/// `--metrics-server` serves builtin and inline metrics only.
+fn template_address(template: &MetricTemplate) -> Result<String, String> {
+    let provider = &template.spec.provider;
+    let address = provider.address.as_deref().unwrap_or_default();
+    match url::Url::parse(address) {
+        Ok(_) => Ok(address.to_owned()),
+        Err(_) => Err(format!("{} address {address} is not a valid URL", provider.type_)),
+    }
+}
+
 /// Runs the post-rollout webhooks; events say how they went (the first failure stops the rest).
 pub async fn post_rollout(ctx: &Context, canary: &Canary, phase: CanaryPhase) -> Vec<Event> {
     let mut events = Vec::new();
@@ -473,7 +608,59 @@ mod tests {
         let url = server("500 Internal Server Error", "").await;
         assert_eq!(
             post(&client, &url, Duration::from_secs(5), 1, &payload).await,
-            Err("500 Internal Server Error".into())
+            Err(format!(
+                "POST {url} giving up after 2 attempt(s): 500 Internal Server Error"
+            ))
         );
+        // 501 is not retried, and its body is the reason.
+        let url = server("501 Not Implemented", "no such gate").await;
+        let started = std::time::Instant::now();
+        assert_eq!(
+            post(&client, &url, Duration::from_secs(5), 3, &payload).await,
+            Err("no such gate".into())
+        );
+        assert!(started.elapsed() < Duration::from_secs(1), "no retry wait");
+    }
+
+    #[test]
+    fn a_template_without_an_address_fails_as_in_flagger() {
+        let template = |address: Option<&str>| -> MetricTemplate {
+            serde_json::from_value(json!({
+                "apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
+                "metadata": {"name": "latency"},
+                "spec": {"provider": {"type": "prometheus", "address": address}, "query": "up"},
+            }))
+            .expect("template")
+        };
+        assert_eq!(
+            template_address(&template(Some("http://prom:9090"))),
+            Ok("http://prom:9090".into())
+        );
+        assert_eq!(
+            template_address(&template(None)),
+            Err("prometheus address  is not a valid URL".into())
+        );
+        assert!(template_address(&template(Some("not a url"))).is_err());
+    }
+
+    #[test]
+    fn retries_back_off_as_flaggers_client_does() {
+        let waits: Vec<u64> = (0..7).map(|r| retry_wait(r, Some(500), None).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(retry_wait(40, None, None), Duration::from_secs(30), "no overflow");
+        assert_eq!(retry_wait(0, Some(429), Some("7")), Duration::from_secs(7));
+        assert_eq!(retry_wait(3, Some(503), Some(" 2 ")), Duration::from_secs(2));
+        assert_eq!(
+            retry_wait(0, Some(503), Some("86400")),
+            Duration::from_secs(60),
+            "capped"
+        );
+        assert_eq!(
+            retry_wait(1, Some(500), Some("7")),
+            Duration::from_secs(2),
+            "only 429 and 503"
+        );
+        assert_eq!(retry_wait(1, Some(429), Some("soon")), Duration::from_secs(2));
+        assert!(retried(502) && retried(429) && !retried(501) && !retried(404));
     }
 }

@@ -77,6 +77,10 @@ pub struct Context {
     /// The generation of each Deployment serin last wrote (`namespace/name` -> UID and
     /// generation): readiness is never read from a cached copy older than serin's own write.
     pub deployment_generations: std::sync::Mutex<std::collections::HashMap<String, (String, i64)>>,
+    /// The Events serin recorded lately, so that repeats raise a count instead of adding Events.
+    pub event_series: std::sync::Mutex<std::collections::HashMap<report::EventKey, report::RecordedEvent>>,
+    /// Retry delays of the Canaries whose last reconcile failed (by UID).
+    pub backoffs: serin_runtime::backoff::Backoffs,
     pub insecure_http: reqwest::Client,
 }
 
@@ -204,6 +208,8 @@ pub async fn run(
         caches_filled: Arc::default(),
         written: Default::default(),
         deployment_generations: Default::default(),
+        event_series: Default::default(),
+        backoffs: Default::default(),
     });
 
     // Which Canaries a change concerns.
@@ -296,7 +302,18 @@ pub async fn run(
         })
         .watches_stream(vs_stream, by_vs)
         .graceful_shutdown_on(shutdown.clone())
-        .run(reconcile, error_policy, ctx)
+        .run(
+            |guard, ctx| async move {
+                let key = guard_key(&guard);
+                let result = reconcile(guard, ctx.clone()).await;
+                if result.is_ok() {
+                    ctx.backoffs.reset(&key);
+                }
+                result
+            },
+            error_policy,
+            ctx,
+        )
         .for_each(|result| async move {
             if let Err(err) = result {
                 tracing::debug!(error = %err, "reconcile did not complete");
@@ -354,12 +371,23 @@ fn canaries_where(
         .collect()
 }
 
-fn error_policy(_: Arc<DeserializeGuard<Canary>>, err: &Error, _: Arc<Context>) -> RequeueAction {
-    tracing::warn!(category = err.category(), error = %err, "reconcile failed; retrying");
-    // Transient (API conflicts, unreachable server): retry soon, with jitter.
-    RequeueAction::requeue(Duration::from_millis(
-        1000 + u64::from(rand::random::<u16>() % 1000),
-    ))
+fn error_policy(guard: Arc<DeserializeGuard<Canary>>, err: &Error, ctx: Arc<Context>) -> RequeueAction {
+    // Per Canary, from 1 s doubling to 5 min with jitter; a success resets it.
+    let delay = ctx.backoffs.next(&guard_key(&guard));
+    tracing::warn!(category = err.category(), error = %err, retry_in = ?delay, "reconcile failed; retrying");
+    RequeueAction::requeue(delay)
+}
+
+/// The key of a Canary's retry delays.
+fn guard_key(guard: &DeserializeGuard<Canary>) -> String {
+    match &guard.0 {
+        Ok(c) => format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any()),
+        Err(invalid) => format!(
+            "{}/{}",
+            invalid.metadata.namespace.as_deref().unwrap_or_default(),
+            invalid.metadata.name.as_deref().unwrap_or_default()
+        ),
+    }
 }
 
 async fn reconcile(guard: Arc<DeserializeGuard<Canary>>, ctx: Arc<Context>) -> Result<RequeueAction, Error> {
@@ -504,17 +532,22 @@ async fn reconcile(guard: Arc<DeserializeGuard<Canary>>, ctx: Arc<Context>) -> R
             jiff::Timestamp::now(),
         ));
     }
-    let mut events = decision.events.clone();
+    // The decision's events describe what it did ("Advance ... canary weight 20"): they are
+    // recorded only once every action is carried out. A failed write records why, and the retry
+    // decides again.
+    let mut acted = Vec::new();
     for action in &decision.actions {
         match act::act(&ctx, &acting, &world, action).await {
-            Ok(more) => events.extend(more),
+            Ok(more) => acted.extend(more),
             Err(message) => {
-                events.push(engine::Event::warning(message.clone()));
-                report::events(&ctx, &canary, &events).await;
+                acted.push(engine::Event::warning(message.clone()));
+                report::events(&ctx, &canary, &acted).await;
                 return Err(Error::Act(message));
             }
         }
     }
+    let mut events = decision.events.clone();
+    events.extend(acted);
 
     // report
     let analysis_took = decision.analysis_tick.then(|| started.elapsed());

@@ -54,6 +54,9 @@ pub struct Observed {
 /// The checks the controller runs on request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Check {
+    /// Whether the metric providers answer (Flagger's check at initialisation); reported only,
+    /// it never holds the initialisation.
+    MetricProviders,
     /// `confirm-rollout` webhooks: may a new revision start?
     ConfirmRollout,
     /// `pre-rollout` webhooks, before the first traffic.
@@ -262,6 +265,13 @@ impl Input<'_> {
     fn target(&self) -> String {
         format!("{}.{}", self.spec.target_ref.name, self.namespace)
     }
+    fn has_metrics(&self) -> bool {
+        self.spec
+            .analysis
+            .as_ref()
+            .and_then(|a| a.metrics.as_ref())
+            .is_some_and(|m| !m.is_empty())
+    }
     fn has_hooks(&self, kind: &str) -> bool {
         self.spec
             .analysis
@@ -395,6 +405,15 @@ fn initialize(input: &Input) -> Decision {
             phase: Some(CanaryPhase::Initializing),
             ..StatusUpdate::default()
         };
+        // Flagger checks that the metric providers answer while it initialises; serin asks once.
+        let waiting = if input.spec.skip_analysis() || !input.has_metrics() {
+            waiting
+        } else {
+            match input.checks.get(&Check::MetricProviders) {
+                None => return Decision::need(Check::MetricProviders),
+                Some(CheckResult::Passed(events) | CheckResult::Failed(events)) => waiting.events(events),
+            }
+        };
         return waiting.status(update).requeue(Duration::ZERO);
     }
     if !input.spec.skip_analysis() {
@@ -429,6 +448,19 @@ fn initialize(input: &Input) -> Decision {
 fn start(input: &Input) -> Decision {
     let phase = input.status.phase;
     if phase != CanaryPhase::Waiting && !input.changed() {
+        // As Flagger's `shouldAdvance`, a Failed Canary records the revision it runs now (the
+        // target reverted to the promoted one by hand), so re-applying the revision that failed
+        // starts a new analysis.
+        let status = input.status;
+        let recorded = status.last_applied_spec.as_deref() == Some(input.observed.target_hash.as_str())
+            && status.tracked_configs.as_ref() == Some(&input.observed.configs);
+        if phase == CanaryPhase::Failed && !recorded {
+            return Decision::default().status(StatusUpdate {
+                last_applied_spec: Some(input.observed.target_hash.clone()),
+                tracked_configs: Some(input.observed.configs.clone()),
+                ..StatusUpdate::default()
+            });
+        }
         return Decision::default();
     }
     match input.check(Check::ConfirmRollout, Some("confirm-rollout")) {
@@ -573,7 +605,8 @@ fn advance(input: &Input) -> Decision {
         return skip_analysis(input);
     }
     let mut not_signaling = Vec::new();
-    if matches!(phase, CanaryPhase::Progressing | CanaryPhase::WaitingPromotion) {
+    // Asked once per analysis tick, as Flagger does, not at every wake-up between two steps.
+    if matches!(phase, CanaryPhase::Progressing | CanaryPhase::WaitingPromotion) && tick_due(input, routes) {
         match input.check(Check::Rollback, Some("rollback")) {
             None => return Decision::need(Check::Rollback),
             Some(CheckResult::Passed(events)) if input.has_hooks("rollback") => {
@@ -598,6 +631,26 @@ fn advance(input: &Input) -> Decision {
     d
 }
 
+fn mirrored_analysis(input: &Input) -> bool {
+    input
+        .spec
+        .analysis
+        .as_ref()
+        .and_then(|a| a.mirror)
+        .unwrap_or(false)
+}
+
+/// No step taken yet: no traffic, no iteration, no mirroring.
+fn is_first_step(input: &Input, routes: Routes) -> bool {
+    routes.canary == 0 && input.status.iterations == 0 && !(mirrored_analysis(input) && routes.mirrored)
+}
+
+/// Whether an analysis tick is due: the first step as soon as the canary is ready, later ones one
+/// interval after the last status change.
+fn tick_due(input: &Input, routes: Routes) -> bool {
+    is_first_step(input, routes) || input.until_next_step().is_zero()
+}
+
 /// What follows the gates: promotion, finalising, rollback at the threshold, or the next
 /// analysis tick when it is due.
 fn progress(input: &Input, phase: CanaryPhase, routes: Routes) -> Decision {
@@ -610,19 +663,11 @@ fn progress(input: &Input, phase: CanaryPhase, routes: Routes) -> Decision {
     if input.status.failed_checks >= threshold {
         return rollback(input, Decision::default(), true);
     }
-    let mirror = input
-        .spec
-        .analysis
-        .as_ref()
-        .and_then(|a| a.mirror)
-        .unwrap_or(false);
-    let first_step = routes.canary == 0 && input.status.iterations == 0 && !(mirror && routes.mirrored);
+    let mirror = mirrored_analysis(input);
+    let first_step = is_first_step(input, routes);
     // serin takes the first step as soon as the canary is ready; later ones one interval apart.
-    if !first_step {
-        let wait = input.until_next_step();
-        if !wait.is_zero() {
-            return Decision::default().requeue(wait);
-        }
+    if !tick_due(input, routes) {
+        return Decision::default().requeue(input.until_next_step());
     }
     let mut d = analysis_tick(input, routes, mirror, first_step);
     d.analysis_tick = d.need.is_none();
@@ -634,16 +679,17 @@ fn progress(input: &Input, phase: CanaryPhase, routes: Routes) -> Decision {
 fn analysis_tick(input: &Input, routes: Routes, mirror: bool, first_step: bool) -> Decision {
     let mut d = Decision::default();
     if first_step {
+        // Flagger records the start before it runs the pre-rollout hooks, whatever they answer.
+        let starting = Event::normal(format!("Starting canary analysis for {}", input.target()));
         match input.check(Check::PreRollout, Some("pre-rollout")) {
             None => return Decision::need(Check::PreRollout),
-            Some(CheckResult::Failed(events)) => return failed_check(input, events),
+            Some(CheckResult::Failed(events)) => {
+                let mut events = events.clone();
+                events.insert(0, starting);
+                return failed_check(input, &events);
+            }
             Some(CheckResult::Passed(events)) => {
-                d = d
-                    .event(Event::normal(format!(
-                        "Starting canary analysis for {}",
-                        input.target()
-                    )))
-                    .events(events);
+                d = d.event(starting).events(events);
             }
         }
     } else {

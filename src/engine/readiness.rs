@@ -99,7 +99,7 @@ pub fn deployment_readiness(
     let needed = (updated as f32 * threshold as f32 / 100.0) as i32;
     if available < needed {
         return verdict(format!(
-            "waiting for rollout to finish: {available} of {updated} (readyThreshold {threshold}%) updated replicas are available"
+            "waiting for rollout to finish: {available} of {needed} (readyThreshold {threshold}%) updated replicas are available"
         ));
     }
     Readiness::Ready
@@ -150,6 +150,23 @@ mod tests {
             "another object (recreated)"
         );
         assert_eq!(behind_write(&cached, None), None, "serin never wrote it");
+    }
+
+    #[test]
+    fn the_ready_threshold_message_prints_the_required_count() {
+        // Flagger prints the count the threshold requires, not the updated one.
+        let d = deployment(
+            json!({"observedGeneration": 2, "replicas": 4, "updatedReplicas": 4, "availableReplicas": 1}),
+            2,
+            4,
+        );
+        assert_eq!(
+            deployment_readiness(&d, Duration::from_secs(60), 50, 0),
+            Readiness::Waiting(
+                "waiting for rollout to finish: 1 of 2 (readyThreshold 50%) updated replicas are available"
+                    .into()
+            )
+        );
     }
 
     #[test]

@@ -124,6 +124,41 @@ fn unset_becomes_initializing_and_creates_objects() {
 }
 
 #[test]
+fn initialisation_reports_whether_the_metric_providers_answer() {
+    let mut s = spec();
+    s.analysis.as_mut().expect("analysis").metrics = Some(vec![crate::api::canary::CanaryMetric {
+        name: "request-success-rate".into(),
+        threshold: Some(99.0),
+        ..Default::default()
+    }]);
+    let d = run(&s, &CanaryStatus::default(), &observed("rev1", 100, 0), &[]);
+    assert_eq!(d.need, Some(Check::MetricProviders));
+    for (result, want) in [
+        (
+            CheckResult::Passed(vec![Event::normal("all the metrics providers are available!")]),
+            "all the metrics providers are available!",
+        ),
+        (
+            failed("Error checking metric providers: prometheus not avaiable: running query failed"),
+            "Error checking metric providers: prometheus not avaiable: running query failed",
+        ),
+    ] {
+        let d = run(
+            &s,
+            &CanaryStatus::default(),
+            &observed("rev1", 100, 0),
+            &[(Check::MetricProviders, result)],
+        );
+        assert_eq!(messages(&d), [want]);
+        assert_eq!(
+            phase(&d),
+            Some(CanaryPhase::Initializing),
+            "it never holds the initialisation"
+        );
+    }
+}
+
+#[test]
 fn initializing_waits_for_the_primary_then_initializes() {
     let st = status(CanaryPhase::Initializing, 0, 0);
     let mut o = observed("rev1", 100, 0);
@@ -172,6 +207,40 @@ fn skip_analysis_initializes_without_waiting_for_the_primary() {
     o.primary = None;
     let d = run(&s, &status(CanaryPhase::Initializing, 0, 0), &o, &[]);
     assert_eq!(phase(&d), Some(CanaryPhase::Initialized));
+}
+
+#[test]
+fn a_failed_revision_applied_again_after_a_revert_is_analysed_again() {
+    // rev2 failed; the team reverts the target to rev1 (the promoted revision) by hand.
+    let failed = CanaryStatus {
+        last_applied_spec: Some("rev2".into()),
+        ..status(CanaryPhase::Failed, 0, 0)
+    };
+    let d = run(&spec(), &failed, &observed("rev1", 100, 0), &[]);
+    assert!(d.actions.is_empty(), "a manual rollback starts nothing");
+    let update = d.status.expect("the running revision is recorded");
+    assert_eq!(
+        (update.phase, update.last_applied_spec.as_deref()),
+        (None, Some("rev1"))
+    );
+    let reverted = CanaryStatus {
+        last_applied_spec: Some("rev1".into()),
+        ..failed
+    };
+    assert_eq!(
+        run(&spec(), &reverted, &observed("rev1", 100, 0), &[]),
+        Decision::default(),
+        "recorded once"
+    );
+    // rev2 again (a fix elsewhere, a retry): a new run.
+    let d = run(
+        &spec(),
+        &reverted,
+        &observed("rev2", 100, 0),
+        &[(Check::ConfirmRollout, passed())],
+    );
+    assert_eq!(phase(&d), Some(CanaryPhase::Progressing));
+    assert_eq!(d.actions, [Action::ScaleTarget(Scale::FromZero)]);
 }
 
 #[test]
@@ -401,8 +470,16 @@ fn the_first_step_runs_pre_rollout_hooks_then_sends_traffic() {
             failed("Halt podinfo.test advancement pre-rollout check pre-rollout-hook failed boom"),
         )],
     );
-    assert_eq!(d.status.and_then(|s| s.failed_checks), Some(1));
+    assert_eq!(d.status.as_ref().and_then(|s| s.failed_checks), Some(1));
     assert!(d.actions.is_empty());
+    assert_eq!(
+        messages(&d),
+        [
+            "Starting canary analysis for podinfo.test",
+            "Halt podinfo.test advancement pre-rollout check pre-rollout-hook failed boom"
+        ],
+        "Flagger records the start before the hooks answer"
+    );
 }
 
 #[test]
@@ -739,6 +816,10 @@ fn a_rollback_webhook_rolls_back() {
         )],
     );
     assert!(d.events.is_empty(), "not between ticks: {:?}", d.events);
+    // Between two ticks the hooks are not called at all (Flagger calls them once per tick).
+    let d = run(&s, &progressing(10, 0), &waiting, &[]);
+    assert_eq!(d.need, None, "no rollback hook call between ticks");
+    assert_eq!(d.requeue_after, Some(Duration::from_secs(20)));
 }
 
 #[test]

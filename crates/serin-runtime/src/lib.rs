@@ -1,11 +1,12 @@
 //! Shared runtime of serin's controllers (`serin` and `serin-sync`): telemetry, the admin HTTP
 //! server, leader election on a Lease, the rustls crypto provider, shutdown signals, common
 //! command-line arguments, start-up (connection, CRD check, leadership), CRD files, Go durations,
-//! structural-schema validation and kstatus health rules.
+//! per-object retry backoff, structural-schema validation and kstatus health rules.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod args;
+pub mod backoff;
 pub mod crd;
 pub mod duration;
 pub mod kstatus;

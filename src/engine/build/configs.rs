@@ -3,7 +3,30 @@
 
 use std::collections::BTreeSet;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde_json::Value;
+
+use crate::api::Canary;
+
+/// The ownerReferences of a `-primary` config copy written for `canary` (Flagger's
+/// `CreatePrimaryConfigs`): `canary` as its controller, and every other owner the copy already
+/// has kept as a plain owner, so several Canaries can share one copy and deleting one of them
+/// does not garbage-collect what the other primaries mount.
+pub fn shared_owner_references(canary: &Canary, existing: &[OwnerReference]) -> Vec<OwnerReference> {
+    let mut out = vec![super::owner_reference(canary)];
+    let uid = canary.metadata.uid.as_deref().unwrap_or_default();
+    let name = canary.metadata.name.as_deref().unwrap_or_default();
+    for owner in existing {
+        let this = owner.uid == uid || (owner.kind == "Canary" && owner.name == name);
+        if !this {
+            out.push(OwnerReference {
+                controller: Some(false),
+                ..owner.clone()
+            });
+        }
+    }
+    out
+}
 
 /// A ConfigMap or Secret a pod template refers to.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -180,6 +203,31 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_shared_copy_keeps_every_canarys_owner_reference() {
+        let canary = |name: &str, uid: &str| -> Canary {
+            serde_json::from_value(json!({
+                "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
+                "metadata": {"name": name, "namespace": "test", "uid": uid},
+                "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}, "service": {"port": 80}},
+            }))
+            .expect("canary")
+        };
+        let (a, b) = (canary("a", "ua"), canary("b", "ub"));
+        let first = shared_owner_references(&a, &[]);
+        assert_eq!(first.len(), 1);
+        // b writes the copy a made: both own it, b as its controller.
+        let second = shared_owner_references(&b, &first);
+        let owners: Vec<(&str, Option<bool>)> =
+            second.iter().map(|o| (o.name.as_str(), o.controller)).collect();
+        assert_eq!(owners, [("b", Some(true)), ("a", Some(false))]);
+        // a writes again: still both, a's reference not repeated.
+        let third = shared_owner_references(&a, &second);
+        let owners: Vec<(&str, Option<bool>)> =
+            third.iter().map(|o| (o.name.as_str(), o.controller)).collect();
+        assert_eq!(owners, [("a", Some(true)), ("b", Some(false))]);
+    }
 
     fn pod_spec() -> Value {
         json!({

@@ -127,6 +127,8 @@ pub struct PrimaryInput<'a> {
     pub tracked: &'a BTreeSet<(String, String)>,
     /// A fresh random id for the template annotation.
     pub flagger_id: &'a str,
+    /// The live primary's `spec.replicas`, when it exists.
+    pub primary_replicas: Option<i32>,
 }
 
 /// The primary Deployment. `promotion` chooses Flagger's promotion rules for metadata (filtered
@@ -189,6 +191,11 @@ pub fn primary_deployment(input: PrimaryInput, promotion: bool) -> Value {
         spec["replicas"] = json!(if target_replicas > 0 { target_replicas } else { 1 });
     } else if !has_autoscaler && target_replicas > 0 {
         spec["replicas"] = json!(target_replicas);
+    } else if let Some(live) = input.primary_replicas {
+        // Flagger leaves the count alone here (the autoscaler's). Leaving it out of a server-side
+        // apply would instead drop it when serin was its only manager, and the primary would
+        // fall to 1 replica during its rolling update: serin applies the live count.
+        spec["replicas"] = json!(live);
     }
     json!({
         "apiVersion": "apps/v1",
@@ -279,9 +286,45 @@ mod tests {
                 include_label_prefixes: prefixes,
                 tracked: &tracked,
                 flagger_id: "new-id",
+                primary_replicas: None,
             },
             promotion,
         )
+    }
+
+    #[test]
+    fn promotion_with_an_autoscaler_keeps_the_primarys_live_count() {
+        let mut c = canary();
+        c.spec.autoscaler_ref = Some(Default::default());
+        let mut t = target();
+        t["spec"]["replicas"] = json!(2);
+        let tracked = BTreeSet::new();
+        let selector_labels: Vec<String> = DEFAULT_SELECTOR_LABELS.iter().map(|s| (*s).to_owned()).collect();
+        let input = |primary_replicas| PrimaryInput {
+            canary: &c,
+            target: &t,
+            label: ("app", "podinfo"),
+            selector_labels: &selector_labels,
+            include_label_prefixes: &[],
+            tracked: &tracked,
+            flagger_id: "id",
+            primary_replicas,
+        };
+        assert_eq!(
+            primary_deployment(input(Some(4)), true)["spec"]["replicas"],
+            4,
+            "the autoscaler's count"
+        );
+        assert_eq!(
+            primary_deployment(input(Some(4)), false)["spec"]["replicas"],
+            2,
+            "created with the target's"
+        );
+        assert!(
+            primary_deployment(input(None), true)["spec"]
+                .get("replicas")
+                .is_none()
+        );
     }
 
     #[test]

@@ -100,6 +100,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             ..Default::default()
         },
         metrics,
+        backoffs: Default::default(),
     });
     tracing::info!(namespace = args.namespace.as_deref().unwrap_or("(all)"), storage = %args.storage_path.display(), "starting the GitRepository and Kustomization controllers");
     let ready_state = state.clone();

@@ -77,6 +77,8 @@ pub struct Context {
     pub config: Config,
     /// Flux's reconcile metrics.
     pub metrics: metrics::Metrics,
+    /// Retry delays of the objects whose last reconcile failed.
+    pub backoffs: serin_runtime::backoff::Backoffs,
 }
 
 impl std::fmt::Debug for Context {
@@ -132,9 +134,33 @@ pub fn jitter(interval: Duration) -> Duration {
     interval.mul_f64(f)
 }
 
-fn error_policy<K>(_: Arc<K>, err: &Error, _: Arc<Context>) -> Action {
-    tracing::warn!(error = %err, category = err.category(), "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+fn error_policy<K: Resource<DynamicType = ()>>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
+    // Per object, from 1 s doubling to 5 min with jitter; a success resets it.
+    let delay = ctx.backoffs.next(&backoff_key(&*obj));
+    tracing::warn!(error = %err, category = err.category(), retry_in = ?delay, "reconcile failed; retrying");
+    Action::requeue(delay)
+}
+
+fn backoff_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    ObjectRef::from_obj(obj).to_string()
+}
+
+/// Runs `reconcile` and resets the object's retry delays when it succeeds.
+async fn with_backoff_reset<K, F>(
+    obj: Arc<K>,
+    ctx: Arc<Context>,
+    reconcile: fn(Arc<K>, Arc<Context>) -> F,
+) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = ()>,
+    F: std::future::Future<Output = Result<Action, Error>>,
+{
+    let key = backoff_key(&*obj);
+    let result = reconcile(obj, ctx.clone()).await;
+    if result.is_ok() {
+        ctx.backoffs.reset(&key);
+    }
+    result
 }
 
 /// Generation and the requestedAt annotation: what makes a spec change worth a reconcile.
@@ -326,7 +352,11 @@ pub async fn run(
     let sources = Controller::for_stream(repo_stream, repo_store)
         .with_config(limits.clone())
         .graceful_shutdown_on(shutdown.clone())
-        .run(reconcile_source, error_policy, ctx.clone())
+        .run(
+            |obj, ctx| with_backoff_reset(obj, ctx, reconcile_source),
+            error_policy,
+            ctx.clone(),
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "GitRepository reconcile did not complete");
@@ -415,7 +445,11 @@ pub async fn run(
                 .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown.clone())
-        .run(reconcile_kustomization, error_policy, ctx.clone())
+        .run(
+            |obj, ctx| with_backoff_reset(obj, ctx, reconcile_kustomization),
+            error_policy,
+            ctx.clone(),
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "Kustomization reconcile did not complete");

@@ -198,6 +198,7 @@ pub fn start_controllers_with(tb: &Testbed, kube_config: Option<kube::Config>) -
             concurrency: 4,
         },
         metrics: metrics.clone(),
+        backoffs: Default::default(),
     });
     let task = tokio::spawn(controller::run(ctx, || {}, futures::future::pending()));
     Controllers {
