@@ -46,6 +46,10 @@ pub fn istio(kind: &str, plural: &str) -> ApiResource {
     )
 }
 
+/// The field managers whose Update-written fields serin takes over on the objects it applies:
+/// Flagger's, so that a Canary switched from Flagger loses what Flagger set and serin does not.
+pub const FOREIGN_MANAGERS: &[&str] = &["flagger"];
+
 async fn apply_dynamic(
     ctx: &Context,
     resource: &ApiResource,
@@ -58,7 +62,7 @@ async fn apply_dynamic(
         .unwrap_or_default()
         .to_owned();
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, resource);
-    api.patch(&name, &apply_params(), &Patch::Apply(object))
+    apply_owned(&api, &name, object)
         .await
         .map(|_| ())
         .map_err(|e| format!("{} {name}.{ns} apply failed: {e}", resource.kind))
@@ -69,10 +73,32 @@ async fn apply<K>(api: &Api<K>, name: &str, object: &Value) -> Result<(), String
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    api.patch(name, &apply_params(), &Patch::Apply(object))
+    apply_owned(api, name, object)
         .await
         .map(|_| ())
         .map_err(|e| format!("{name} apply failed: {e}"))
+}
+
+/// Applies an object; when fields of it were written with Update by a manager serin replaces
+/// ([`FOREIGN_MANAGERS`]), takes them over and applies again, so that what serin no longer sets
+/// is removed.
+async fn apply_owned<K>(api: &Api<K>, name: &str, object: &Value) -> Result<K, kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let written = api.patch(name, &apply_params(), &Patch::Apply(object)).await?;
+    let meta = written.meta();
+    let Some(adopted) = meta.managed_fields.as_deref().and_then(|entries| {
+        serin_runtime::ssa::adopt_foreign_fields(entries, FOREIGN_MANAGERS, FIELD_MANAGER)
+    }) else {
+        return Ok(written);
+    };
+    // A merge patch replaces the list; the resourceVersion makes it fail on a concurrent write.
+    let patch = json!({"metadata": {"resourceVersion": meta.resource_version, "managedFields": adopted}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    tracing::info!(object = name, managers = ?FOREIGN_MANAGERS, "took over fields written by another manager");
+    api.patch(name, &apply_params(), &Patch::Apply(object)).await
 }
 
 /// Applies a Deployment and records the generation the write produced.
@@ -82,8 +108,7 @@ async fn apply_deployment(
     name: &str,
     object: &Value,
 ) -> Result<(), String> {
-    let written = api
-        .patch(name, &apply_params(), &Patch::Apply(object))
+    let written = apply_owned(api, name, object)
         .await
         .map_err(|e| format!("{name} apply failed: {e}"))?;
     record_generation(ctx, &written);

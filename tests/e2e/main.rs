@@ -909,3 +909,77 @@ spec:
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fields_flagger_wrote_on_the_primary_are_taken_over_and_removed_at_promotion() {
+    let mut s = Scenario::start().await;
+    s.apply(&repo().join("examples/canary"));
+    s.patch_canary(r#"{"spec":{"skipAnalysis":true}}"#);
+    s.start_serin();
+    s.wait_canary("Initialized", Duration::from_secs(60), |c| {
+        phase(c) == CanaryPhase::Initialized
+    })
+    .await;
+    // Flagger wrote the primary with Update: an env var the target no longer has is Flagger's.
+    let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), NS);
+    let mut primary = deployments.get("podinfo-primary").await.expect("primary");
+    let containers = &mut primary
+        .spec
+        .as_mut()
+        .expect("spec")
+        .template
+        .spec
+        .as_mut()
+        .expect("pod spec")
+        .containers;
+    containers[0]
+        .env
+        .get_or_insert_with(Vec::new)
+        .push(k8s_openapi::api::core::v1::EnvVar {
+            name: "LEGACY".into(),
+            value: Some("1".into()),
+            ..Default::default()
+        });
+    primary.metadata.managed_fields = None;
+    let as_flagger = kube::api::PostParams {
+        field_manager: Some("flagger".into()),
+        ..Default::default()
+    };
+    deployments
+        .replace("podinfo-primary", &as_flagger, &primary)
+        .await
+        .expect("Flagger's update");
+    s.kubectl(&[
+        "-n",
+        NS,
+        "set",
+        "image",
+        "deploy/podinfo",
+        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
+    ]);
+    s.wait_canary("Succeeded", Duration::from_secs(60), |c| {
+        phase(c) == CanaryPhase::Succeeded
+    })
+    .await;
+    let primary = deployments.get("podinfo-primary").await.expect("primary");
+    let env: Vec<String> = primary
+        .spec
+        .and_then(|s| s.template.spec)
+        .map(|p| p.containers[0].env.clone().unwrap_or_default())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert!(
+        !env.contains(&"LEGACY".to_owned()),
+        "serin removed what only Flagger set: {env:?}"
+    );
+    let managers: Vec<String> = primary
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| m.manager)
+        .collect();
+    assert!(!managers.contains(&"flagger".to_owned()), "{managers:?}");
+}

@@ -1,7 +1,8 @@
 //! Shared runtime of serin's controllers (`serin` and `serin-sync`): telemetry, the admin HTTP
 //! server, leader election on a Lease, the rustls crypto provider, shutdown signals, common
 //! command-line arguments, start-up (connection, CRD check, leadership), CRD files, Go durations,
-//! per-object retry backoff, structural-schema validation and kstatus health rules.
+//! per-object retry backoff, taking over fields for server-side apply, structural-schema validation
+//! and kstatus health rules.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -13,6 +14,7 @@ pub mod kstatus;
 pub mod leader;
 pub mod schema;
 pub mod shutdown;
+pub mod ssa;
 pub mod startup;
 pub mod telemetry;
 pub mod tls;
