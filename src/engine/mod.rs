@@ -805,11 +805,10 @@ fn confirm_promotion(input: &Input, d: Decision) -> Gate {
                 DeploymentStrategy::Canary => None,
                 _ => Some(input.spec.iterations() - 1),
             };
+            // As Flagger, the status changes only when the gate first closes: waiting on, the
+            // Canary asks again each interval without running another analysis round.
             Gate::Closed(if input.status.phase == CanaryPhase::WaitingPromotion {
-                d.status(StatusUpdate {
-                    iterations,
-                    ..StatusUpdate::default()
-                })
+                d
             } else {
                 let d = d.status(StatusUpdate {
                     phase: Some(CanaryPhase::WaitingPromotion),
@@ -914,8 +913,8 @@ fn blue_green_step(input: &Input, routes: Routes, mirror: bool, mut d: Decision)
                     canary: 100,
                     mirrored: false,
                 }))
+                // Flagger's Blue/Green never writes the status weight: it stays 0.
                 .status(StatusUpdate {
-                    canary_weight: Some(100),
                     iterations: Some(done + 1),
                     ..StatusUpdate::default()
                 })
@@ -923,7 +922,11 @@ fn blue_green_step(input: &Input, routes: Routes, mirror: bool, mut d: Decision)
             Gate::Closed(d) => d,
         };
     }
-    promote(input, d, routes.canary)
+    // After the all-traffic round Flagger asks the promotion gate again.
+    match confirm_promotion(input, d) {
+        Gate::Open(d) => promote(input, d, input.status.canary_weight),
+        Gate::Closed(d) => d,
+    }
 }
 
 /// Session affinity (Flagger's `getSessionAffinityRouteRules`): a canary cookie (and a primary
