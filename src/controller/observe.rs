@@ -171,6 +171,45 @@ pub fn observe(ctx: &Context, canary: &Canary, now: i64) -> Result<World, String
         _ => false,
     };
     let status = canary.status.clone().unwrap_or_default();
+    let primary_current = primary.as_ref().is_some_and(|live| {
+        let built = primary::primary_deployment(
+            primary::PrimaryInput {
+                canary,
+                target: &target_json,
+                label: (&label.0, &label.1),
+                selector_labels: &ctx.config.selector_labels,
+                include_label_prefixes: &ctx.config.include_label_prefixes,
+                tracked: &tracked,
+                flagger_id: "",
+                primary_replicas: None,
+            },
+            true,
+        );
+        let copies_current = configmaps.iter().all(|cm| {
+            ctx.stores
+                .configmaps
+                .get(
+                    &ObjectRef::new(&format!(
+                        "{}-primary",
+                        cm.metadata.name.as_deref().unwrap_or_default()
+                    ))
+                    .within(&ns),
+                )
+                .is_some_and(|copy| copy.data == cm.data && copy.binary_data == cm.binary_data)
+        }) && secrets.iter().all(|secret| {
+            ctx.stores
+                .secrets
+                .get(
+                    &ObjectRef::new(&format!(
+                        "{}-primary",
+                        secret.metadata.name.as_deref().unwrap_or_default()
+                    ))
+                    .within(&ns),
+                )
+                .is_some_and(|copy| copy.data == secret.data)
+        });
+        copies_current && primary::runs_target(&built, &serde_json::to_value(live).unwrap_or(Value::Null))
+    });
     Ok(World {
         observed: Observed {
             target_hash: revision::template_hash(
@@ -183,6 +222,7 @@ pub fn observe(ctx: &Context, canary: &Canary, now: i64) -> Result<World, String
             now,
             last_transition: status.last_transition_time.map(|t| t.0.as_second()),
             routing_drift,
+            primary_current,
             random: (0..20)
                 .map(|_| char::from(b'a' + rand::random::<u8>() % 26))
                 .collect(),

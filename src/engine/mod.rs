@@ -49,6 +49,9 @@ pub struct Observed {
     /// The VirtualService differs from what serin generates for its current weights (edited by
     /// hand, or the Canary's service settings changed).
     pub routing_drift: bool,
+    /// The primary already runs the target's template and its config copies hold the target's
+    /// configs: a promotion would change nothing.
+    pub primary_current: bool,
 }
 
 /// The checks the controller runs on request.
@@ -462,6 +465,17 @@ fn start(input: &Input) -> Decision {
             });
         }
         return Decision::default();
+    }
+    // A Canary switched from Flagger: its stored hashes are Flagger's, so the target looks new,
+    // but the primary already runs it. The revision is adopted without a run (no scale-up, no
+    // analysis, no rolling of the primary).
+    if input.observed.primary_current && matches!(phase, CanaryPhase::Initialized | CanaryPhase::Succeeded) {
+        return Decision::default().status(StatusUpdate {
+            last_applied_spec: Some(input.observed.target_hash.clone()),
+            last_promoted_spec: Some(input.observed.target_hash.clone()),
+            tracked_configs: Some(input.observed.configs.clone()),
+            ..StatusUpdate::default()
+        });
     }
     match input.check(Check::ConfirmRollout, Some("confirm-rollout")) {
         None => Decision::need(Check::ConfirmRollout),

@@ -71,6 +71,7 @@ fn observed(hash: &str, primary: i32, canary: i32) -> Observed {
         last_transition: Some(NOW - 60),
         random: "abcdefghijklmnopqrst".into(),
         routing_drift: false,
+        primary_current: false,
     }
 }
 
@@ -241,6 +242,39 @@ fn a_failed_revision_applied_again_after_a_revert_is_analysed_again() {
     );
     assert_eq!(phase(&d), Some(CanaryPhase::Progressing));
     assert_eq!(d.actions, [Action::ScaleTarget(Scale::FromZero)]);
+}
+
+#[test]
+fn a_canary_switched_from_flagger_adopts_the_revision_its_primary_runs() {
+    // Flagger's hashes in the status: the target looks new to serin.
+    let flaggers = CanaryStatus {
+        last_applied_spec: Some("5d8f7c9b6".into()),
+        last_promoted_spec: Some("5d8f7c9b6".into()),
+        ..status(CanaryPhase::Succeeded, 0, 0)
+    };
+    let mut o = observed("rev1", 100, 0);
+    o.primary_current = true;
+    let d = run(&with_hooks(spec(), &["confirm-rollout"]), &flaggers, &o, &[]);
+    assert!(
+        d.actions.is_empty() && d.events.is_empty() && d.need.is_none(),
+        "no run: {d:?}"
+    );
+    let update = d.status.expect("hashes recorded");
+    assert_eq!(update.phase, None);
+    assert_eq!(
+        (
+            update.last_applied_spec.as_deref(),
+            update.last_promoted_spec.as_deref()
+        ),
+        (Some("rev1"), Some("rev1"))
+    );
+    o.primary_current = false;
+    let d = run(&spec(), &flaggers, &o, &[]);
+    assert_eq!(
+        phase(&d),
+        Some(CanaryPhase::Progressing),
+        "a primary behind the target rolls out"
+    );
 }
 
 #[test]

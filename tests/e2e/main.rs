@@ -983,3 +983,53 @@ async fn fields_flagger_wrote_on_the_primary_are_taken_over_and_removed_at_promo
         .collect();
     assert!(!managers.contains(&"flagger".to_owned()), "{managers:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_switched_from_flagger_does_not_roll_out_again() {
+    let mut s = initialized().await;
+    let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), NS);
+    let flagger_id = |d: &Deployment| {
+        d.spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.clone())
+            .and_then(|a| a.get("flagger-id").cloned())
+    };
+    let before = flagger_id(&deployments.get("podinfo-primary").await.expect("primary"));
+    // The status as Flagger left it: Succeeded, with Flagger's own revision hashes.
+    s.kill_serin();
+    s.kubectl(&[
+        "-n",
+        NS,
+        "patch",
+        "canary",
+        "podinfo",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Succeeded","lastAppliedSpec":"5d8f7c9b6","lastPromotedSpec":"5d8f7c9b6"}}"#,
+    ]);
+    s.start_serin();
+    s.wait_canary("the revision adopted", Duration::from_secs(60), |c| {
+        c.status
+            .as_ref()
+            .and_then(|st| st.last_applied_spec.as_deref())
+            .is_some_and(|h| h != "5d8f7c9b6")
+    })
+    .await;
+    let c = s.canaries().get("podinfo").await.expect("canary");
+    assert_eq!(phase(&c), CanaryPhase::Succeeded);
+    let events = s.events();
+    assert!(
+        !events.iter().any(|e| e.starts_with("New revision detected")),
+        "no rollout: {events:#?}"
+    );
+    let target = deployments.get("podinfo").await.expect("target");
+    assert_eq!(
+        target.spec.and_then(|s| s.replicas),
+        Some(0),
+        "the target stays scaled down"
+    );
+    let primary = deployments.get("podinfo-primary").await.expect("primary");
+    assert_eq!(flagger_id(&primary), before, "the primary is not rolled");
+}

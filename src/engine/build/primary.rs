@@ -211,6 +211,33 @@ pub fn primary_deployment(input: PrimaryInput, promotion: bool) -> Value {
     })
 }
 
+/// Whether the live primary already runs what a promotion would give it: its pod template equals
+/// `built`'s (the primary serin builds from the target), the `flagger-id` annotation aside. A
+/// Canary switched from Flagger is in that state: Flagger's stored revision hashes differ from
+/// serin's, but nothing is left to roll out.
+pub fn runs_target(built: &Value, live: &Value) -> bool {
+    let template = |d: &Value| {
+        let mut t = d.pointer("/spec/template").cloned().unwrap_or(Value::Null);
+        if let Some(annotations) = t
+            .pointer_mut("/metadata/annotations")
+            .and_then(Value::as_object_mut)
+        {
+            annotations.remove(FLAGGER_ID_ANNOTATION);
+            if annotations.is_empty() {
+                t["metadata"].as_object_mut().map(|m| m.remove("annotations"));
+            }
+        }
+        if let Some(labels) = t.pointer("/metadata/labels").and_then(Value::as_object)
+            && labels.is_empty()
+        {
+            t["metadata"].as_object_mut().map(|m| m.remove("labels"));
+        }
+        t
+    };
+    let live = template(live);
+    !live.is_null() && template(built) == live
+}
+
 /// The replicas a target gets back when a run starts (Flagger's `ScaleFromZero`): its own if set,
 /// else the HPA's minimum (at least 1) with an autoscaler, else the primary's (at least 1).
 pub fn scale_from_zero(
@@ -290,6 +317,22 @@ mod tests {
             },
             promotion,
         )
+    }
+
+    #[test]
+    fn a_primary_running_the_targets_template_is_recognised_whatever_its_flagger_id() {
+        let built = build(true, &[]);
+        let mut live = built.clone();
+        live["spec"]["template"]["metadata"]["annotations"]["flagger-id"] = json!("written-by-flagger");
+        live["spec"]["replicas"] = json!(7);
+        assert!(runs_target(&built, &live));
+        live["spec"]["template"]["spec"]["containers"][0]["image"] =
+            json!("ghcr.io/stefanprodan/podinfo:6.0.0");
+        assert!(
+            !runs_target(&built, &live),
+            "another image is a revision to roll out"
+        );
+        assert!(!runs_target(&built, &json!({})));
     }
 
     #[test]
