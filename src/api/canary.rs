@@ -1226,6 +1226,11 @@ mod tests {
         };
         assert_eq!(hook.hook_type(), "pre-rollout");
         assert_eq!(hook.timeout(), Duration::from_secs(30));
+        let hook = CanaryWebhook {
+            timeout: Some("30 s".into()),
+            ..hook
+        };
+        assert_eq!(hook.timeout(), Duration::from_secs(10), "an unparsable timeout is the default");
     }
 
     #[test]

@@ -650,6 +650,11 @@ fn max_weight_promotes_behind_confirm_promotion() {
     );
     assert_eq!(phase(&d), Some(CanaryPhase::WaitingPromotion));
     assert!(d.actions.is_empty());
+    assert_eq!(
+        d.status.as_ref().and_then(|s| s.iterations),
+        None,
+        "a weighted canary keeps its iterations (Flagger writes -1)"
+    );
     let waiting = CanaryStatus {
         phase: CanaryPhase::WaitingPromotion,
         ..progressing(0, 0)
