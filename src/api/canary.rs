@@ -1230,7 +1230,11 @@ mod tests {
             timeout: Some("30 s".into()),
             ..hook
         };
-        assert_eq!(hook.timeout(), Duration::from_secs(10), "an unparsable timeout is the default");
+        assert_eq!(
+            hook.timeout(),
+            Duration::from_secs(10),
+            "an unparsable timeout is the default"
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Runs kustomize: the `kustomize` program when it is on PATH, else `kubectl kustomize`, with
-//! Flux's options (files may be loaded from anywhere in the artifact, no plugins, no Helm).
-//! Does I/O (a process).
+//! Flux's options (files may be loaded from anywhere in the artifact, which `fence` checks
+//! first; no plugins, no Helm). Does I/O (a process).
 
 use std::{path::Path, process::Stdio, time::Duration};
 

@@ -3,6 +3,7 @@
 //! substitute variables (`substitute`) and read the objects (`objects`). Does I/O (files, a
 //! process); the steps it calls are pure where they can be.
 
+pub mod fence;
 pub mod generator;
 pub mod kustomize;
 pub mod objects;
@@ -63,7 +64,7 @@ pub async fn build(
         .prefix("kustomization-")
         .tempdir()
         .map_err(|e| BuildError::Failed(format!("cannot create a build directory: {e}")))?;
-    copy_dir(artifact_dir, scratch.path())
+    let escaping = copy_dir(artifact_dir, scratch.path())
         .map_err(|e| BuildError::Failed(format!("cannot copy the artifact: {e}")))?;
     let rel = spec
         .path
@@ -79,6 +80,10 @@ pub async fn build(
         return Err(BuildError::PathNotFound(dir.display().to_string()));
     }
     generator::write(scratch.path(), &dir, spec).map_err(|e| BuildError::Failed(e.to_string()))?;
+    // kustomize may load files from anywhere (Flux's options): serin-sync confines it to the
+    // artifact first.
+    fence::check(scratch.path(), &dir, &escaping)
+        .map_err(|e| BuildError::Failed(format!("kustomize build failed: {e}")))?;
     let yaml = kustomize::Kustomize::detect()
         .build(&dir)
         .await
@@ -120,8 +125,12 @@ pub fn finish(yaml: &str, post_build: Option<&PostBuildVars>) -> Result<Built, B
     })
 }
 
-/// Copies a directory tree (regular files and directories only, `.git` left out).
-pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+/// Copies a directory tree (directories, regular files, and symlinks to files inside the tree as
+/// the files they lead to; `.git` left out). Returns the symlinks that lead outside the tree (or
+/// nowhere), relative to it: they are not copied.
+pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<std::collections::BTreeSet<std::path::PathBuf>> {
+    let root = from.canonicalize()?;
+    let mut escaping = std::collections::BTreeSet::new();
     let walker = walkdir::WalkDir::new(from)
         .min_depth(1)
         .into_iter()
@@ -134,9 +143,20 @@ pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
             std::fs::create_dir_all(&target)?;
         } else if entry.file_type().is_file() {
             std::fs::copy(entry.path(), &target)?;
+        } else if entry.file_type().is_symlink() {
+            match entry.path().canonicalize() {
+                Ok(real) if real.starts_with(&root) => {
+                    if real.is_file() {
+                        std::fs::copy(&real, &target)?;
+                    }
+                }
+                _ => {
+                    escaping.insert(rel.to_path_buf());
+                }
+            }
         }
     }
-    Ok(())
+    Ok(escaping)
 }
 
 #[cfg(test)]
@@ -175,6 +195,42 @@ mod tests {
             !dir.join("kustomization.yaml").exists(),
             "the artifact is not modified"
         );
+    }
+
+    #[tokio::test]
+    async fn a_build_reads_no_file_outside_the_artifact() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("apps");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let spec = KustomizationSpec {
+            path: Some("./apps".into()),
+            ..Default::default()
+        };
+        for (files, want) in [
+            (
+                "[/etc/passwd]",
+                "file '/etc/passwd' (configMapGenerator[0].files[0] in apps/kustomization.yaml) is not in or below the artifact root",
+            ),
+            (
+                "[../../../../../../../../etc/passwd]",
+                "is not in or below the artifact root",
+            ),
+            (
+                "[hostname]",
+                "file 'hostname' (configMapGenerator[0].files[0] in apps/kustomization.yaml) is a symlink that leaves the artifact",
+            ),
+        ] {
+            std::fs::write(
+                dir.join("kustomization.yaml"),
+                format!("configMapGenerator:\n- name: leak\n  files: {files}\n"),
+            )
+            .expect("write");
+            let _ = std::fs::remove_file(dir.join("hostname"));
+            std::os::unix::fs::symlink("/etc/hostname", dir.join("hostname")).expect("symlink");
+            let err = build(tmp.path(), &spec, None).await.expect_err(files);
+            assert_eq!(err.reason(), "BuildFailed");
+            assert!(err.to_string().contains(want), "{files}: {err}");
+        }
     }
 
     #[tokio::test]
