@@ -55,4 +55,50 @@ async fn applies_as_the_service_account() {
     .await;
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(tb.client(), "team");
     assert!(deployments.get_opt("team-app").await.expect("get").is_some());
+
+    // The deployer may not list Canaries, so any Deployment may be a Canary's target: serin-sync
+    // leaves replicas alone (serin scaled this one to 0) and says why.
+    let scale = serde_json::json!({"spec": {"replicas": 0}});
+    let as_serin = kube::api::PatchParams {
+        field_manager: Some("serin".into()),
+        ..Default::default()
+    };
+    deployments
+        .patch("team-app", &as_serin, &kube::api::Patch::Merge(&scale))
+        .await
+        .expect("scaled");
+    let with_replicas = manifests.replace("spec:\n  selector:", "spec:\n  replicas: 2\n  selector:");
+    let rev = repo.commit(&[("apps/team/app.yaml", Some(&with_replicas))], "Two replicas");
+    request_reconcile(&tb.client(), "team").await;
+    let ks = wait_applied(
+        &tb.client(),
+        "team",
+        &format!("main@sha1:{rev}"),
+        Duration::from_secs(60),
+    )
+    .await;
+    let replicas = deployments
+        .get("team-app")
+        .await
+        .expect("get")
+        .spec
+        .and_then(|s| s.replicas);
+    assert_eq!(
+        replicas,
+        Some(0),
+        "replicas are not reset while Canary targets are unknown"
+    );
+    let condition = ks
+        .status
+        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "CanaryTargetsKnown"))
+        .expect("the condition says why");
+    assert_eq!(condition.status, "False");
+    assert!(
+        condition.message.starts_with("cannot list Canaries (")
+            && condition
+                .message
+                .ends_with("): the replicas of every Deployment are left as they are"),
+        "{}",
+        condition.message
+    );
 }

@@ -79,6 +79,32 @@ impl fmt::Display for Change {
     }
 }
 
+/// The Deployments Canaries target, as far as serin-sync could tell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CanaryTargets {
+    /// `(namespace, name)` of each (none when serin is not installed).
+    Known(Vec<(String, String)>),
+    /// The Canaries could not be listed (the reason): every Deployment keeps its live replicas,
+    /// since any of them may be a Canary's target.
+    Unknown(String),
+}
+
+impl Default for CanaryTargets {
+    fn default() -> Self {
+        Self::Known(Vec::new())
+    }
+}
+
+impl CanaryTargets {
+    /// Whether the replicas of Deployment `namespace/name` must be left as they are.
+    pub fn keeps_replicas(&self, namespace: &str, name: &str) -> bool {
+        match self {
+            Self::Known(targets) => targets.iter().any(|(ns, n)| ns == namespace && n == name),
+            Self::Unknown(_) => true,
+        }
+    }
+}
+
 /// Options of one apply.
 #[derive(Clone, Debug, Default)]
 pub struct ApplyOptions {
@@ -86,8 +112,8 @@ pub struct ApplyOptions {
     pub force: bool,
     /// `spec.ignore`.
     pub ignore: Vec<IgnoreRule>,
-    /// `(namespace, name)` of Deployments a Canary targets: their replicas are not reverted.
-    pub canary_targets: Vec<(String, String)>,
+    /// The Deployments Canaries target: their replicas are not reverted.
+    pub canary_targets: CanaryTargets,
     /// How long a stage waits for its objects to become current.
     pub stage_timeout: Duration,
     /// How often waits poll.
@@ -320,10 +346,7 @@ impl ResourceManager {
         let mut ignored = drift::ignored_paths(&options.ignore, &desired);
         if id.group == "apps"
             && id.kind == "Deployment"
-            && options
-                .canary_targets
-                .iter()
-                .any(|(ns, name)| *ns == id.namespace && *name == id.name)
+            && options.canary_targets.keeps_replicas(&id.namespace, &id.name)
         {
             ignored.push(REPLICAS_POINTER.to_owned());
         }

@@ -21,7 +21,7 @@ use crate::{
         kustomization::ResourceInventory,
     },
     apply::{
-        manager::{self, ApplyOptions, Change, ResourceManager},
+        manager::{self, ApplyOptions, CanaryTargets, Change, ResourceManager},
         order::{self, ObjectId},
     },
     build::{self, PostBuildVars, objects},
@@ -29,6 +29,9 @@ use crate::{
 
 /// The component name of the events, Flux's.
 pub const COMPONENT: &str = "kustomize-controller";
+/// serin's condition on a Kustomization whose apply could not tell which Deployments Canaries
+/// target (absent when it could).
+pub const CANARY_TARGETS_CONDITION: &str = "CanaryTargetsKnown";
 
 /// Why one run did not reach Ready=True: Flux's reason and message.
 struct Failure {
@@ -360,14 +363,41 @@ async fn run(
     );
     let _ = patch_status(api, &name, st).await;
     let mut rm = ResourceManager::new(client.clone());
+    let targets = canary_targets(&client).await;
+    let reference = ks.object_ref(&());
+    match &targets {
+        CanaryTargets::Unknown(reason) => {
+            let message = format!(
+                "cannot list Canaries ({reason}): the replicas of every Deployment are left as they are"
+            );
+            status::set_condition(
+                &mut st.conditions,
+                CANARY_TARGETS_CONDITION,
+                "False",
+                "ListFailed",
+                &message,
+                generation,
+                now,
+            );
+            events::record(
+                &ctx.client,
+                &reference,
+                COMPONENT,
+                true,
+                "CanaryTargetsUnknown",
+                &message,
+            )
+            .await;
+        }
+        CanaryTargets::Known(_) => st.conditions.retain(|c| c.type_ != CANARY_TARGETS_CONDITION),
+    }
     let options = ApplyOptions {
         force: ks.spec.force == Some(true),
         ignore: ks.spec.ignore.clone(),
-        canary_targets: canary_targets(&client).await,
+        canary_targets: targets,
         stage_timeout: ctx.config.stage_timeout,
         poll_interval: ctx.config.poll_interval,
     };
-    let reference = ks.object_ref(&());
     let changes = match rm.apply_all_staged(desired, &options).await {
         Ok(changes) => changes,
         Err(err) => {
@@ -626,27 +656,33 @@ async fn post_build_vars(ks: &Kustomization, client: &Client) -> Result<Option<P
     }))
 }
 
-/// `(namespace, name)` of every Deployment a Canary targets; empty when serin is not installed.
-pub async fn canary_targets(client: &Client) -> Vec<(String, String)> {
+/// The Deployments Canaries target: none when serin is not installed (no Canary API), unknown
+/// when the Canaries cannot be listed (a forbidden list, an unreachable server), so that the
+/// apply fails closed.
+pub async fn canary_targets(client: &Client) -> CanaryTargets {
     let gvk = GroupVersionKind::gvk("flagger.app", "v1beta1", "Canary");
     let resource = ApiResource::from_gvk_with_plural(&gvk, "canaries");
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-    let Ok(list) = api.list(&ListParams::default()).await else {
-        return Vec::new();
+    let list = match api.list(&ListParams::default()).await {
+        Ok(list) => list,
+        Err(kube::Error::Api(e)) if e.code == 404 => return CanaryTargets::Known(Vec::new()),
+        Err(e) => return CanaryTargets::Unknown(super::api_message(&e)),
     };
-    list.items
-        .into_iter()
-        .filter_map(|c| {
-            let target = &c.data["spec"]["targetRef"];
-            let kind = target["kind"].as_str().unwrap_or("Deployment");
-            (kind == "Deployment").then(|| {
-                (
-                    c.namespace().unwrap_or_default(),
-                    target["name"].as_str().unwrap_or_default().to_owned(),
-                )
+    CanaryTargets::Known(
+        list.items
+            .into_iter()
+            .filter_map(|c| {
+                let target = &c.data["spec"]["targetRef"];
+                let kind = target["kind"].as_str().unwrap_or("Deployment");
+                (kind == "Deployment").then(|| {
+                    (
+                        c.namespace().unwrap_or_default(),
+                        target["name"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
             })
-        })
-        .collect()
+            .collect(),
+    )
 }
 
 /// Garbage collection on deletion, per `deletionPolicy`.
