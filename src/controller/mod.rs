@@ -77,8 +77,6 @@ pub struct Context {
     /// The generation of each Deployment serin last wrote (`namespace/name` -> UID and
     /// generation): readiness is never read from a cached copy older than serin's own write.
     pub deployment_generations: std::sync::Mutex<std::collections::HashMap<String, (String, i64)>>,
-    /// The Events serin recorded lately, so that repeats raise a count instead of adding Events.
-    pub event_series: std::sync::Mutex<std::collections::HashMap<report::EventKey, report::RecordedEvent>>,
     /// Retry delays of the Canaries whose last reconcile failed (by UID).
     pub backoffs: serin_runtime::backoff::Backoffs,
     pub insecure_http: reqwest::Client,
@@ -99,6 +97,9 @@ pub enum Error {
     Act(String),
     #[error("writing the status failed: {0}")]
     Status(#[source] kube::Error),
+    /// The reconcile panicked; caught for this Canary alone.
+    #[error("reconcile panicked: {0}")]
+    Panicked(String),
 }
 
 impl Error {
@@ -107,9 +108,24 @@ impl Error {
         match self {
             Self::Act(_) => "Act",
             Self::Status(_) => "Status",
+            Self::Panicked(_) => "Panicked",
         }
     }
 }
+
+/// The text of a caught panic.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// The environment variable that enables test hooks (never set in production).
+pub const TEST_HOOKS_ENV: &str = "SERIN_TEST_HOOKS";
+/// With test hooks on, a Canary carrying this annotation makes its reconcile panic.
+pub const TEST_PANIC_ANNOTATION: &str = "test.serin.dev/panic";
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
@@ -208,7 +224,6 @@ pub async fn run(
         caches_filled: Arc::default(),
         written: Default::default(),
         deployment_generations: Default::default(),
-        event_series: Default::default(),
         backoffs: Default::default(),
     });
 
@@ -304,8 +319,13 @@ pub async fn run(
         .graceful_shutdown_on(shutdown.clone())
         .run(
             |guard, ctx| async move {
+                use futures::FutureExt;
                 let key = guard_key(&guard);
-                let result = reconcile(guard, ctx.clone()).await;
+                // A panic is caught for this Canary alone: the others keep reconciling.
+                let result = std::panic::AssertUnwindSafe(reconcile(guard, ctx.clone()))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|panic| Err(Error::Panicked(panic_message(&*panic))));
                 if result.is_ok() {
                     ctx.backoffs.reset(&key);
                 }
@@ -375,6 +395,14 @@ fn error_policy(guard: Arc<DeserializeGuard<Canary>>, err: &Error, ctx: Arc<Cont
     // Per Canary, from 1 s doubling to 5 min with jitter; a success resets it.
     let delay = ctx.backoffs.next(&guard_key(&guard));
     tracing::warn!(category = err.category(), error = %err, retry_in = ?delay, "reconcile failed; retrying");
+    if let (Error::Panicked(_), Ok(canary)) = (err, &guard.0) {
+        // Said on the Canary: a Warning event and a condition naming the error.
+        let (canary, message) = (canary.clone(), err.to_string());
+        tokio::spawn(async move {
+            report::events(&ctx, &canary, &[engine::Event::warning(message.clone())]).await;
+            report::reconcile_failed(&ctx, &canary, &message).await;
+        });
+    }
     RequeueAction::requeue(delay)
 }
 
@@ -398,6 +426,10 @@ async fn reconcile(guard: Arc<DeserializeGuard<Canary>>, ctx: Arc<Context>) -> R
             return Ok(RequeueAction::await_change());
         }
     };
+    if std::env::var_os(TEST_HOOKS_ENV).is_some() && canary.annotations().contains_key(TEST_PANIC_ANNOTATION)
+    {
+        panic!("test hook {TEST_PANIC_ANNOTATION} on {}", canary.name_any());
+    }
     if canary.metadata.deletion_timestamp.is_some() {
         // Finalizing reads the target from the caches: never decide it is gone before they fill.
         if !ctx.caches_filled.load(std::sync::atomic::Ordering::Acquire) {

@@ -4,11 +4,10 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Event as CoreEvent, EventSource};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
     Api, Resource, ResourceExt,
-    api::{ObjectMeta, Patch, PatchParams, PostParams},
+    api::{Patch, PatchParams},
 };
 use serde_json::json;
 
@@ -21,119 +20,28 @@ use crate::{
     engine::{Decision, Event, Outcome, StatusUpdate},
 };
 
-/// How long a repeated event counts into the previous one (client-go's `EventCorrelator`).
-const EVENT_SERIES_WINDOW: Duration = Duration::from_secs(10 * 60);
-
-/// An Event serin recorded, for aggregating repeats: its name, its count and when it was last
-/// recorded.
-#[derive(Clone, Debug)]
-pub struct RecordedEvent {
-    name: String,
-    count: i32,
-    seen: std::time::Instant,
-}
-
-/// The key repeats share: the object, the type and the message (the reason is always `Synced`).
-pub type EventKey = (String, bool, String);
-
-/// What to do with an event, given the one recorded last with the same key: `None` creates a new
-/// Event, `Some` raises that one's count (as client-go aggregates repeats within ten minutes).
-fn repeat_of(previous: Option<&RecordedEvent>, now: std::time::Instant) -> Option<RecordedEvent> {
-    previous
-        .filter(|p| now.duration_since(p.seen) < EVENT_SERIES_WINDOW)
-        .map(|p| RecordedEvent {
-            count: p.count.saturating_add(1),
-            seen: now,
-            ..p.clone()
-        })
-}
-
 /// Records events on the Canary as Flagger does: core/v1 Events with reason `Synced` and source
 /// component `flagger`, one per message (so every step shows in `kubectl describe`); a message
 /// repeated within ten minutes raises the count and last timestamp of the Event it repeats, as
 /// client-go's recorder does. Failures to record are logged, never fatal.
 pub async fn events(ctx: &Context, canary: &Canary, events: &[Event]) {
     let ns = canary.namespace().unwrap_or_default();
-    let api: Api<CoreEvent> = Api::namespaced(ctx.client.clone(), &ns);
     let reference = canary.object_ref(&());
-    let uid = canary.uid().unwrap_or_default();
     for e in events {
         tracing::info!(canary = %format!("{}.{ns}", canary.name_any()), warning = e.warning, "{}", e.message);
-        let message: String = e.message.chars().take(1000).collect();
-        let key: EventKey = (uid.clone(), e.warning, message.clone());
-        let now = Time(jiff::Timestamp::now());
-        let seen = std::time::Instant::now();
-        let repeat = {
-            let series = ctx.event_series.lock().unwrap_or_else(|p| p.into_inner());
-            repeat_of(series.get(&key), seen)
-        };
-        let recorded = match repeat {
-            Some(repeat) => {
-                let patch = json!({"count": repeat.count, "lastTimestamp": now});
-                match api
-                    .patch(&repeat.name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                {
-                    Ok(_) => Some(repeat),
-                    // Gone (expired, deleted): record it anew.
-                    Err(_) => create_event(&api, canary, &reference, e, &message, &now).await,
-                }
-            }
-            None => create_event(&api, canary, &reference, e, &message, &now).await,
-        };
-        if let Some(recorded) = recorded {
-            let mut series = ctx.event_series.lock().unwrap_or_else(|p| p.into_inner());
-            series.retain(|_, r| seen.duration_since(r.seen) < EVENT_SERIES_WINDOW);
-            series.insert(key, recorded);
-        }
+        serin_runtime::events::record(
+            &ctx.client,
+            serin_runtime::events::EventRecord {
+                object: &reference,
+                component: "flagger",
+                reporting_component: "serin",
+                warning: e.warning,
+                reason: "Synced",
+                message: &e.message,
+            },
+        )
+        .await;
         send_event_webhooks(ctx, canary, e);
-    }
-}
-
-async fn create_event(
-    api: &Api<CoreEvent>,
-    canary: &Canary,
-    reference: &k8s_openapi::api::core::v1::ObjectReference,
-    e: &Event,
-    message: &str,
-    now: &Time,
-) -> Option<RecordedEvent> {
-    let name = format!(
-        "{}.{:x}",
-        canary.name_any(),
-        jiff::Timestamp::now().as_nanosecond() as u128 + u128::from(rand::random::<u16>())
-    );
-    let event = CoreEvent {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            namespace: canary.namespace(),
-            ..Default::default()
-        },
-        involved_object: reference.clone(),
-        reason: Some("Synced".into()),
-        message: Some(message.to_owned()),
-        type_: Some(if e.warning { "Warning" } else { "Normal" }.into()),
-        source: Some(EventSource {
-            component: Some("flagger".into()),
-            host: None,
-        }),
-        reporting_component: Some("serin".into()),
-        reporting_instance: Some(std::env::var("POD_NAME").unwrap_or_else(|_| "serin".into())),
-        count: Some(1),
-        first_timestamp: Some(now.clone()),
-        last_timestamp: Some(now.clone()),
-        ..Default::default()
-    };
-    match api.create(&PostParams::default(), &event).await {
-        Ok(_) => Some(RecordedEvent {
-            name,
-            count: 1,
-            seen: std::time::Instant::now(),
-        }),
-        Err(err) => {
-            tracing::warn!(error = %err, "recording an event failed");
-            None
-        }
     }
 }
 
@@ -250,6 +158,10 @@ pub fn next_status(
     }
     let time = Time(now);
     s.last_transition_time = Some(time.clone());
+    // A decision carried out: a failed reconcile is behind.
+    if let Some(conditions) = s.conditions.as_mut() {
+        conditions.retain(|c| c.type_ != CONDITION_RECONCILED);
+    }
     if let Some((status, message)) = s.phase.promoted_condition(kind) {
         let mut conditions = s.conditions.clone().unwrap_or_default();
         let reason = s.phase.as_str().to_owned();
@@ -281,6 +193,50 @@ pub fn next_status(
         s.conditions = Some(conditions);
     }
     s
+}
+
+/// serin's condition on a Canary whose reconcile failed unexpectedly (a panic): `False` with the
+/// error until a later decision is carried out.
+pub const CONDITION_RECONCILED: &str = "Reconciled";
+
+/// Records on the Canary's status that its reconcile failed with `message`. Failures to write
+/// are logged.
+pub async fn reconcile_failed(ctx: &Context, canary: &Canary, message: &str) {
+    let mut next = canary.status.clone().unwrap_or_default();
+    let mut conditions = next.conditions.take().unwrap_or_default();
+    conditions.retain(|c| c.type_ != CONDITION_RECONCILED);
+    let now = Time(jiff::Timestamp::now());
+    conditions.push(CanaryCondition {
+        type_: CONDITION_RECONCILED.into(),
+        status: "False".into(),
+        reason: "Panicked".into(),
+        message: Some(message.chars().take(1000).collect()),
+        last_update_time: Some(now.clone()),
+        last_transition_time: Some(now),
+    });
+    next.conditions = Some(conditions);
+    let api: Api<Canary> = Api::namespaced(ctx.client.clone(), &canary.namespace().unwrap_or_default());
+    match api
+        .patch_status(
+            &canary.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": next})),
+        )
+        .await
+    {
+        Ok(_) => {
+            if let Some(uid) = canary.metadata.uid.clone() {
+                ctx.written.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                    uid,
+                    (
+                        serde_json::to_value(&next).unwrap_or_default(),
+                        std::time::Instant::now(),
+                    ),
+                );
+            }
+        }
+        Err(err) => tracing::warn!(error = %err, "recording the failed reconcile in the status failed"),
+    }
 }
 
 /// Writes the status an update leads to through the status subresource; returns it.
@@ -395,25 +351,6 @@ pub async fn report(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_repeat_within_ten_minutes_raises_the_count_of_the_event_it_repeats() {
-        let t0 = std::time::Instant::now();
-        let first = RecordedEvent {
-            name: "podinfo.1".into(),
-            count: 1,
-            seen: t0,
-        };
-        let again = repeat_of(Some(&first), t0 + Duration::from_secs(2)).expect("aggregated");
-        assert_eq!((again.name.as_str(), again.count), ("podinfo.1", 2));
-        let third = repeat_of(Some(&again), t0 + Duration::from_secs(9 * 60)).expect("aggregated");
-        assert_eq!(third.count, 3, "the window runs from the last repeat");
-        assert!(
-            repeat_of(Some(&third), t0 + Duration::from_secs(20 * 60)).is_none(),
-            "a new Event after ten quiet minutes"
-        );
-        assert!(repeat_of(None, t0).is_none());
-    }
 
     #[test]
     fn promoted_condition_changes_only_with_status_or_reason() {

@@ -543,6 +543,26 @@ async fn broken_canaries_do_not_stall_a_healthy_one() {
         "{:?}",
         for_canary("unimplemented-provider")
     );
+    // A reconcile that panics is caught for its Canary and said on it.
+    assert!(
+        for_canary("panics")
+            .iter()
+            .any(|m| m == "reconcile panicked: test hook test.serin.dev/panic on panics"),
+        "{:?}",
+        for_canary("panics")
+    );
+    let panics = s.canaries().get("panics").await.expect("canary");
+    let condition = panics
+        .status
+        .and_then(|st| st.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "Reconciled")
+        .expect("a condition names the error");
+    assert_eq!(
+        (condition.status.as_str(), condition.reason.as_str()),
+        ("False", "Panicked")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -128,6 +128,7 @@ impl Scenario {
             .env("NO_PROXY", "127.0.0.1,localhost")
             .env("no_proxy", "127.0.0.1,localhost")
             .env("RUST_LOG", "info,kube=warn")
+            .env(serin::controller::TEST_HOOKS_ENV, "1")
             .env_remove("KUBERNETES_SERVICE_HOST")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -180,11 +181,12 @@ impl Scenario {
         }
     }
 
-    /// Events recorded on the Canary, oldest first.
+    /// Events recorded on the Canary, oldest first (by last occurrence), each message as many
+    /// times as its Event's count says it happened.
     pub fn events(&self) -> Vec<String> {
         let out = self.kubectl(&["-n", NS, "get", "events", "-o", "json"]);
         let v: serde_json::Value = serde_json::from_str(&out).expect("json");
-        let mut items: Vec<(String, String)> = v["items"]
+        let mut items: Vec<(String, String, usize)> = v["items"]
             .as_array()
             .into_iter()
             .flatten()
@@ -196,11 +198,15 @@ impl Scenario {
                         .unwrap_or_default()
                         .to_owned(),
                     e["message"].as_str().unwrap_or_default().to_owned(),
+                    e["count"].as_u64().unwrap_or(1).max(1) as usize,
                 )
             })
             .collect();
-        items.sort_by_key(|(rv, _)| rv.parse::<u64>().unwrap_or(0));
-        items.into_iter().map(|(_, n)| n).collect()
+        items.sort_by_key(|(rv, _, _)| rv.parse::<u64>().unwrap_or(0));
+        items
+            .into_iter()
+            .flat_map(|(_, message, count)| std::iter::repeat_n(message, count))
+            .collect()
     }
 }
 

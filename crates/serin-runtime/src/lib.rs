@@ -1,6 +1,7 @@
 //! Shared runtime of serin's controllers (`serin` and `serin-sync`): telemetry, the admin HTTP
 //! server, leader election on a Lease, the rustls crypto provider, shutdown signals, common
 //! command-line arguments, start-up (connection, CRD check, leadership), CRD files, Go durations,
+//! Events aggregated as client-go does,
 //! per-object retry backoff, taking over fields for server-side apply, structural-schema validation
 //! and kstatus health rules.
 #![forbid(unsafe_code)]
@@ -10,6 +11,7 @@ pub mod args;
 pub mod backoff;
 pub mod crd;
 pub mod duration;
+pub mod events;
 pub mod kstatus;
 pub mod leader;
 pub mod schema;

@@ -110,12 +110,16 @@ impl Context {
 pub enum Error {
     #[error("Kubernetes API error: {0}")]
     Kube(#[source] kube::Error),
+    /// The reconcile panicked; caught for this object alone.
+    #[error("reconcile panicked: {0}")]
+    Panicked(String),
 }
 
 impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Self::Kube(_) => "Kube",
+            Self::Panicked(_) => "Panicked",
         }
     }
 }
@@ -145,7 +149,8 @@ fn backoff_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     ObjectRef::from_obj(obj).to_string()
 }
 
-/// Runs `reconcile` and resets the object's retry delays when it succeeds.
+/// Runs `reconcile`, catching a panic (reported as a Warning event on the object), and resets
+/// the object's retry delays when it succeeds.
 async fn with_backoff_reset<K, F>(
     obj: Arc<K>,
     ctx: Arc<Context>,
@@ -155,8 +160,32 @@ where
     K: Resource<DynamicType = ()>,
     F: std::future::Future<Output = Result<Action, Error>>,
 {
+    use futures::FutureExt;
     let key = backoff_key(&*obj);
-    let result = reconcile(obj, ctx.clone()).await;
+    let reference = obj.object_ref(&());
+    // A panic is caught for this object alone: the others keep reconciling.
+    let result = std::panic::AssertUnwindSafe(reconcile(obj, ctx.clone()))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned());
+            Err(Error::Panicked(message))
+        });
+    if let Err(err @ Error::Panicked(_)) = &result {
+        events::record(
+            &ctx.client,
+            &reference,
+            "serin-sync",
+            true,
+            "ReconcilePanicked",
+            &err.to_string(),
+        )
+        .await;
+    }
     if result.is_ok() {
         ctx.backoffs.reset(&key);
     }
