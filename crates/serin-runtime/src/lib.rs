@@ -2,8 +2,8 @@
 //! server, leader election on a Lease, the rustls crypto provider, shutdown signals, common
 //! command-line arguments, start-up (connection, CRD check, leadership), CRD files, Go durations,
 //! Events aggregated as client-go does,
-//! per-object retry backoff, taking over fields for server-side apply, structural-schema validation
-//! and kstatus health rules.
+//! per-object retry backoff, taking over fields for server-side apply, label selectors,
+//! structural-schema validation and kstatus health rules.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -15,6 +15,7 @@ pub mod events;
 pub mod kstatus;
 pub mod leader;
 pub mod schema;
+pub mod selector;
 pub mod shutdown;
 pub mod ssa;
 pub mod startup;

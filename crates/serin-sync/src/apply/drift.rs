@@ -127,23 +127,16 @@ pub fn selects(selector: &Selector, object: &Value) -> bool {
             .is_none_or(|s| label_selects(s, &object["metadata"]["annotations"]))
 }
 
-/// Equality-based label selector terms: `k=v`, `k==v`, `k!=v`, `k`, `!k`.
+/// A label (or annotation) selector with the API server's full grammar; one that does not parse
+/// selects nothing (and is logged).
 fn label_selects(selector: &str, labels: &Value) -> bool {
-    selector
-        .split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .all(|term| {
-            if let Some((k, v)) = term.split_once("!=") {
-                labels[k.trim()].as_str() != Some(v.trim())
-            } else if let Some((k, v)) = term.split_once('=') {
-                labels[k.trim()].as_str() == Some(v.trim_start_matches('=').trim())
-            } else if let Some(k) = term.strip_prefix('!') {
-                labels[k].is_null()
-            } else {
-                !labels[term].is_null()
-            }
-        })
+    match serin_runtime::selector::LabelSelector::parse(selector) {
+        Ok(s) => s.matches(Some(labels)),
+        Err(e) => {
+            tracing::warn!(error = %e, "ignore rule selector selects nothing");
+            false
+        }
+    }
 }
 
 #[cfg(test)]
@@ -188,5 +181,29 @@ mod tests {
         );
         let other = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"}});
         assert!(ignored_paths(&[rule], &other).is_empty());
+    }
+
+    #[test]
+    fn set_based_selectors_select_as_the_api_server_does() {
+        let object = |env: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "labels": {"env": env}}});
+        let selects_env = |selector: &str, env: &str| {
+            selects(
+                &Selector {
+                    label_selector: Some(selector.into()),
+                    ..Default::default()
+                },
+                &object(env),
+            )
+        };
+        assert!(
+            selects_env("env in (a,b)", "b"),
+            "not split on the comma inside the set"
+        );
+        assert!(!selects_env("env in (a,b)", "c"));
+        assert!(selects_env("env notin (a,b)", "c"));
+        assert!(
+            !selects_env("env in (a", "a"),
+            "an unparsable selector selects nothing"
+        );
     }
 }

@@ -1,20 +1,10 @@
-//! Label and field selectors, with the API server's syntax. No I/O.
+//! Label and field selectors, with the API server's syntax (label selectors are serin-runtime's).
+//! No I/O.
 
 use serde_json::Value;
 
-#[derive(Clone, Debug, PartialEq)]
-enum Op {
-    Eq(String),
-    NotEq(String),
-    In(Vec<String>),
-    NotIn(Vec<String>),
-    Exists,
-    NotExists,
-}
-
-/// A parsed label selector (`app=x,tier!=db,env in (a,b),!legacy`).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct LabelSelector(Vec<(String, Op)>);
+/// Label selectors: serin-runtime's, with the API server's grammar.
+pub use serin_runtime::selector::LabelSelector;
 
 fn split_top_level(text: &str) -> Vec<String> {
     let mut parts = Vec::new();
@@ -38,62 +28,6 @@ fn split_top_level(text: &str) -> Vec<String> {
         .map(|p| p.trim().to_owned())
         .filter(|p| !p.is_empty())
         .collect()
-}
-
-fn set_values(text: &str) -> Result<Vec<String>, String> {
-    let inner = text
-        .trim()
-        .strip_prefix('(')
-        .and_then(|t| t.strip_suffix(')'))
-        .ok_or_else(|| format!("expected a parenthesised set, found {text:?}"))?;
-    Ok(inner
-        .split(',')
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
-        .collect())
-}
-
-impl LabelSelector {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let mut reqs = Vec::new();
-        for part in split_top_level(text) {
-            let req = if let Some(key) = part.strip_prefix('!') {
-                (key.trim().to_owned(), Op::NotExists)
-            } else if let Some((k, v)) = part.split_once(" notin ") {
-                (k.trim().to_owned(), Op::NotIn(set_values(v)?))
-            } else if let Some((k, v)) = part.split_once(" in ") {
-                (k.trim().to_owned(), Op::In(set_values(v)?))
-            } else if let Some((k, v)) = part.split_once("!=") {
-                (k.trim().to_owned(), Op::NotEq(v.trim().to_owned()))
-            } else if let Some((k, v)) = part.split_once("==") {
-                (k.trim().to_owned(), Op::Eq(v.trim().to_owned()))
-            } else if let Some((k, v)) = part.split_once('=') {
-                (k.trim().to_owned(), Op::Eq(v.trim().to_owned()))
-            } else {
-                (part.clone(), Op::Exists)
-            };
-            if req.0.is_empty() || req.0.contains(' ') {
-                return Err(format!("unable to parse requirement: {part:?}"));
-            }
-            reqs.push(req);
-        }
-        Ok(Self(reqs))
-    }
-
-    /// Whether an object with `labels` matches.
-    pub fn matches(&self, labels: Option<&Value>) -> bool {
-        self.0.iter().all(|(key, op)| {
-            let value = labels.and_then(|l| l.get(key)).and_then(Value::as_str);
-            match op {
-                Op::Eq(v) => value == Some(v.as_str()),
-                Op::NotEq(v) => value != Some(v.as_str()),
-                Op::In(vs) => value.is_some_and(|x| vs.iter().any(|v| v == x)),
-                Op::NotIn(vs) => !value.is_some_and(|x| vs.iter().any(|v| v == x)),
-                Op::Exists => value.is_some(),
-                Op::NotExists => value.is_none(),
-            }
-        })
-    }
 }
 
 /// A parsed field selector (`metadata.name=x,metadata.namespace!=y`); any dotted path of the

@@ -903,7 +903,7 @@ async fn serve_resource(
         ("GET", None) => {
             let watch = query.get("watch").is_some_and(|w| w == "true" || w == "1");
             let labels = LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))
-                .map_err(ApiError::bad_request)?;
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
             let fields = FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str))
                 .map_err(ApiError::bad_request)?;
             if watch {
@@ -1021,7 +1021,7 @@ async fn serve_resource(
         }
         ("DELETE", None) => {
             let labels = LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))
-                .map_err(ApiError::bad_request)?;
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
             let fields = FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str))
                 .map_err(ApiError::bad_request)?;
             let (items, rv, _, _) = store.list(
