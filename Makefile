@@ -2,7 +2,7 @@
 CARGO ?= cargo
 NEXTEST_PROFILE ?= default
 
-.PHONY: all build deps deps-base cluster test check fmt fmt-check clippy dup-check crds ci demo testbed bench
+.PHONY: all build deps deps-base cluster test check fmt fmt-check clippy dup-check crds ci demo testbed bench fuzz
 
 all: build
 
@@ -94,6 +94,12 @@ testbed:
 bench:
 	$(CARGO) bench -p serin-testbed --bench apiserver
 	$(CARGO) bench -p serin --bench controller
+
+## libFuzzer over serin's untrusted inputs (fuzz/fuzz_targets), FUZZ_SECONDS per target, seeded
+## from examples/; not part of CI. Installs cargo-fuzz and a nightly toolchain when missing.
+FUZZ_SECONDS ?= 60
+fuzz:
+	./scripts/fuzz.sh $(FUZZ_SECONDS)
 
 ## A full canary rollout on the local test bed (ARGS=--bad: a failing revision, rolled back).
 demo:
