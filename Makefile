@@ -2,7 +2,7 @@
 CARGO ?= cargo
 NEXTEST_PROFILE ?= default
 
-.PHONY: all build deps deps-base cluster test check fmt fmt-check clippy dup-check crds ci demo testbed bench fuzz
+.PHONY: all build deps deps-base cluster test check fmt fmt-check clippy dup-check crds ci demo testbed bench fuzz chaos
 
 all: build
 
@@ -100,6 +100,17 @@ bench:
 FUZZ_SECONDS ?= 60
 fuzz:
 	./scripts/fuzz.sh $(FUZZ_SECONDS)
+
+## The fault campaign (tests/e2e/chaos.rs) at full length: CHAOS_ROLLOUTS rollouts under API
+## faults, closed watches, Prometheus outages and CHAOS_KILLS SIGKILLs; its figures go into
+## docs/reliability.md. `make test` runs a short campaign.
+CHAOS_ROLLOUTS ?= 30
+CHAOS_KILLS ?= 20
+chaos: deps
+	PATH="$(CLUSTER_PATH):$$PATH" SERIN_CHAOS_ROLLOUTS=$(CHAOS_ROLLOUTS) SERIN_CHAOS_KILLS=$(CHAOS_KILLS) \
+		SERIN_CHAOS_REPORT=$(CURDIR)/target/chaos-report.md \
+		$(CARGO) test --test e2e chaos -- --nocapture
+	python3 scripts/record_chaos.py target/chaos-report.md docs/reliability.md
 
 ## A full canary rollout on the local test bed (ARGS=--bad: a failing revision, rolled back).
 demo:

@@ -1,5 +1,6 @@
 //! End-to-end tests of the canary controller on the test bed, with a real Prometheus.
 
+mod chaos;
 mod strategies;
 mod support;
 

@@ -44,7 +44,12 @@ impl Drop for Scenario {
 impl Scenario {
     /// Starts the test bed and applies the CRDs and the namespace.
     pub async fn start() -> Self {
-        let tb = Testbed::start_with(TestbedOptions::full())
+        Self::start_with(TestbedOptions::full()).await
+    }
+
+    /// [`Scenario::start`] on a test bed started with `options`.
+    pub async fn start_with(options: TestbedOptions) -> Self {
+        let tb = Testbed::start_with(options)
             .await
             .expect("test bed with Prometheus (apt-get install -y prometheus)");
         let client = tb.client();
@@ -110,7 +115,12 @@ impl Scenario {
 
     /// Starts `serin run` with more flags.
     pub fn start_serin_with(&mut self, flags: &[&str]) {
-        let log = std::fs::File::create(&self.log).expect("log file");
+        // Appended: the log of every run of the controller stays.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_serin"))
             .args([
                 "run",

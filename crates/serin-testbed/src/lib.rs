@@ -524,6 +524,12 @@ impl Testbed {
             .map(|_| ())
     }
 
+    /// How many injected faults are still waiting for a matching request (the emulator only).
+    pub async fn pending_faults(&self) -> anyhow::Result<usize> {
+        let answer = self.instrument("GET", "/testbed/faults", None).await?;
+        Ok(answer["faults"].as_array().map_or(0, Vec::len))
+    }
+
     /// Ends every open watch stream, as an API server restart or a load balancer would (the
     /// emulator only).
     pub async fn close_watches(&self) -> anyhow::Result<()> {

@@ -1,0 +1,290 @@
+//! The fault campaign: rollouts of good and bad revisions while the API server answers about 5%
+//! of requests with 409, 429, 500 or a slow answer, watches close, Prometheus goes away and
+//! comes back, and serin is killed with SIGKILL at random moments (with leader election for part
+//! of the campaign). Every good rollout must end Succeeded with the new primary, every bad one
+//! Failed with the old primary untouched, no weight step may be taken twice, no panic may appear
+//! in the logs, and a leader hand-over must complete within the lease duration plus one renewal.
+//!
+//! `make test` runs a short campaign; `make chaos` a long one (SERIN_CHAOS_ROLLOUTS,
+//! SERIN_CHAOS_KILLS) that writes its figures to SERIN_CHAOS_REPORT. Faults need the API
+//! emulator, so the campaign runs on it whatever SERIN_TESTBED_CLUSTER says.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Api;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use serin::api::CanaryPhase;
+use serin_testbed::{ClusterKind, TestbedOptions, apiserver::server::Fault};
+
+use crate::support::{NS, Scenario, phase, repo};
+
+/// A Lease's validity plus one renewal (client-go's 15 s and 2 s, serin's defaults).
+const HAND_OVER_LIMIT: Duration = Duration::from_secs(17);
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn primary_image(deployments: &Api<Deployment>) -> String {
+    deployments
+        .get("podinfo-primary")
+        .await
+        .ok()
+        .and_then(|d| d.spec)
+        .and_then(|s| s.template.spec)
+        .map(|p| p.containers[0].image.clone().unwrap_or_default())
+        .unwrap_or_default()
+}
+
+/// The writes serin makes at every step, which faults are injected into (one at a time: a fault
+/// waits for the next matching request, so piling them up would make a long outage). The test's
+/// own requests are left alone, and so is the Lease: a hand-over is measured against the Lease's
+/// timing, not against faults.
+const FAULTED: &[(&str, &str)] = &[
+    ("patch", "canaries"),
+    ("patch", "virtualservices"),
+    ("patch", "services"),
+    ("patch", "destinationrules"),
+    ("create", "events"),
+    ("patch", "events"),
+];
+
+/// One fault: an error (409, 429, 500) or an answer three seconds late.
+fn fault(rng: &mut StdRng) -> Fault {
+    let (verb, resource) = FAULTED[rng.random_range(0..FAULTED.len())];
+    let late = rng.random_range(0..5) == 0;
+    Fault {
+        verb: verb.into(),
+        resource: resource.into(),
+        count: 1,
+        status: if late {
+            0
+        } else {
+            [409, 429, 500][rng.random_range(0..3)]
+        },
+        delay_ms: if late { 3_000 } else { 0 },
+    }
+}
+
+/// Patches the target, retrying what an injected fault refused.
+fn patch_target(s: &Scenario, patch: &str) {
+    for attempt in 0.. {
+        let out =
+            s.tb.kubectl()
+                .args(["-n", NS, "patch", "deploy", "podinfo", "-p", patch])
+                .output()
+                .expect("kubectl runs");
+        if out.status.success() {
+            return;
+        }
+        assert!(attempt < 50, "{}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// How many times each "Advance ... weight N" step has been recorded so far.
+fn steps(s: &Scenario) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for e in s.events() {
+        if e.starts_with("Advance podinfo.test canary weight") {
+            *out.entry(e).or_default() += 1;
+        }
+    }
+    out
+}
+
+#[derive(Default)]
+struct Figures {
+    rollouts: usize,
+    good: usize,
+    bad: usize,
+    lost: Vec<String>,
+    faults: usize,
+    watch_closes: usize,
+    prometheus_outages: usize,
+    kills: usize,
+    hand_overs: Vec<Duration>,
+    longest_rollout: Duration,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollouts_survive_api_faults_and_kills() {
+    let rollouts = env_usize("SERIN_CHAOS_ROLLOUTS", 3);
+    let kills_wanted = env_usize("SERIN_CHAOS_KILLS", 3);
+    let mut rng = StdRng::seed_from_u64(env_usize("SERIN_CHAOS_SEED", 7) as u64);
+    let mut s = Scenario::start_with(TestbedOptions {
+        cluster: Some(ClusterKind::Emulator),
+        ..TestbedOptions::full()
+    })
+    .await;
+    let rules = std::fs::read_to_string(repo().join("charts/serin/files/rbac/leader-election.yaml"))
+        .expect("the chart's leader election rules");
+    s.tb.bind_cluster_role("serin-leader-election", &rules, "istio-system", "serin")
+        .await
+        .expect("leader election RBAC");
+    s.apply(&repo().join("examples/canary"));
+    let leader_flags = ["--leader-elect", "--leader-election-namespace", "default"];
+    s.start_serin_with(&leader_flags);
+    s.wait_canary("Initialized", Duration::from_secs(90), |c| {
+        phase(c) == CanaryPhase::Initialized
+    })
+    .await;
+
+    let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), NS);
+    let mut figures = Figures::default();
+    let mut leader_elect = true;
+    for i in 0..rollouts {
+        let good = i % 3 != 2;
+        let before = primary_image(&deployments).await;
+        let image = format!("ghcr.io/stefanprodan/podinfo:6.{}.{i}", if good { 1 } else { 9 });
+        let error_rate = if good { "null" } else { "\"0.5\"" };
+        let last_applied = s
+            .canaries()
+            .get("podinfo")
+            .await
+            .ok()
+            .and_then(|c| c.status)
+            .and_then(|st| st.last_applied_spec);
+        let steps_before = steps(&s);
+        patch_target(
+            &s,
+            &format!(
+                r#"{{"spec":{{"template":{{"metadata":{{"annotations":{{"testbed.serin.dev/error-rate":{error_rate}}}}},"spec":{{"containers":[{{"name":"podinfod","image":"{image}"}}]}}}}}}}}"#
+            ),
+        );
+        let started = Instant::now();
+        // Kills at random moments of this rollout, spread over the campaign.
+        let kills_here = (kills_wanted - figures.kills).div_ceil(rollouts - i);
+        let mut kill_at: Vec<Duration> = (0..kills_here)
+            .map(|_| Duration::from_millis(rng.random_range(500..12_000)))
+            .collect();
+        kill_at.sort();
+        let prometheus_outage = rng.random_range(0..3) == 0;
+        let deadline = started + Duration::from_secs(300);
+        let outcome = loop {
+            let c = s.canaries().get("podinfo").await.ok();
+            let st = c.as_ref().and_then(|c| c.status.clone()).unwrap_or_default();
+            let moved_on = st.last_applied_spec != last_applied;
+            if moved_on && matches!(st.phase, CanaryPhase::Succeeded | CanaryPhase::Failed) {
+                break Some(st.phase);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            // About one request of serin's in twenty fails or answers late; now and then every
+            // watch closes.
+            // One fault at a time: the next is injected once serin has met the previous one.
+            if rng.random_range(0..4) == 0
+                && s.tb.pending_faults().await.is_ok_and(|n| n == 0)
+                && s.tb.inject_fault(&fault(&mut rng)).await.is_ok()
+            {
+                figures.faults += 1;
+            }
+            if rng.random_range(0..40) == 0 && s.tb.close_watches().await.is_ok() {
+                figures.watch_closes += 1;
+            }
+            if kill_at.first().is_some_and(|at| started.elapsed() >= *at) {
+                kill_at.remove(0);
+                s.kill_serin();
+                figures.kills += 1;
+                let killed = Instant::now();
+                // Alternate: with leader election the next run waits for the dead leader's Lease.
+                leader_elect = !leader_elect;
+                if leader_elect {
+                    let log_before = s.log().matches("became leader").count();
+                    s.start_serin_with(&leader_flags);
+                    while s.log().matches("became leader").count() == log_before {
+                        assert!(killed.elapsed() < Duration::from_secs(60), "no new leader");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    figures.hand_overs.push(killed.elapsed());
+                } else {
+                    s.start_serin();
+                }
+            }
+            if prometheus_outage
+                && started.elapsed() > Duration::from_secs(5)
+                && figures.prometheus_outages <= i
+            {
+                s.tb.set_prometheus_reachable(false);
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                s.tb.set_prometheus_reachable(true);
+                figures.prometheus_outages += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let took = started.elapsed();
+        figures.longest_rollout = figures.longest_rollout.max(took);
+        figures.rollouts += 1;
+        let after = primary_image(&deployments).await;
+        let kept = match (good, outcome) {
+            (true, Some(CanaryPhase::Succeeded)) => after == image,
+            (false, Some(CanaryPhase::Failed)) => after == before,
+            _ => false,
+        };
+        if good {
+            figures.good += 1;
+        } else {
+            figures.bad += 1;
+        }
+        if !kept {
+            figures.lost.push(format!(
+                "rollout {i} ({}): {outcome:?}, primary {after:?} (before {before:?}, new {image:?})",
+                if good { "good" } else { "bad" }
+            ));
+        }
+        // Each weight step once per rollout.
+        for (step, count) in steps(&s) {
+            let earlier = steps_before.get(&step).copied().unwrap_or(0);
+            let taken = count.saturating_sub(earlier);
+            assert!(taken <= 1, "rollout {i}: {step} taken {taken} times");
+        }
+    }
+    s.tb.set_prometheus_reachable(true);
+
+    let log = s.log();
+    let panics = log.matches("panicked").count();
+    let longest_hand_over = figures.hand_overs.iter().max().copied().unwrap_or_default();
+    let report = format!(
+        "| rollouts (good / bad) | API faults injected | watches closed | Prometheus outages | SIGKILLs | leader hand-overs (longest) | rollouts lost | panics | longest rollout |\n|---|---|---|---|---|---|---|---|---|\n| {} ({} / {}) | {} | {} | {} | {} | {} ({:.1} s) | {} | {} | {:.0} s |\n",
+        figures.rollouts,
+        figures.good,
+        figures.bad,
+        figures.faults,
+        figures.watch_closes,
+        figures.prometheus_outages,
+        figures.kills,
+        figures.hand_overs.len(),
+        longest_hand_over.as_secs_f64(),
+        figures.lost.len(),
+        panics,
+        figures.longest_rollout.as_secs_f64(),
+    );
+    println!("{report}");
+    if let Ok(path) = std::env::var("SERIN_CHAOS_REPORT") {
+        std::fs::write(&path, &report).expect("the report");
+    }
+    assert!(
+        figures.lost.is_empty(),
+        "rollouts lost: {:#?}\n{}",
+        figures.lost,
+        crate::support::tail(&log, 60)
+    );
+    assert_eq!(panics, 0, "{}", crate::support::tail(&log, 60));
+    assert!(
+        longest_hand_over <= HAND_OVER_LIMIT,
+        "a hand-over took {longest_hand_over:?} (limit {HAND_OVER_LIMIT:?})"
+    );
+    assert!(
+        figures.kills >= kills_wanted.min(rollouts * 3),
+        "{} kills",
+        figures.kills
+    );
+}
