@@ -143,16 +143,7 @@ pub async fn act(
     match action {
         Action::EnsurePrimary => {
             if world.primary.is_none() {
-                sync_configs(ctx, canary, world).await?;
-                let object = primary_object(ctx, canary, world, false);
-                let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-                apply_deployment(
-                    ctx,
-                    &api,
-                    &format!("{}-primary", canary.spec.target_ref.name),
-                    &object,
-                )
-                .await?;
+                write_primary(ctx, canary, world, false).await?;
                 tracing::info!(canary = %format!("{}.{ns}", canary.metadata.name.as_deref().unwrap_or_default()), "Deployment {}-primary.{ns} created", canary.spec.target_ref.name);
             }
             ensure_primary_hpa(ctx, canary, false).await?;
@@ -224,21 +215,27 @@ pub async fn act(
             Ok(Vec::new())
         }
         Action::Promote => {
-            sync_configs(ctx, canary, world).await?;
-            let object = primary_object(ctx, canary, world, true);
-            let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-            apply_deployment(
-                ctx,
-                &api,
-                &format!("{}-primary", canary.spec.target_ref.name),
-                &object,
-            )
-            .await?;
+            write_primary(ctx, canary, world, true).await?;
             ensure_primary_hpa(ctx, canary, true).await?;
             Ok(Vec::new())
         }
         Action::PostRollout(phase) => Ok(super::checks::post_rollout(ctx, canary, *phase).await),
     }
+}
+
+/// The config copies, then the `-primary` Deployment (created, or promoted with `promotion`).
+async fn write_primary(ctx: &Context, canary: &Canary, world: &World, promotion: bool) -> Result<(), String> {
+    sync_configs(ctx, canary, world).await?;
+    let object = primary_object(ctx, canary, world, promotion);
+    let ns = canary.metadata.namespace.clone().unwrap_or_default();
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    apply_deployment(
+        ctx,
+        &api,
+        &format!("{}-primary", canary.spec.target_ref.name),
+        &object,
+    )
+    .await
 }
 
 fn primary_object(ctx: &Context, canary: &Canary, world: &World, promotion: bool) -> Value {

@@ -113,15 +113,6 @@ impl Error {
     }
 }
 
-/// The text of a caught panic.
-pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned())
-}
-
 /// The environment variable that enables test hooks (never set in production).
 pub const TEST_HOOKS_ENV: &str = "SERIN_TEST_HOOKS";
 /// With test hooks on, a Canary carrying this annotation makes its reconcile panic.
@@ -325,7 +316,7 @@ pub async fn run(
                 let result = std::panic::AssertUnwindSafe(reconcile(guard, ctx.clone()))
                     .catch_unwind()
                     .await
-                    .unwrap_or_else(|panic| Err(Error::Panicked(panic_message(&*panic))));
+                    .unwrap_or_else(|panic| Err(Error::Panicked(serin_runtime::panic_message(&*panic))));
                 if result.is_ok() {
                     ctx.backoffs.reset(&key);
                 }

@@ -167,14 +167,7 @@ where
     let result = std::panic::AssertUnwindSafe(reconcile(obj, ctx.clone()))
         .catch_unwind()
         .await
-        .unwrap_or_else(|panic| {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic without a message".to_owned());
-            Err(Error::Panicked(message))
-        });
+        .unwrap_or_else(|panic| Err(Error::Panicked(serin_runtime::panic_message(&*panic))));
     if let Err(err @ Error::Panicked(_)) = &result {
         events::record(
             &ctx.client,
