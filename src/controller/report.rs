@@ -248,13 +248,27 @@ pub async fn write_status(
     let old = canary.status.clone().unwrap_or_default();
     let next = next_status(&old, update, &canary.spec.target_ref.kind, jiff::Timestamp::now());
     let api: Api<Canary> = Api::namespaced(ctx.client.clone(), &canary.namespace().unwrap_or_default());
-    api.patch_status(
-        &canary.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": next})),
-    )
-    .await
-    .map_err(Error::Status)?;
+    // The decision's actions are already carried out: a transient failure is retried at once
+    // (three attempts), so that the status does not fall behind what was done.
+    let patch = Patch::Merge(json!({"status": next}));
+    let mut attempt = 0;
+    loop {
+        match api
+            .patch_status(&canary.name_any(), &PatchParams::default(), &patch)
+            .await
+        {
+            Ok(_) => break,
+            Err(kube::Error::Api(e)) if matches!(e.code, 404 | 422) => {
+                return Err(Error::Status(kube::Error::Api(e)));
+            }
+            Err(e) if attempt >= 2 => return Err(Error::Status(e)),
+            Err(e) => {
+                tracing::debug!(error = %e, attempt, "writing the status failed; retrying");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            }
+        }
+    }
     if let Some(uid) = canary.metadata.uid.clone() {
         ctx.written.lock().unwrap_or_else(|p| p.into_inner()).insert(
             uid,

@@ -677,6 +677,22 @@ fn progress(input: &Input, phase: CanaryPhase, routes: Routes) -> Decision {
     if input.status.failed_checks >= threshold {
         return rollback(input, Decision::default(), true);
     }
+    // The routing is back on the primary while the status says the canary had traffic: a
+    // rollback whose status write was lost (a fault, a crash), or traffic taken back by hand.
+    // Finish it as a rollback; starting over would take the first step a second time.
+    if phase == CanaryPhase::Progressing
+        && input.spec.deployment_strategy() == DeploymentStrategy::Canary
+        && routes.canary == 0
+        && !routes.mirrored
+        && input.status.canary_weight > 0
+    {
+        let d = Decision::default().event(Event::warning(format!(
+            "Traffic of {} is back on the primary while the canary had {}%: rolling back",
+            input.canary(),
+            input.status.canary_weight
+        )));
+        return rollback(input, d, false);
+    }
     let mirror = mirrored_analysis(input);
     let first_step = is_first_step(input, routes);
     // serin takes the first step as soon as the canary is ready; later ones one interval apart.

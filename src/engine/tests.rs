@@ -965,6 +965,32 @@ fn the_last_step_weight_wins_over_max_weight() {
 }
 
 #[test]
+fn routing_back_on_the_primary_mid_run_finishes_as_a_rollback() {
+    // A rollback set 100/0 and scaled the target down, but its status write was lost: the status
+    // still says Progressing at 10%.
+    let d = run(&spec(), &progressing(10, 1), &observed("rev2", 100, 0), &[]);
+    assert_eq!(phase(&d), Some(CanaryPhase::Failed));
+    assert_eq!(
+        messages(&d)[0],
+        "Traffic of podinfo.test is back on the primary while the canary had 10%: rolling back"
+    );
+    assert!(
+        !d.actions
+            .iter()
+            .any(|a| matches!(a, Action::SetRoutes(r) if r.canary > 0)),
+        "no step again"
+    );
+    // A run that has not taken a step yet starts as usual.
+    let d = run(
+        &spec(),
+        &progressing(0, 0),
+        &observed("rev2", 100, 0),
+        &[(Check::Analysis, passed())],
+    );
+    assert_eq!(d.actions, [routes(90, 10)]);
+}
+
+#[test]
 fn suspended_and_terminating_canaries_do_nothing() {
     let mut s = spec();
     s.suspend = Some(true);
