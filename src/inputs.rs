@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::{
     analysis::{self, prometheus, render},
     api::{AlertProvider, Canary, CanaryPhase, CanaryStatus, MetricTemplate},
-    engine::{self, Check, CheckResult, Event, Input, Observed, Readiness, Routes, build},
+    engine::{self, CheckResult, Event, Input, Observed, Readiness, Routes, build},
     validate::{self, Finding},
 };
 
@@ -152,11 +152,7 @@ fn decide_everywhere(canary: &Canary) {
                             CheckResult::Failed(events)
                         },
                     );
-                    if checks.len() > 8 {
-                        break;
-                    }
                 }
-                let _ = checks.get(&Check::Analysis);
             }
         }
     }
