@@ -26,7 +26,9 @@ pub fn repo() -> PathBuf {
 pub struct Scenario {
     pub tb: Testbed,
     pub client: Client,
-    serin: Option<Child>,
+    /// Running `serin run` processes by replica name (one unless a test runs standbys).
+    replicas: Vec<(String, Child)>,
+    started: usize,
     log: PathBuf,
     /// serin's kubeconfig: the chart's ServiceAccount under the chart's ClusterRoles.
     serin_kubeconfig: PathBuf,
@@ -34,10 +36,7 @@ pub struct Scenario {
 
 impl Drop for Scenario {
     fn drop(&mut self) {
-        if let Some(mut child) = self.serin.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.kill_serin();
     }
 }
 
@@ -84,7 +83,8 @@ impl Scenario {
         Self {
             tb,
             client,
-            serin: None,
+            replicas: Vec::new(),
+            started: 0,
             log,
             serin_kubeconfig,
         }
@@ -113,14 +113,16 @@ impl Scenario {
         self.start_serin_with(&[]);
     }
 
-    /// Starts `serin run` with more flags.
-    pub fn start_serin_with(&mut self, flags: &[&str]) {
+    /// Starts `serin run` with more flags; returns the replica's name (its `POD_NAME`).
+    pub fn start_serin_with(&mut self, flags: &[&str]) -> String {
         // Appended: the log of every run of the controller stays.
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .expect("log file");
+        self.started += 1;
+        let name = format!("serin-{}", self.started);
         let child = Command::new(env!("CARGO_BIN_EXE_serin"))
             .args([
                 "run",
@@ -139,21 +141,39 @@ impl Scenario {
             .env("no_proxy", "127.0.0.1,localhost")
             .env("RUST_LOG", "info,kube=warn")
             .env(serin::controller::TEST_HOOKS_ENV, "1")
+            .env("POD_NAME", &name)
             .env_remove("KUBERNETES_SERVICE_HOST")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("serin starts");
-        self.serin = Some(child);
+        self.replicas.push((name.clone(), child));
+        name
     }
 
-    /// Stops `serin run` (as a crash would: SIGKILL).
+    /// Stops every `serin run` (as a crash would: SIGKILL).
     pub fn kill_serin(&mut self) {
-        if let Some(mut child) = self.serin.take() {
+        for (_, mut child) in self.replicas.drain(..) {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Stops one replica (SIGKILL); whether it was running.
+    pub fn kill_replica(&mut self, name: &str) -> bool {
+        let Some(i) = self.replicas.iter().position(|(n, _)| n == name) else {
+            return false;
+        };
+        let (_, mut child) = self.replicas.remove(i);
+        let _ = child.kill();
+        let _ = child.wait();
+        true
+    }
+
+    /// The names of the running replicas.
+    pub fn replicas(&self) -> Vec<String> {
+        self.replicas.iter().map(|(n, _)| n.clone()).collect()
     }
 
     /// The controller's log so far.

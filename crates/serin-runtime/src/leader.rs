@@ -102,6 +102,14 @@ pub fn still_leading(since_renewal: Duration, timing: &LeaseTiming) -> bool {
     since_renewal < timing.renew_deadline
 }
 
+/// The outcome of one round of the election.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Round {
+    Leading,
+    /// Another holder has the Lease: look again after this long.
+    Waiting(Duration),
+}
+
 /// Runs the election for one identity on one Lease.
 #[derive(Clone, Debug)]
 pub struct LeaderElector {
@@ -134,7 +142,7 @@ impl LeaderElector {
         let mut last_renewal: Option<Instant> = None;
         loop {
             let wait = match self.step(&mut observed).await {
-                Ok(true) => {
+                Ok(Round::Leading) => {
                     last_renewal = Some(Instant::now());
                     if !*leading.borrow() {
                         tracing::info!(lease = %self.name, identity = %self.identity, "became leader");
@@ -142,9 +150,12 @@ impl LeaderElector {
                     leading.send_replace(true);
                     self.timing.retry_period
                 }
-                Ok(false) => {
+                Ok(Round::Waiting(wait)) => {
                     self.lose(&leading, "another holder has the lease");
-                    self.timing.retry_period
+                    // Look again when the observed Lease expires if that comes before the next
+                    // retry: a dead leader is replaced within the lease duration of the last
+                    // renewal this candidate saw.
+                    wait
                 }
                 Err(err) => {
                     tracing::warn!(lease = %self.name, error = %err, "leader election request failed");
@@ -176,8 +187,8 @@ impl LeaderElector {
         leading.send_replace(false);
     }
 
-    /// One round: returns whether we hold the Lease afterwards.
-    async fn step(&self, observed: &mut Option<(LeaseRecord, Instant)>) -> Result<bool, kube::Error> {
+    /// One round: whether we hold the Lease afterwards, and if not, when to look again.
+    async fn step(&self, observed: &mut Option<(LeaseRecord, Instant)>) -> Result<Round, kube::Error> {
         let lease = self.api.get_opt(&self.name).await?;
         let record = lease.as_ref().map(LeaseRecord::from_lease);
         let now = Instant::now();
@@ -189,8 +200,9 @@ impl LeaderElector {
             }
             (None, _) => Duration::ZERO,
         };
+        let lost = Round::Waiting(self.timing.retry_period);
         match decide(record.as_ref(), &self.identity, observed_for, &self.timing) {
-            LeaseAction::Wait(_) => Ok(false),
+            LeaseAction::Wait(wait) => Ok(Round::Waiting(wait)),
             LeaseAction::Create => {
                 let lease = Lease {
                     metadata: ObjectMeta {
@@ -200,8 +212,8 @@ impl LeaderElector {
                     spec: Some(self.spec(None, true)),
                 };
                 match self.api.create(&PostParams::default(), &lease).await {
-                    Ok(_) => Ok(true),
-                    Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+                    Ok(_) => Ok(Round::Leading),
+                    Err(kube::Error::Api(e)) if e.code == 409 => Ok(lost),
                     Err(e) => Err(e),
                 }
             }
@@ -218,8 +230,8 @@ impl LeaderElector {
                 lease.spec = Some(spec);
                 // replace carries the resourceVersion: a concurrent writer makes this a 409.
                 match self.api.replace(&self.name, &PostParams::default(), &lease).await {
-                    Ok(_) => Ok(true),
-                    Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+                    Ok(_) => Ok(Round::Leading),
+                    Err(kube::Error::Api(e)) if e.code == 409 => Ok(lost),
                     Err(e) => Err(e),
                 }
             }

@@ -152,7 +152,9 @@ impl Leadership {
 }
 
 /// With `--leader-elect`, campaigns for the Lease `lease` and waits until this replica holds it;
-/// the identity is `POD_NAME`, else `HOSTNAME`, else `<process>-<pid>`, and the Lease lives in
+/// the identity is `POD_NAME`, else `HOSTNAME`, else `<process>-<pid>`, followed by `_` and a
+/// random suffix (as client-go's callers do: two replicas sharing a host name must not take each
+/// other for the holder), and the Lease lives in
 /// `--leader-election-namespace`, else `POD_NAMESPACE`, else `default`. Without the flag it
 /// returns at once. `None` means shutdown came first.
 ///
@@ -178,6 +180,7 @@ pub async fn lead(
     let identity = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| format!("{process}-{}", std::process::id()));
+    let identity = format!("{identity}_{:08x}", rand::random::<u32>());
     let elector = LeaderElector::new(
         client.clone(),
         &namespace,
