@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Runs every libFuzzer target of fuzz/ for SECONDS each, with corpora seeded from the project's
+# Runs every libFuzzer target of fuzz/ (or those FUZZ_TARGETS names) for SECONDS each, with corpora seeded from the project's
 # examples, and prints each target's executions, corpus size and crashes (a crash stops the run
 # and leaves its input under fuzz/artifacts/<target>/). Usage: scripts/fuzz.sh [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-60}"
-targets=(canary metric_template alert_provider template_query duration prometheus_response)
+targets=(canary metric_template alert_provider template_query duration prometheus_response
+  sync_kustomization sync_git_repository sync_kustomization_file sync_kustomize_output source_ignore
+  emulator_requests)
+if [ -n "${FUZZ_TARGETS:-}" ]; then
+  read -r -a targets <<<"$FUZZ_TARGETS"
+fi
 
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
   cargo install --locked cargo-fuzz
@@ -20,16 +25,38 @@ mkdir -p "$corpus"
 python3 - "$corpus" <<'PY'
 import os, sys, hashlib, pathlib
 corpus = pathlib.Path(sys.argv[1])
-kinds = {"Canary": "canary", "MetricTemplate": "metric_template", "AlertProvider": "alert_provider"}
-seeds = {t: [] for t in ["canary", "metric_template", "alert_provider", "template_query", "duration", "prometheus_response"]}
+kinds = {
+    "Canary": "canary", "MetricTemplate": "metric_template", "AlertProvider": "alert_provider",
+    "Kustomization": "sync_kustomization", "GitRepository": "sync_git_repository",
+}
+seeds = {t: [] for t in [
+    "canary", "metric_template", "alert_provider", "template_query", "duration", "prometheus_response",
+    "sync_kustomization", "sync_git_repository", "sync_kustomization_file", "sync_kustomize_output",
+    "source_ignore", "emulator_requests",
+]}
 for root in ["examples", "tests/e2e/fixtures"]:
     for path in pathlib.Path(root).rglob("*.y*ml"):
-        for doc in path.read_text().split("\n---"):
+        text = path.read_text()
+        if path.name == "kustomization.yaml":
+            seeds["sync_kustomization_file"].append(text)
+        elif "apiVersion:" in text:
+            seeds["sync_kustomize_output"].append(text)
+        for doc in text.split("\n---"):
             for kind, target in kinds.items():
                 if f"kind: {kind}\n" in doc:
                     seeds[target].append(doc)
                     if kind == "MetricTemplate" and "query:" in doc:
                         seeds["template_query"].append(doc.split("query:", 1)[1])
+for path in pathlib.Path("examples").rglob(".sourceignore"):
+    seeds["source_ignore"].append(path.read_text())
+seeds["source_ignore"] += ["*.md\n!README.md\n/docs/\n**/testdata\n", "[a-z]*.yaml\n\\#x\n"]
+seeds["emulator_requests"] += [
+    "GET /api/v1/namespaces/test/configmaps?labelSelector=app%3Dc&limit=1\n\n",
+    "PATCH /apis/apps/v1/namespaces/test/deployments/d?fieldManager=f\napplication/apply-patch+yaml\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\nspec:\n  replicas: 2\n",
+    "PATCH /api/v1/namespaces/test/configmaps/c\napplication/json-patch+json\n[{\"op\":\"add\",\"path\":\"/data/x\",\"value\":\"1\"}]\n===\nGET /api/v1/namespaces/test/configmaps/c\n\n",
+    "PATCH /apis/apps/v1/namespaces/test/deployments/d\napplication/strategic-merge-patch+json\n{\"spec\":{\"template\":{\"spec\":{\"containers\":[{\"name\":\"c\",\"image\":\"y\"}]}}}}",
+    "GET /api/v1/namespaces/test/configmaps\napplication/json;as=Table;v=v1;g=meta.k8s.io\n",
+]
 seeds["duration"] += ["1m", "30s", "1h30m", "1.5h", "500ms", "0", "2562047h"]
 seeds["prometheus_response"] += [
     '{"resultType":"vector","result":[{"metric":{},"value":[1.0,"99.5"]}]}',

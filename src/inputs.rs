@@ -18,7 +18,7 @@ use crate::{
 /// A Canary document: decoded, validated, and when it would run, built and decided in every
 /// phase with every check result. `Err` is the decoding error; `Ok` the findings.
 pub fn canary_document(text: &str) -> Result<Vec<Finding>, String> {
-    let canary: Canary = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+    let canary: Canary = serin_runtime::yaml::from_str(text)?;
     let findings = validate::canary(&canary.spec, "istio");
     if findings.iter().any(Finding::blocks_run) {
         return Ok(findings);
@@ -160,14 +160,14 @@ fn decide_everywhere(canary: &Canary) {
 
 /// A MetricTemplate document, decoded and validated; its query rendered with a model.
 pub fn metric_template_document(text: &str) -> Result<Vec<Finding>, String> {
-    let template: MetricTemplate = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+    let template: MetricTemplate = serin_runtime::yaml::from_str(text)?;
     let _ = template_query(&template.spec.query);
     Ok(validate::metric_template(&template.spec))
 }
 
 /// An AlertProvider document, decoded and validated.
 pub fn alert_provider_document(text: &str) -> Result<Vec<Finding>, String> {
-    let provider: AlertProvider = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+    let provider: AlertProvider = serin_runtime::yaml::from_str(text)?;
     Ok(validate::alert_provider(&provider.spec))
 }
 

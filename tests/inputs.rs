@@ -3,10 +3,11 @@
 //! mutation, each of which must give a value or a rejection that names the field or position,
 //! never a panic. `make fuzz` runs the same entry points under libFuzzer for longer.
 
-use std::{panic::AssertUnwindSafe, path::Path};
+use std::path::Path;
 
-use rand::{Rng, SeedableRng, rngs::StdRng};
+use rand::Rng;
 use serin::inputs;
+use serin_testbed::property::{mutate_one, pass, pieces};
 
 /// Values that have broken parsers before: overflows, signs, YAML's special scalars, templates.
 const INTERESTING: &[&str] = &[
@@ -69,71 +70,6 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 /// A mutation of one of `seeds`.
-fn mutate_one(rng: &mut StdRng, seeds: &[String]) -> String {
-    let seed = &seeds[rng.random_range(0..seeds.len())];
-    mutate(rng, seed)
-}
-
-/// One mutation of `seed`: a scalar replaced by an interesting value, a line dropped or
-/// repeated, a byte changed, or the text cut short.
-fn mutate(rng: &mut StdRng, seed: &str) -> String {
-    let mut lines: Vec<String> = seed.lines().map(str::to_owned).collect();
-    if lines.is_empty() {
-        return seed.to_owned();
-    }
-    for _ in 0..rng.random_range(1..4) {
-        let i = rng.random_range(0..lines.len());
-        match rng.random_range(0..6) {
-            0 | 1 => {
-                if let Some(at) = lines[i].find(": ") {
-                    let value = INTERESTING[rng.random_range(0..INTERESTING.len())];
-                    lines[i] = format!("{}: {value}", &lines[i][..at]);
-                }
-            }
-            2 if lines.len() > 1 => {
-                lines.remove(i);
-            }
-            3 => {
-                let line = lines[i].clone();
-                lines.insert(i, line);
-            }
-            4 => {
-                let mut bytes = lines[i].clone().into_bytes();
-                if !bytes.is_empty() {
-                    let j = rng.random_range(0..bytes.len());
-                    const BYTES: &[u8] = b" :-[]{}#&*!|>'\"%@`0123456789";
-                    bytes[j] = BYTES[rng.random_range(0..BYTES.len())];
-                }
-                lines[i] = String::from_utf8_lossy(&bytes).into_owned();
-            }
-            _ => lines.truncate(i.max(1)),
-        }
-    }
-    lines.join("\n") + "\n"
-}
-
-/// Runs `check` on `cases` inputs; a panic fails the test naming the input.
-fn pass(
-    name: &str,
-    cases: usize,
-    mut generate: impl FnMut(&mut StdRng) -> String,
-    check: impl Fn(&str),
-) -> usize {
-    let mut rng = StdRng::seed_from_u64(0x5e41_u64 ^ name.len() as u64);
-    for _ in 0..cases {
-        let input = generate(&mut rng);
-        if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| check(&input))) {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_default();
-            panic!("{name}: {message}\n--- input ---\n{input}");
-        }
-    }
-    cases
-}
-
 fn document_check(result: Result<Vec<serin::validate::Finding>, String>) {
     match result {
         Ok(findings) => {
@@ -162,7 +98,7 @@ fn no_input_panics_and_every_rejection_names_its_place() {
     total += pass(
         "Canary",
         5000,
-        |rng| mutate_one(rng, &canaries),
+        |rng| mutate_one(rng, &canaries, INTERESTING),
         |text| {
             let result = inputs::canary_document(text);
             let ran = matches!(&result, Ok(f) if !f.iter().any(serin::validate::Finding::blocks_run));
@@ -178,14 +114,14 @@ fn no_input_panics_and_every_rejection_names_its_place() {
     total += pass(
         "MetricTemplate",
         1500,
-        |rng| mutate_one(rng, &templates),
+        |rng| mutate_one(rng, &templates, INTERESTING),
         |text| document_check(inputs::metric_template_document(text)),
     );
     let providers = examples("AlertProvider");
     total += pass(
         "AlertProvider",
         1000,
-        |rng| mutate_one(rng, &providers),
+        |rng| mutate_one(rng, &providers, INTERESTING),
         |text| document_check(inputs::alert_provider_document(text)),
     );
     let queries = [
@@ -214,14 +150,13 @@ fn no_input_panics_and_every_rejection_names_its_place() {
         "duration",
         2000,
         |rng| {
-            let len = rng.random_range(0..12);
-            (0..len)
-                .map(|_| {
-                    [
-                        "0", "1", "9", ".", "h", "m", "s", "ms", "us", "µs", "ns", "-", "+", " ", "d",
-                    ][rng.random_range(0..15)]
-                })
-                .collect()
+            pieces(
+                rng,
+                &[
+                    "0", "1", "9", ".", "h", "m", "s", "ms", "us", "µs", "ns", "-", "+", " ", "d",
+                ],
+                12,
+            )
         },
         |text| {
             let _ = inputs::duration(text);

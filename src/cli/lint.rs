@@ -202,7 +202,7 @@ fn lint_text(file: &Path, text: &str, mesh_provider: &str, schemas: &Schemas, re
                     file: file.to_owned(),
                     object: format!("document {number}"),
                     path: String::new(),
-                    message: format!("invalid YAML: {err}"),
+                    message: format!("invalid YAML: {}", serin_runtime::yaml::describe(&err)),
                 });
                 // The parser cannot resynchronise after a syntax error.
                 return;

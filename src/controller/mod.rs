@@ -80,6 +80,8 @@ pub struct Context {
     /// Retry delays of the Canaries whose last reconcile failed (by UID).
     pub backoffs: serin_runtime::backoff::Backoffs,
     pub insecure_http: reqwest::Client,
+    /// Test hooks on (`SERIN_TEST_HOOKS`; never in production).
+    pub test_hooks: bool,
 }
 
 impl std::fmt::Debug for Context {
@@ -113,10 +115,7 @@ impl Error {
     }
 }
 
-/// The environment variable that enables test hooks (never set in production).
-pub const TEST_HOOKS_ENV: &str = "SERIN_TEST_HOOKS";
-/// With test hooks on, a Canary carrying this annotation makes its reconcile panic.
-pub const TEST_PANIC_ANNOTATION: &str = "test.serin.dev/panic";
+pub use serin_runtime::hooks::{TEST_HOOKS_ENV, TEST_PANIC_ANNOTATION};
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
@@ -216,6 +215,7 @@ pub async fn run(
         written: Default::default(),
         deployment_generations: Default::default(),
         backoffs: Default::default(),
+        test_hooks: serin_runtime::hooks::enabled_by_env(),
     });
 
     // Which Canaries a change concerns.
@@ -417,10 +417,7 @@ async fn reconcile(guard: Arc<DeserializeGuard<Canary>>, ctx: Arc<Context>) -> R
             return Ok(RequeueAction::await_change());
         }
     };
-    if std::env::var_os(TEST_HOOKS_ENV).is_some() && canary.annotations().contains_key(TEST_PANIC_ANNOTATION)
-    {
-        panic!("test hook {TEST_PANIC_ANNOTATION} on {}", canary.name_any());
-    }
+    serin_runtime::hooks::panic_if_asked(ctx.test_hooks, "Canary", &canary.metadata);
     if canary.metadata.deletion_timestamp.is_some() {
         // Finalizing reads the target from the caches: never decide it is gone before they fill.
         if !ctx.caches_filled.load(std::sync::atomic::Ordering::Acquire) {

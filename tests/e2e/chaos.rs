@@ -142,7 +142,7 @@ async fn holder(leases: &Api<Lease>) -> Option<(String, jiff::Timestamp)> {
 /// last leader left behind).
 async fn kill(s: &mut Scenario, leases: &Api<Lease>, figures: &mut Figures) {
     figures.kills += 1;
-    let pair_next = (figures.kills / 3) % 2 == 0;
+    let pair_next = (figures.kills / 3).is_multiple_of(2);
     let leading = if s.replicas().len() == 2 {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {

@@ -548,7 +548,7 @@ async fn broken_canaries_do_not_stall_a_healthy_one() {
     assert!(
         for_canary("panics")
             .iter()
-            .any(|m| m == "reconcile panicked: test hook test.serin.dev/panic on panics"),
+            .any(|m| m == "reconcile panicked: test hook test.serin.dev/panic on Canary panics"),
         "{:?}",
         for_canary("panics")
     );

@@ -12,6 +12,7 @@ pub mod backoff;
 pub mod crd;
 pub mod duration;
 pub mod events;
+pub mod hooks;
 pub mod kstatus;
 pub mod leader;
 pub mod schema;
@@ -21,6 +22,7 @@ pub mod ssa;
 pub mod startup;
 pub mod telemetry;
 pub mod tls;
+pub mod yaml;
 
 pub use startup::error_chain;
 

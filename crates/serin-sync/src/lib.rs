@@ -8,4 +8,5 @@ pub mod apply;
 pub mod build;
 pub mod cli;
 pub mod controller;
+pub mod inputs;
 pub mod source;

@@ -1,17 +1,13 @@
-//! The property pass over serin-sync's untrusted inputs: Kustomization and GitRepository
-//! documents from the project's GitOps example, mutated, through decoding, the unsupported-field
-//! checks, durations and timeouts; `postBuild` substitution; `.sourceignore` patterns. Thousands
-//! of generated inputs, none may panic.
+//! The property pass over serin-sync's untrusted inputs (`serin_sync::inputs`, the entry points
+//! `make fuzz` feeds to libFuzzer): Kustomization and GitRepository documents and kustomization
+//! files from the project's GitOps example, mutated; kustomize output through `postBuild`
+//! substitution; `.sourceignore` patterns. Thousands of generated inputs: none may panic, and
+//! every rejection names its field, file or position.
 
-use std::{collections::BTreeMap, panic::AssertUnwindSafe, path::Path};
+use std::{collections::BTreeMap, path::Path};
 
-use rand::{Rng, SeedableRng, rngs::StdRng};
-use serin_sync::{
-    api::{GitRepository, Kustomization},
-    build::substitute,
-    controller::status,
-    source::ignore::Matcher,
-};
+use serin_sync::{build::substitute, inputs};
+use serin_testbed::property::{mutate, mutate_one, pass, pieces};
 
 const INTERESTING: &[&str] = &[
     "99999999999999999999m",
@@ -30,7 +26,8 @@ const INTERESTING: &[&str] = &[
     "true",
 ];
 
-fn documents(kind: &str) -> Vec<String> {
+/// The YAML files of the project's GitOps example.
+fn example_files() -> Vec<(std::path::PathBuf, String)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/gitops");
     let mut out = Vec::new();
     let mut dirs = vec![root];
@@ -41,107 +38,107 @@ fn documents(kind: &str) -> Vec<String> {
                 dirs.push(path);
             } else if path.extension().is_some_and(|e| e == "yaml") {
                 let text = std::fs::read_to_string(&path).unwrap_or_default();
-                out.extend(
-                    text.split("\n---")
-                        .filter(|d| d.contains(&format!("kind: {kind}\n")))
-                        .map(|d| d.trim_start_matches('\n').to_owned()),
-                );
+                out.push((path, text));
             }
         }
     }
+    out
+}
+
+/// The documents of one kind in the example.
+fn documents(kind: &str) -> Vec<String> {
+    let out: Vec<String> = example_files()
+        .into_iter()
+        .flat_map(|(_, text)| {
+            text.split("\n---")
+                .filter(|d| d.contains(&format!("kind: {kind}\n")))
+                .map(|d| d.trim_start_matches('\n').to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
     assert!(!out.is_empty(), "no {kind} in examples/gitops");
     out
 }
 
-fn mutate(rng: &mut StdRng, seeds: &[String]) -> String {
-    let seed = &seeds[rng.random_range(0..seeds.len())];
-    let mut lines: Vec<String> = seed.lines().map(str::to_owned).collect();
-    for _ in 0..rng.random_range(1..4) {
-        let i = rng.random_range(0..lines.len().max(1));
-        if i >= lines.len() {
-            break;
-        }
-        match rng.random_range(0..4) {
-            0 | 1 => {
-                if let Some(at) = lines[i].find(": ") {
-                    lines[i] = format!(
-                        "{}: {}",
-                        &lines[i][..at],
-                        INTERESTING[rng.random_range(0..INTERESTING.len())]
-                    );
-                }
-            }
-            2 if lines.len() > 1 => {
-                lines.remove(i);
-            }
-            _ => {
-                let line = lines[i].clone();
-                lines.insert(i, line);
-            }
-        }
-    }
-    lines.join("\n") + "\n"
+/// The example's kustomization files, and one that tries every field the fence checks.
+fn kustomization_files() -> Vec<String> {
+    let mut out: Vec<String> = example_files()
+        .into_iter()
+        .filter(|(path, _)| path.file_name().is_some_and(|n| n == "kustomization.yaml"))
+        .map(|(_, text)| text)
+        .collect();
+    assert!(!out.is_empty(), "no kustomization.yaml in examples/gitops");
+    out.push(
+        "resources:\n- base\n- https://example.com/x.yaml\ncomponents:\n- ../components/a\npatches:\n- path: patch.yaml\nconfigMapGenerator:\n- name: c\n  files:\n  - key=conf/app.toml\n  envs:\n  - app.env\nsecretGenerator:\n- name: s\n  env: s.env\nopenapi:\n  path: schema.json\n"
+            .to_owned(),
+    );
+    out
 }
 
-fn pass(
-    name: &str,
-    cases: usize,
-    mut generate: impl FnMut(&mut StdRng) -> String,
-    check: impl Fn(&str),
-) -> usize {
-    let mut rng = StdRng::seed_from_u64(0x5e41 ^ name.len() as u64);
-    for _ in 0..cases {
-        let input = generate(&mut rng);
-        if std::panic::catch_unwind(AssertUnwindSafe(|| check(&input))).is_err() {
-            panic!("{name} panicked on\n{input}");
-        }
+/// Whether a rejection names the field, file or position it is about.
+fn names_its_place(message: &str) -> bool {
+    message.contains(" at line ")
+        || message.contains('`')
+        || message.starts_with("spec.")
+        || message.contains("unsupported field '")
+        || message.starts_with("file '")
+}
+
+fn rejection(result: Result<(), String>) {
+    if let Err(message) = result {
+        assert!(
+            names_its_place(&message),
+            "the rejection names its place: {message}"
+        );
     }
-    cases
 }
 
 #[test]
-fn no_input_panics() {
+fn no_input_panics_and_every_rejection_names_its_place() {
     let mut total = 0;
     let kustomizations = documents("Kustomization");
     total += pass(
         "Kustomization",
         2000,
-        |rng| mutate(rng, &kustomizations),
-        |text| {
-            if let Ok(ks) = serde_yaml::from_str::<Kustomization>(text) {
-                let _ = status::unsupported_kustomization_field(&ks.spec);
-                let _ = status::kustomization_timeout(&ks.spec);
-                let _ = status::parse_duration(&ks.spec.interval);
-            }
-        },
+        |rng| mutate_one(rng, &kustomizations, INTERESTING),
+        |text| rejection(inputs::kustomization_document(text)),
     );
     let repositories = documents("GitRepository");
     total += pass(
         "GitRepository",
         1000,
-        |rng| mutate(rng, &repositories),
+        |rng| mutate_one(rng, &repositories, INTERESTING),
+        |text| rejection(inputs::git_repository_document(text)),
+    );
+    let files = kustomization_files();
+    total += pass(
+        "kustomization.yaml",
+        1500,
+        |rng| mutate_one(rng, &files, INTERESTING),
+        |text| rejection(inputs::kustomization_file(text).map(drop)),
+    );
+    total += pass(
+        "kustomize output",
+        1000,
+        |rng| {
+            let seed = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: ${cluster}\ndata:\n  replicas: \"${replicas:=2}\"\n  escaped: $${kept}\n";
+            mutate(rng, seed, INTERESTING)
+        },
         |text| {
-            if let Ok(repo) = serde_yaml::from_str::<GitRepository>(text) {
-                let _ = status::unsupported_source_field(&repo.spec);
-                let _ = status::parse_duration(&repo.spec.interval);
-                if let Some(ignore) = &repo.spec.ignore {
-                    let m = Matcher::flux(&[(Vec::new(), ignore.clone())]);
-                    let _ = m.is_ignored(&["apps".into(), "x.yaml".into()], false);
-                }
-            }
+            let _ = inputs::built_objects(text);
         },
     );
     total += pass(
         "postBuild substitution",
         1500,
         |rng| {
-            (0..rng.random_range(0..24))
-                .map(|_| {
-                    [
-                        "$", "{", "}", "$$", "a", ":=", ":-", "=", "\n", "${a}", "${b:=x}", " ",
-                    ][rng.random_range(0..12)]
-                })
-                .collect()
+            pieces(
+                rng,
+                &[
+                    "$", "{", "}", "$$", "a", ":=", ":-", "=", "\n", "${a}", "${b:=x}", " ",
+                ],
+                24,
+            )
         },
         |text| {
             let vars = BTreeMap::from([("a".to_owned(), "1".to_owned())]);
@@ -154,22 +151,17 @@ fn no_input_panics() {
         ".sourceignore",
         500,
         |rng| {
-            (0..rng.random_range(0..6))
-                .map(|_| {
-                    [
-                        "*", "**", "/", "!", "\\", "[", "]", "a", "?", "#", "\n", ".yaml", "[!a-z]", "{a,b}",
-                    ][rng.random_range(0..14)]
-                })
-                .collect()
+            pieces(
+                rng,
+                &[
+                    "*", "**", "/", "!", "\\", "[", "]", "a", "?", "#", "\n", ".yaml", "[!a-z]", "{a,b}",
+                ],
+                6,
+            )
         },
         |text| {
-            let m = Matcher::flux(&[
-                (Vec::new(), text.to_owned()),
-                (vec!["apps".into()], text.to_owned()),
-            ]);
-            let _ = m.is_ignored(&["apps".into(), "a.yaml".into()], false);
-            let _ = m.is_ignored(&["apps".into()], true);
+            let _ = inputs::source_ignore(text);
         },
     );
-    assert!(total >= 5000, "{total} cases");
+    assert!(total >= 7000, "{total} cases");
 }

@@ -20,6 +20,7 @@ pub mod loadtester;
 pub mod mesh;
 pub mod network;
 pub mod prometheus;
+pub mod property;
 mod simulated_mesh;
 pub mod workloads;
 

@@ -179,3 +179,55 @@ async fn bad_requests_get_real_status_codes_and_others_carry_on() {
     assert_eq!(reader.state().len(), 2, "only the two good ConfigMaps exist");
     watch.abort();
 }
+
+/// A JSON patch that cannot be decoded is a 400; one that does not apply to the object (a
+/// missing path, a failed test) is a 422; a merge patch that is not an object is a 400; on both
+/// API servers.
+#[tokio::test]
+async fn json_patches_that_do_not_apply_are_invalid() {
+    let tb = Testbed::start().await.expect("test bed starts");
+    let client = tb.client();
+    create_namespace(&client, "test").await;
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "test");
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("p".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    configmaps
+        .create(&PostParams::default(), &cm)
+        .await
+        .expect("created");
+    let path = "/api/v1/namespaces/test/configmaps/p";
+    let json = "application/json-patch+json";
+    let cases = [
+        ("not an array", r#"{"op":"remove"}"#, 400, "BadRequest"),
+        (
+            "a missing path",
+            r#"[{"op":"remove","path":"/data/nope"}]"#,
+            422,
+            "Invalid",
+        ),
+        (
+            "a failed test",
+            r#"[{"op":"test","path":"/metadata/name","value":"q"}]"#,
+            422,
+            "Invalid",
+        ),
+    ];
+    for (name, body, code, reason) in cases {
+        let got = raw(&client, "PATCH", path, json, body).await;
+        assert_eq!(got, Err((code, reason.to_owned())), "{name} on {:?}", tb.kind());
+    }
+    // A merge patch that is not an object (the emulator panicked on one).
+    let got = raw(&client, "PATCH", path, "application/merge-patch+json", "[1]").await;
+    assert_eq!(
+        got,
+        Err((400, "BadRequest".to_owned())),
+        "merge patch on {:?}",
+        tb.kind()
+    );
+    tb.stop().await;
+}

@@ -52,16 +52,35 @@ fn visit(
         return Ok(());
     };
     let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", shown(root, &file)))?;
-    let Ok(doc) = serde_yaml::from_str::<Value>(&text) else {
+    for next in check_text(root, &dir, &file, &text, escaping)? {
+        if next.is_dir() {
+            visit(root, &next, escaping, seen)?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks the text of one kustomization file (`file`, in `dir`) against the fence; returns the
+/// paths its `resources`, `components` and `bases` lead to, which may be kustomizations too.
+/// Reads no file (symlinks of existing paths are resolved).
+pub fn check_text(
+    root: &Path,
+    dir: &Path,
+    file: &Path,
+    text: &str,
+    escaping: &BTreeSet<PathBuf>,
+) -> Result<Vec<PathBuf>, String> {
+    let Ok(doc) = serde_yaml::from_str::<Value>(text) else {
         // kustomize reports a file it cannot decode itself.
-        return Ok(());
+        return Ok(Vec::new());
     };
+    let mut next = Vec::new();
     for (field, path) in references(&doc) {
         if is_remote(&path) {
             continue;
         }
-        let at = || format!("{field} in {}", shown(root, &file));
-        let resolved = inside(root, &dir, &path).map_err(|why| format!("file '{path}' ({}) {why}", at()))?;
+        let at = || format!("{field} in {}", shown(root, file));
+        let resolved = inside(root, dir, &path).map_err(|why| format!("file '{path}' ({}) {why}", at()))?;
         if let Ok(rel) = resolved.strip_prefix(root)
             && escaping.iter().any(|e| rel.starts_with(e))
         {
@@ -71,11 +90,11 @@ fn visit(
             ));
         }
         let directory_field = matches!(field.as_str(), f if f.starts_with("resources") || f.starts_with("components") || f.starts_with("bases"));
-        if directory_field && resolved.is_dir() {
-            visit(root, &resolved, escaping, seen)?;
+        if directory_field {
+            next.push(resolved);
         }
     }
-    Ok(())
+    Ok(next)
 }
 
 /// `path` resolved against `dir`, if it stays inside `root`.

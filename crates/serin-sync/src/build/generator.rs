@@ -125,7 +125,7 @@ fn collect(root: &Path, base: &Path, dir: &Path, out: &mut Vec<String>) -> Resul
 fn holds_resources(text: &str) -> Result<bool, String> {
     let mut any = false;
     for doc in serde_yaml::Deserializer::from_str(text) {
-        let value = Value::deserialize(doc).map_err(|e| e.to_string())?;
+        let value = Value::deserialize(doc).map_err(|e| serin_runtime::yaml::describe(&e))?;
         if value.get("apiVersion").is_some() && value.get("kind").is_some() {
             any = true;
         }

@@ -16,7 +16,7 @@ pub const NAMESPACE_LABEL: &str = "kustomize.toolkit.fluxcd.io/namespace";
 pub fn read_objects(yaml: &str) -> Result<Vec<Value>, String> {
     let mut out = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(yaml) {
-        let value = Value::deserialize(doc).map_err(|e| e.to_string())?;
+        let value = Value::deserialize(doc).map_err(|e| serin_runtime::yaml::describe(&e))?;
         if value.is_null() {
             continue;
         }

@@ -97,6 +97,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             health_interval: args.health_check_interval,
             namespace: args.namespace.clone(),
             concurrency: args.concurrent,
+            test_hooks: serin_runtime::hooks::enabled_by_env(),
             ..Default::default()
         },
         metrics,

@@ -18,7 +18,10 @@ use std::{
 };
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::{
+    api::core::v1::{ConfigMap, Secret},
+    apimachinery::pkg::apis::meta::v1::Condition,
+};
 use kube::{
     Api, Client, Resource, ResourceExt,
     core::{DeserializeGuard, PartialObjectMeta},
@@ -52,6 +55,8 @@ pub struct Config {
     pub namespace: Option<String>,
     /// How many objects of each kind reconcile at once (Flux's `--concurrent`).
     pub concurrency: u16,
+    /// Test hooks on (`SERIN_TEST_HOOKS`; never in production).
+    pub test_hooks: bool,
 }
 
 impl Default for Config {
@@ -65,6 +70,7 @@ impl Default for Config {
             retry_cap: Duration::from_secs(30),
             namespace: None,
             concurrency: 4,
+            test_hooks: false,
         }
     }
 }
@@ -149,8 +155,8 @@ fn backoff_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     ObjectRef::from_obj(obj).to_string()
 }
 
-/// Runs `reconcile`, catching a panic (reported as a Warning event on the object), and resets
-/// the object's retry delays when it succeeds.
+/// Runs `reconcile`, catching a panic (reported as a Warning event and Ready=False
+/// `ReconciliationFailed` on the object), and resets the object's retry delays when it succeeds.
 async fn with_backoff_reset<K, F>(
     obj: Arc<K>,
     ctx: Arc<Context>,
@@ -163,26 +169,73 @@ where
     use futures::FutureExt;
     let key = backoff_key(&*obj);
     let reference = obj.object_ref(&());
+    let kind = K::kind(&()).into_owned();
+    let hooks = ctx.config.test_hooks;
+    let meta = obj.meta().clone();
+    let inner = ctx.clone();
     // A panic is caught for this object alone: the others keep reconciling.
-    let result = std::panic::AssertUnwindSafe(reconcile(obj, ctx.clone()))
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|panic| Err(Error::Panicked(serin_runtime::panic_message(&*panic))));
+    let result = std::panic::AssertUnwindSafe(async move {
+        serin_runtime::hooks::panic_if_asked(hooks, &kind, &meta);
+        reconcile(obj, inner).await
+    })
+    .catch_unwind()
+    .await
+    .unwrap_or_else(|panic| Err(Error::Panicked(serin_runtime::panic_message(&*panic))));
     if let Err(err @ Error::Panicked(_)) = &result {
+        let message = err.to_string();
         events::record(
             &ctx.client,
             &reference,
             "serin-sync",
             true,
             "ReconcilePanicked",
-            &err.to_string(),
+            &message,
         )
         .await;
+        record_panic::<K>(&ctx, &reference, &message).await;
     }
     if result.is_ok() {
         ctx.backoffs.reset(&key);
     }
     result
+}
+
+/// Says on the object's status that its reconcile panicked: Ready=False with Flux's
+/// `ReconciliationFailed` and the panic's message, until a reconcile completes and writes Ready
+/// again. A failure to write is logged.
+async fn record_panic<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    message: &str,
+) {
+    let resource = kube::api::ApiResource::erase::<K>(&());
+    let namespace = reference.namespace.clone().unwrap_or_default();
+    let name = reference.name.clone().unwrap_or_default();
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(ctx.client.clone(), &namespace, &resource);
+    let written = async {
+        let live = api.get(&name).await?;
+        let mut conditions: Vec<Condition> =
+            serde_json::from_value(live.data["status"]["conditions"].clone()).unwrap_or_default();
+        status::set_condition(
+            &mut conditions,
+            status::READY,
+            "False",
+            status::RECONCILIATION_FAILED_REASON,
+            message,
+            live.metadata.generation,
+            jiff::Timestamp::now(),
+        );
+        let patch = serde_json::json!({"status": {"conditions": conditions}});
+        api.patch_status(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(patch),
+        )
+        .await
+    };
+    if let Err(err) = written.await {
+        tracing::warn!(error = %err, %namespace, %name, "recording the panic in the status failed");
+    }
 }
 
 /// Generation and the requestedAt annotation: what makes a spec change worth a reconcile.

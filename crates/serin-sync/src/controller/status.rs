@@ -23,6 +23,8 @@ pub const PROGRESSING_WITH_RETRY: &str = "ProgressingWithRetry";
 pub const NEW_REVISION_REASON: &str = "NewRevision";
 /// Reason of Ready and ArtifactInStorage once the artifact is stored.
 pub const SUCCEEDED_REASON: &str = "Succeeded";
+/// Reason of Ready=False when a reconcile failed unexpectedly (Flux's generic failure reason).
+pub const RECONCILIATION_FAILED_REASON: &str = "ReconciliationFailed";
 /// Reason of the Ready=False condition for fields serin-sync does not implement.
 pub const UNSUPPORTED_REASON: &str = "UnsupportedField";
 

@@ -196,6 +196,7 @@ pub fn start_controllers_with(tb: &Testbed, kube_config: Option<kube::Config>) -
             retry_cap: Duration::from_secs(2),
             namespace: None,
             concurrency: 4,
+            test_hooks: true,
         },
         metrics: metrics.clone(),
         backoffs: Default::default(),

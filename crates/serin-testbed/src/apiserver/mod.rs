@@ -4,6 +4,7 @@
 pub mod discovery;
 pub mod error;
 pub mod fields;
+pub mod inputs;
 pub mod patch;
 pub mod proto;
 pub mod rbac;

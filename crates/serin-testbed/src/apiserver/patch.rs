@@ -51,6 +51,10 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 /// Why a patch cannot be applied.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PatchError {
+    /// The patch itself cannot be decoded (a JSON patch that is not an array): 400.
+    #[error("{0}")]
+    Malformed(String),
+    /// The patch does not apply to the object: 422 for JSON patches, as the API server answers.
     #[error("{0}")]
     Invalid(String),
     #[error("the server rejected our request due to an error in our request: test operation failed at {0}")]
@@ -138,7 +142,7 @@ fn json_remove(root: &mut Value, path: &str) -> Result<Value, PatchError> {
 pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), PatchError> {
     let ops = patch
         .as_array()
-        .ok_or_else(|| PatchError::Invalid("a JSON patch must be an array of operations".into()))?;
+        .ok_or_else(|| PatchError::Malformed("a JSON patch must be an array of operations".into()))?;
     for op in ops {
         let kind = op
             .get("op")

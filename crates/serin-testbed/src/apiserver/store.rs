@@ -1081,16 +1081,36 @@ impl Store {
             .cloned()
             .ok_or_else(|| ApiError::not_found(&res.group, &res.plural, name))?;
         let mut patched = Self::present(res, &existing);
+        // A merge patch must be an object (the API server's JSON merge answers "Invalid JSON
+        // Patch"; its strategic merge, Go's decoding error).
+        if !patch_body.is_object() {
+            match kind {
+                PatchKind::Merge => return Err(ApiError::bad_request("Invalid JSON Patch".to_owned())),
+                PatchKind::Strategic => {
+                    return Err(ApiError::bad_request(format!(
+                        "json: cannot unmarshal {} into Go value of type map[string]interface {{}}",
+                        go_json_type(patch_body)
+                    )));
+                }
+                PatchKind::Json => {}
+            }
+        }
         match kind {
             PatchKind::Merge => patch::merge_patch(&mut patched, patch_body),
             PatchKind::Json => patch::json_patch(&mut patched, patch_body).map_err(|e| match e {
+                patch::PatchError::Malformed(why) => ApiError::bad_request(why),
                 patch::PatchError::TestFailed(_) => ApiError {
                     code: 422,
                     reason: "Invalid",
                     message: e.to_string(),
                     details: None,
                 },
-                other => ApiError::bad_request(other.to_string()),
+                patch::PatchError::Invalid(why) => ApiError {
+                    code: 422,
+                    reason: "Invalid",
+                    message: format!("the server rejected our request due to an error in our request: {why}"),
+                    details: None,
+                },
             })?,
             PatchKind::Strategic => {
                 if !res.strategic_merge {
@@ -1525,4 +1545,16 @@ fn check_kind(res: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
         )));
     }
     Ok(())
+}
+
+/// The name Go's JSON decoder gives a value's type in its errors.
+fn go_json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
 }
