@@ -16,6 +16,7 @@ pub mod hooks;
 pub mod kstatus;
 pub mod leader;
 pub mod schema;
+pub mod scope;
 pub mod selector;
 pub mod shutdown;
 pub mod ssa;

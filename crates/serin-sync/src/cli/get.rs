@@ -226,20 +226,9 @@ pub async fn run(args: &GetArgs) -> anyhow::Result<()> {
     let selector = selector.as_ref();
     let client = args.cluster.client().await?;
     let ns = &args.cluster.namespace;
-    let ks_api = || -> Api<Kustomization> {
-        if args.all_namespaces {
-            Api::all(client.clone())
-        } else {
-            Api::namespaced(client.clone(), ns)
-        }
-    };
-    let git_api = || -> Api<GitRepository> {
-        if args.all_namespaces {
-            Api::all(client.clone())
-        } else {
-            Api::namespaced(client.clone(), ns)
-        }
-    };
+    let scope = (!args.all_namespaces).then_some(ns.as_str());
+    let ks_api = || -> Api<Kustomization> { serin_runtime::scope::api(&client, scope) };
+    let git_api = || -> Api<GitRepository> { serin_runtime::scope::api(&client, scope) };
     let empty = |what: &str| {
         if args.all_namespaces {
             eprintln!("✗ no {what} objects found in any namespace");

@@ -396,18 +396,7 @@ pub async fn run(
 ) {
     let client = ctx.client.clone();
     let ns = ctx.config.namespace.clone();
-    fn api<K>(client: &Client, ns: Option<&str>) -> Api<K>
-    where
-        K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-    {
-        match ns {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        }
-    }
+    use serin_runtime::scope::api;
     let wc = watcher::Config::default();
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
 

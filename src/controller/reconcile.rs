@@ -1,0 +1,234 @@
+//! One Canary's reconcile, as a pipeline: admit (`engine::admit`, pure) -> observe (the caches)
+//! -> decide (`engine::decide`, pure, with the checks it asks for) -> act -> report. A reconcile
+//! that fails is retried with the Canary's backoff; one that panics is reported on the Canary.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use kube::{ResourceExt, core::DeserializeGuard, runtime::controller::Action as RequeueAction};
+
+use super::{Context, Error, act, alerts, checks, finalize, metrics, observe, report};
+use crate::{
+    api::Canary,
+    engine::{self, Decision, Input},
+};
+
+/// How long serin trusts its own last status write over the cache (someone else may write the
+/// status too).
+const STALE_WINDOW: Duration = Duration::from_secs(5);
+
+/// Whether the cached Canary does not show the status serin wrote last (within the window).
+fn stale_status(ctx: &Context, canary: &Canary) -> bool {
+    let Some(uid) = canary.metadata.uid.as_deref() else {
+        return false;
+    };
+    let written = ctx.written.lock().unwrap_or_else(|p| p.into_inner());
+    written.get(uid).is_some_and(|(status, at)| {
+        at.elapsed() < STALE_WINDOW
+            && canary
+                .status
+                .as_ref()
+                .map(|s| serde_json::to_value(s).unwrap_or_default())
+                .as_ref()
+                != Some(status)
+    })
+}
+
+pub(super) fn error_policy(
+    guard: Arc<DeserializeGuard<Canary>>,
+    err: &Error,
+    ctx: Arc<Context>,
+) -> RequeueAction {
+    // Per Canary, from 1 s doubling to 5 min with jitter; a success resets it.
+    let delay = ctx.backoffs.next(&guard_key(&guard));
+    tracing::warn!(category = err.category(), error = %err, retry_in = ?delay, "reconcile failed; retrying");
+    if let (Error::Panicked(_), Ok(canary)) = (err, &guard.0) {
+        // Said on the Canary: a Warning event and a condition naming the error.
+        let (canary, message) = (canary.clone(), err.to_string());
+        tokio::spawn(async move {
+            report::events(&ctx, &canary, &[engine::Event::warning(message.clone())]).await;
+            report::reconcile_failed(&ctx, &canary, &message).await;
+        });
+    }
+    RequeueAction::requeue(delay)
+}
+
+/// The key of a Canary's retry delays.
+pub(super) fn guard_key(guard: &DeserializeGuard<Canary>) -> String {
+    match &guard.0 {
+        Ok(c) => format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any()),
+        Err(invalid) => format!(
+            "{}/{}",
+            invalid.metadata.namespace.as_deref().unwrap_or_default(),
+            invalid.metadata.name.as_deref().unwrap_or_default()
+        ),
+    }
+}
+
+pub(super) async fn reconcile(
+    guard: Arc<DeserializeGuard<Canary>>,
+    ctx: Arc<Context>,
+) -> Result<RequeueAction, Error> {
+    let canary = match &guard.0 {
+        Ok(c) => c.clone(),
+        Err(invalid) => {
+            tracing::warn!(canary = ?invalid.metadata.name, namespace = ?invalid.metadata.namespace, error = %invalid.error, "Canary cannot be read");
+            return Ok(RequeueAction::await_change());
+        }
+    };
+    serin_runtime::hooks::panic_if_asked(ctx.test_hooks, "Canary", &canary.metadata);
+    if canary.metadata.deletion_timestamp.is_some() {
+        // Finalizing reads the target from the caches: never decide it is gone before they fill.
+        if !ctx.caches_filled.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(RequeueAction::requeue(engine::CACHES_RETRY));
+        }
+        return finalize::finalize(&ctx, &canary).await;
+    }
+    if finalize::sync_finalizer(&ctx, &canary).await? {
+        // The update arrives as a change and reconciles the Canary again.
+        return Ok(RequeueAction::await_change());
+    }
+    let started = std::time::Instant::now();
+    count_in_namespace(&ctx, &canary);
+
+    // admit (pure): invalid specs, unimplemented choices and a target managed by another Canary
+    // stop here with a Warning until a change; caches still filling and a stale status wait.
+    match engine::admit(&admission(&ctx, &canary, &same_target(&ctx, &canary))) {
+        engine::Admit::Decide => {}
+        engine::Admit::Refuse(message) => {
+            report::events(&ctx, &canary, &[engine::Event::warning(message)]).await;
+            return Ok(RequeueAction::await_change());
+        }
+        engine::Admit::Retry(after) => return Ok(RequeueAction::requeue(after)),
+    }
+    // observe (the caches).
+    let world = match observe::observe(&ctx, &canary, jiff::Timestamp::now().as_second()) {
+        Ok(w) => w,
+        Err(message) => {
+            report::events(&ctx, &canary, &[engine::Event::warning(message)]).await;
+            return Ok(RequeueAction::requeue(serin_runtime::duration::requeue_delay(
+                canary.spec.analysis_interval(),
+            )));
+        }
+    };
+    // decide (pure), running the checks it asks for.
+    let decision = decide(&ctx, &canary, &world.observed).await?;
+    // act, then report.
+    let (acting, events) = act_on(&ctx, &canary, &world, &decision).await?;
+    let analysis_took = decision.analysis_tick.then(|| started.elapsed());
+    report::report(&ctx, &canary, &world, &decision, events, analysis_took).await?;
+    alerts::send(&ctx, &acting, &decision.alerts);
+    Ok(match decision.requeue_after {
+        Some(d) if d.is_zero() => RequeueAction::requeue(Duration::from_millis(200)),
+        Some(d) => RequeueAction::requeue(serin_runtime::duration::requeue_delay(d)),
+        None => RequeueAction::await_change(),
+    })
+}
+
+/// `flagger_canary_total` for the Canary's namespace.
+fn count_in_namespace(ctx: &Context, canary: &Canary) {
+    let namespace = canary.namespace().unwrap_or_default();
+    let in_namespace = ctx
+        .canaries
+        .state()
+        .iter()
+        .filter(|g| {
+            g.0.as_ref()
+                .is_ok_and(|c| c.namespace().as_deref() == Some(namespace.as_str()))
+        })
+        .count();
+    ctx.metrics
+        .total
+        .get_or_create(&metrics::NamespaceLabels { namespace })
+        .set(in_namespace as i64);
+}
+
+/// The names of the Canaries of the namespace that target the same workload.
+fn same_target(ctx: &Context, canary: &Canary) -> Vec<String> {
+    ctx.canaries
+        .state()
+        .iter()
+        .filter_map(|g| g.0.as_ref().ok())
+        .filter(|c| {
+            c.namespace() == canary.namespace() && c.spec.target_ref.name == canary.spec.target_ref.name
+        })
+        .map(|c| c.name_any())
+        .collect()
+}
+
+/// The facts `engine::admit` reads.
+fn admission<'a>(ctx: &'a Context, canary: &'a Canary, same_target: &'a [String]) -> engine::Admission<'a> {
+    engine::Admission {
+        name: canary.metadata.name.as_deref().unwrap_or_default(),
+        namespace: canary.metadata.namespace.as_deref().unwrap_or_default(),
+        spec: &canary.spec,
+        default_provider: &ctx.config.mesh_provider,
+        same_target,
+        caches_filled: ctx.caches_filled.load(std::sync::atomic::Ordering::Acquire),
+        status_stale: stale_status(ctx, canary),
+    }
+}
+
+/// Calls `engine::decide` until it needs no more checks, running each check it asks for once
+/// (a second request for the same check would loop forever: it is an error).
+async fn decide(ctx: &Context, canary: &Canary, observed: &engine::Observed) -> Result<Decision, Error> {
+    let status = canary.status.clone().unwrap_or_default();
+    let mut results = BTreeMap::new();
+    loop {
+        let input = Input {
+            name: canary.metadata.name.as_deref().unwrap_or_default(),
+            namespace: canary.metadata.namespace.as_deref().unwrap_or_default(),
+            spec: &canary.spec,
+            status: &status,
+            observed,
+            checks: &results,
+        };
+        let d = engine::decide(&input);
+        match d.need {
+            None => return Ok(d),
+            Some(check) if results.contains_key(&check) => {
+                return Err(Error::Decide(format!(
+                    "the engine asked for the {check:?} check twice in one reconcile"
+                )));
+            }
+            Some(check) => {
+                let result = checks::run(ctx, canary, check).await;
+                results.insert(check, result);
+            }
+        }
+    }
+}
+
+/// Carries out the decision's actions in order, with the status it leads to (session affinity
+/// cookies shape the routes). Returns that Canary and the events to record: the decision's own
+/// ("Advance ... canary weight 20") and the actions', recorded only once every action is carried
+/// out. A failed action records why at once, and the retry decides again.
+async fn act_on(
+    ctx: &Context,
+    canary: &Canary,
+    world: &observe::World,
+    decision: &Decision,
+) -> Result<(Canary, Vec<engine::Event>), Error> {
+    let mut acting = canary.clone();
+    if let Some(update) = &decision.status {
+        acting.status = Some(report::next_status(
+            &canary.status.clone().unwrap_or_default(),
+            update,
+            &canary.spec.target_ref.kind,
+            jiff::Timestamp::now(),
+        ));
+    }
+    let mut acted = Vec::new();
+    for action in &decision.actions {
+        match act::act(ctx, &acting, world, action).await {
+            Ok(more) => acted.extend(more),
+            Err(message) => {
+                acted.push(engine::Event::warning(message.clone()));
+                report::events(ctx, canary, &acted).await;
+                return Err(Error::Act(message));
+            }
+        }
+    }
+    let mut events = decision.events.clone();
+    events.extend(acted);
+    Ok((acting, events))
+}

@@ -1,0 +1,260 @@
+//! The watches: the Canaries and the Deployments, ConfigMaps, Secrets and VirtualServices they
+//! concern, in caches (reflectors); the mappers from a change to the Canaries it concerns; the
+//! sweep that finalizes Canaries whose finalizer outlived them; and the controller loop that
+//! runs `reconcile::reconcile` per Canary. Does I/O.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{ConfigMap, Secret},
+};
+use kube::{
+    Api, Client, ResourceExt,
+    core::DeserializeGuard,
+    runtime::{
+        Controller, WatchStreamExt,
+        reflector::{self, ObjectRef, Store},
+        watcher,
+    },
+};
+
+use crate::{
+    api::{Canary, istio::VirtualService},
+    engine::build::configs,
+};
+
+use super::{
+    reconcile::{error_policy, guard_key, reconcile},
+    *,
+};
+use serin_runtime::scope::api;
+
+/// How long in-flight reconciles may run after the shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs the controller until `shutdown` completes.
+pub async fn run(
+    client: Client,
+    config: Config,
+    metrics: metrics::Metrics,
+    ready: impl Fn() + Send + Sync + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let ns = config.namespace.clone();
+    let wc = watcher::Config::default();
+    let (deployments, dep_writer) = reflector::store();
+    let (configmaps, cm_writer) = reflector::store();
+    let (secrets, secret_writer) = reflector::store();
+    let (virtual_services, vs_writer) = reflector::store();
+    let dep_stream = reflector::reflector(
+        dep_writer,
+        watcher(api::<Deployment>(&client, ns.as_deref()), wc.clone()),
+    )
+    .default_backoff()
+    .touched_objects();
+    let cm_stream = reflector::reflector(
+        cm_writer,
+        watcher(api::<ConfigMap>(&client, ns.as_deref()), wc.clone()),
+    )
+    .default_backoff()
+    .touched_objects();
+    let secret_stream = reflector::reflector(
+        secret_writer,
+        watcher(api::<Secret>(&client, ns.as_deref()), wc.clone()),
+    )
+    .default_backoff()
+    .touched_objects();
+    let vs_stream = reflector::reflector(
+        vs_writer,
+        watcher(api::<VirtualService>(&client, ns.as_deref()), wc.clone()),
+    )
+    .default_backoff()
+    .touched_objects();
+
+    // Canaries, with their deletions passed on: a Canary deleted without the finalizer gets its
+    // target scaled back up.
+    let canaries: Api<DeserializeGuard<Canary>> = api(&client, ns.as_deref());
+    let (canary_store, canary_writer) = reflector::store();
+    let (deleted_tx, mut deleted_rx) = tokio::sync::mpsc::unbounded_channel::<Canary>();
+    // Set once the Canary cache holds its first list. The Controller itself awaits this store's
+    // readiness, so nothing else may (kube's `wait_until_ready` wakes only one waiter): the
+    // reflector has applied the list when `InitDone` passes here.
+    let canaries_listed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let listed = canaries_listed.clone();
+    let canary_stream = reflector::reflector(canary_writer, watcher(canaries, wc.clone()))
+        .default_backoff()
+        .inspect(move |event| match event {
+            Ok(watcher::Event::Delete(guard)) => {
+                if let Ok(c) = &guard.0 {
+                    let _ = deleted_tx.send(c.clone());
+                }
+            }
+            Ok(watcher::Event::InitDone) => listed.store(true, std::sync::atomic::Ordering::Release),
+            _ => {}
+        })
+        .applied_objects();
+    let controller = Controller::for_stream(canary_stream, canary_store.clone());
+    let http = reqwest::Client::builder().build().unwrap_or_default();
+    let insecure_http = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap_or_default();
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        canaries: canary_store.clone(),
+        config,
+        stores: Stores {
+            deployments: deployments.clone(),
+            configmaps,
+            secrets,
+            virtual_services,
+        },
+        metrics,
+        http,
+        insecure_http,
+        caches_filled: Arc::default(),
+        written: Default::default(),
+        deployment_generations: Default::default(),
+        backoffs: Default::default(),
+        test_hooks: serin_runtime::hooks::enabled_by_env(),
+    });
+
+    // Which Canaries a change concerns.
+    let by_target = {
+        let store = canary_store.clone();
+        move |d: Deployment| {
+            let name = d.name_any();
+            let ns = d.namespace();
+            let base = name.strip_suffix("-primary").map(str::to_owned);
+            canaries_where(&store, ns.as_deref(), |c| {
+                c.spec.target_ref.name == name || base.as_deref() == Some(c.spec.target_ref.name.as_str())
+            })
+        }
+    };
+    let by_config = |kind: &'static str,
+                     store: Store<DeserializeGuard<Canary>>,
+                     deployments: Store<Deployment>| {
+        move |name: String, ns: Option<String>| {
+            canaries_where(&store, ns.as_deref(), |c| {
+                deployments
+                    .get(&ObjectRef::new(&c.spec.target_ref.name).within(ns.as_deref().unwrap_or_default()))
+                    .and_then(|d| serde_json::to_value(&d.spec.as_ref()?.template.spec).ok())
+                    .is_some_and(|spec| {
+                        configs::references(&spec)
+                            .iter()
+                            .any(|r| r.kind == kind && r.name == name)
+                    })
+            })
+        }
+    };
+    let cm_map = by_config("configmap", canary_store.clone(), deployments.clone());
+    let secret_map = by_config("secret", canary_store.clone(), deployments.clone());
+    let by_vs = {
+        let store = canary_store.clone();
+        move |vs: VirtualService| {
+            let name = vs.name_any();
+            canaries_where(&store, vs.namespace().as_deref(), |c| {
+                c.service_names().apex == name
+            })
+        }
+    };
+    let deletions = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            while let Some(canary) = deleted_rx.recv().await {
+                finalize::deleted(&ctx, &canary).await;
+            }
+        })
+    };
+    ready();
+    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    // One task waits for the other caches to fill and says so. Reconciles never wait on a cache
+    // themselves: kube's `Store::wait_until_ready` wakes only the last of several concurrent
+    // waiters, so concurrent reconciles waiting on it could hang for ever. Once the caches (the
+    // Canaries' too) are filled, the same task looks for targets left at 0 by a Canary that was
+    // deleted while serin was not watching, then again every minute.
+    let filling = {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let stores = &ctx.stores;
+            let result = async {
+                stores.deployments.wait_until_ready().await?;
+                stores.configmaps.wait_until_ready().await?;
+                stores.secrets.wait_until_ready().await?;
+                stores.virtual_services.wait_until_ready().await
+            }
+            .await;
+            if let Err(err) = result {
+                tracing::warn!(error = %err, "the caches did not fill");
+                return;
+            }
+            ctx.caches_filled
+                .store(true, std::sync::atomic::Ordering::Release);
+            while !canaries_listed.load(std::sync::atomic::Ordering::Acquire) {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            loop {
+                finalize::sweep(&ctx).await;
+                tokio::time::sleep(finalize::SWEEP_INTERVAL).await;
+            }
+        })
+    };
+    let running = controller
+        .watches_stream(dep_stream, by_target)
+        .watches_stream(cm_stream, move |cm: ConfigMap| {
+            cm_map(cm.name_any(), cm.namespace())
+        })
+        .watches_stream(secret_stream, move |s: Secret| {
+            secret_map(s.name_any(), s.namespace())
+        })
+        .watches_stream(vs_stream, by_vs)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            |guard, ctx| async move {
+                use futures::FutureExt;
+                let key = guard_key(&guard);
+                // A panic is caught for this Canary alone: the others keep reconciling.
+                let result = std::panic::AssertUnwindSafe(reconcile(guard, ctx.clone()))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|panic| Err(Error::Panicked(serin_runtime::panic_message(&*panic))));
+                if result.is_ok() {
+                    ctx.backoffs.reset(&key);
+                }
+                result
+            },
+            error_policy,
+            ctx,
+        )
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                tracing::debug!(error = %err, "reconcile did not complete");
+            }
+        });
+    // In-flight reconciles get a grace period after the shutdown signal, then the process goes.
+    tokio::select! {
+        () = running => {}
+        () = async {
+            shutdown.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => tracing::warn!("reconciles still running after {SHUTDOWN_GRACE:?}; stopping anyway"),
+    }
+    deletions.abort();
+    filling.abort();
+}
+
+fn canaries_where(
+    store: &Store<DeserializeGuard<Canary>>,
+    namespace: Option<&str>,
+    pred: impl Fn(&Canary) -> bool,
+) -> Vec<ObjectRef<DeserializeGuard<Canary>>> {
+    store
+        .state()
+        .iter()
+        .filter_map(|g| g.0.as_ref().ok())
+        .filter(|c| c.namespace().as_deref() == namespace && pred(c))
+        .map(|c| ObjectRef::new(&c.name_any()).within(namespace.unwrap_or_default()))
+        .collect()
+}
