@@ -17,6 +17,7 @@ use kube::{
     runtime::reflector::ObjectRef,
 };
 use serde_json::{Value, json};
+use serin_runtime::api_error::{Context as _, Failure};
 
 use super::{Context, finalize, observe::World};
 use crate::{
@@ -55,7 +56,7 @@ async fn apply_dynamic(
     resource: &ApiResource,
     ns: &str,
     object: &Value,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let name = object
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -65,18 +66,18 @@ async fn apply_dynamic(
     apply_owned(&api, &name, object)
         .await
         .map(|_| ())
-        .map_err(|e| format!("{} {name}.{ns} apply failed: {e}", resource.kind))
+        .doing(|| format!("{} {name}.{ns} apply failed", resource.kind))
 }
 
 /// Applies an object with serin's field manager.
-async fn apply<K>(api: &Api<K>, name: &str, object: &Value) -> Result<(), String>
+async fn apply<K>(api: &Api<K>, name: &str, object: &Value) -> Result<(), Failure>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     apply_owned(api, name, object)
         .await
         .map(|_| ())
-        .map_err(|e| format!("{name} apply failed: {e}"))
+        .doing(|| format!("{name} apply failed"))
 }
 
 /// Applies an object; when fields of it were written with Update by a manager serin replaces
@@ -107,10 +108,10 @@ async fn apply_deployment(
     api: &Api<Deployment>,
     name: &str,
     object: &Value,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let written = apply_owned(api, name, object)
         .await
-        .map_err(|e| format!("{name} apply failed: {e}"))?;
+        .doing(|| format!("{name} apply failed"))?;
     record_generation(ctx, &written);
     Ok(())
 }
@@ -138,7 +139,7 @@ pub async fn act(
     canary: &Canary,
     world: &World,
     action: &Action,
-) -> Result<Vec<Event>, String> {
+) -> Result<Vec<Event>, Failure> {
     let ns = canary.metadata.namespace.clone().unwrap_or_default();
     match action {
         Action::EnsurePrimary => {
@@ -205,9 +206,9 @@ pub async fn act(
                     })),
                 )
                 .await
-                .map_err(|e| {
+                .doing(|| {
                     format!(
-                        "scaling {} {}.{ns} to {replicas} failed: {e}",
+                        "scaling {} {}.{ns} to {replicas} failed",
                         canary.spec.target_ref.kind, canary.spec.target_ref.name
                     )
                 })?;
@@ -224,7 +225,12 @@ pub async fn act(
 }
 
 /// The config copies, then the `-primary` Deployment (created, or promoted with `promotion`).
-async fn write_primary(ctx: &Context, canary: &Canary, world: &World, promotion: bool) -> Result<(), String> {
+async fn write_primary(
+    ctx: &Context,
+    canary: &Canary,
+    world: &World,
+    promotion: bool,
+) -> Result<(), Failure> {
     sync_configs(ctx, canary, world).await?;
     let object = primary_object(ctx, canary, world, promotion);
     let ns = canary.metadata.namespace.clone().unwrap_or_default();
@@ -272,7 +278,7 @@ fn uuid_v4(random: u128) -> String {
 }
 
 /// The `-primary` copies of the tracked ConfigMaps and Secrets.
-async fn sync_configs(ctx: &Context, canary: &Canary, world: &World) -> Result<(), String> {
+async fn sync_configs(ctx: &Context, canary: &Canary, world: &World) -> Result<(), Failure> {
     let ns = canary.metadata.namespace.clone().unwrap_or_default();
     let owners = |existing: Option<Vec<OwnerReference>>| {
         configs::shared_owner_references(canary, &existing.unwrap_or_default())
@@ -312,28 +318,32 @@ async fn sync_configs(ctx: &Context, canary: &Canary, world: &World) -> Result<(
 }
 
 /// The primary HPA (`<hpa>-primary`): created when missing, updated at promotion.
-async fn ensure_primary_hpa(ctx: &Context, canary: &Canary, update: bool) -> Result<(), String> {
+async fn ensure_primary_hpa(ctx: &Context, canary: &Canary, update: bool) -> Result<(), Failure> {
     let Some(reference) = &canary.spec.autoscaler_ref else {
         return Ok(());
     };
     if reference.kind != "HorizontalPodAutoscaler" {
-        return Err(format!(
+        return Err(Failure::other(format!(
             "autoscalerRef kind {} is not implemented by serin (HorizontalPodAutoscaler is)",
             reference.kind
-        ));
+        )));
     }
     let ns = canary.metadata.namespace.clone().unwrap_or_default();
     let api: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), &ns);
     let name = format!("{}-primary", reference.name);
-    if !update && api.get_opt(&name).await.map_err(|e| e.to_string())?.is_some() {
+    if !update
+        && api
+            .get_opt(&name)
+            .await
+            .doing(|| format!("HorizontalPodAutoscaler {name}.{ns} get query error"))?
+            .is_some()
+    {
         return Ok(());
     }
-    let hpa = api.get(&reference.name).await.map_err(|e| {
-        format!(
-            "HorizontalPodAutoscaler {}.{ns} get query error: {e}",
-            reference.name
-        )
-    })?;
+    let hpa = api
+        .get(&reference.name)
+        .await
+        .doing(|| format!("HorizontalPodAutoscaler {}.{ns} get query error", reference.name))?;
     let spec = hpa.spec.unwrap_or_default();
     let replicas = reference.primary_scaler_replicas.clone().unwrap_or_default();
     let mut object = json!({
@@ -358,7 +368,7 @@ async fn ensure_primary_hpa(ctx: &Context, canary: &Canary, update: bool) -> Res
 /// Service serin did not create is taken over as Flagger does: its ports and selector change,
 /// nothing else (its type, load balancer, node ports and metadata stay, and it stays unowned, so
 /// deleting the Canary does not delete it).
-async fn ensure_services(ctx: &Context, canary: &Canary, world: &World, apex: bool) -> Result<(), String> {
+async fn ensure_services(ctx: &Context, canary: &Canary, world: &World, apex: bool) -> Result<(), Failure> {
     let ns = canary.metadata.namespace.clone().unwrap_or_default();
     let pod_spec = world
         .target_json
@@ -386,7 +396,7 @@ async fn ensure_services(ctx: &Context, canary: &Canary, world: &World, apex: bo
             let existing = services
                 .get_opt(&name)
                 .await
-                .map_err(|e| format!("Service {name}.{ns} get query error: {e}"))?;
+                .doing(|| format!("Service {name}.{ns} get query error"))?;
             if let Some(existing) = existing.filter(|e| !finalize::owned_by(&e.metadata, canary)) {
                 let existing = serde_json::to_value(&existing).unwrap_or(Value::Null);
                 if let Some(patch) = routing::take_over_service(&existing, &svc) {
@@ -400,7 +410,7 @@ async fn ensure_services(ctx: &Context, canary: &Canary, world: &World, apex: bo
                             &Patch::Merge(&patch),
                         )
                         .await
-                        .map_err(|e| format!("service {name} update error: {e}"))?;
+                        .doing(|| format!("service {name} update error"))?;
                     tracing::info!(canary = %format!("{}.{ns}", canary.metadata.name.as_deref().unwrap_or_default()), "Service {name} updated");
                 }
                 continue;
@@ -418,10 +428,10 @@ async fn ensure_routing(
     canary: &Canary,
     world: &World,
     routes: Option<Routes>,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let ns = canary.metadata.namespace.clone().unwrap_or_default();
     if let Some(err) = routing::virtual_service_error(canary) {
-        return Err(err);
+        return Err(Failure::other(err));
     }
     ensure_services(ctx, canary, world, true).await?;
     for dr in routing::destination_rules(canary) {

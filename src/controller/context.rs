@@ -74,8 +74,9 @@ impl std::fmt::Debug for Context {
 /// Errors a reconcile ends with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// An action failed; the kind tells a conflict from a refusal.
     #[error("{0}")]
-    Act(String),
+    Act(serin_runtime::api_error::Failure),
     /// The engine broke one of its own rules (a bug): reported, and retried with backoff.
     #[error("{0}")]
     Decide(String),
@@ -94,6 +95,15 @@ impl Error {
             Self::Decide(_) => "Decide",
             Self::Status(_) => "Status",
             Self::Panicked(_) => "Panicked",
+        }
+    }
+
+    /// The kind of API failure, when the reconcile ended on one.
+    pub fn api_kind(&self) -> Option<serin_runtime::api_error::Kind> {
+        match self {
+            Self::Act(failure) => Some(failure.kind),
+            Self::Status(err) => Some(serin_runtime::api_error::Kind::of(err)),
+            Self::Decide(_) | Self::Panicked(_) => None,
         }
     }
 }

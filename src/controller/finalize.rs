@@ -16,6 +16,7 @@ use kube::{
     runtime::{controller::Action as RequeueAction, reflector::ObjectRef},
 };
 use serde_json::{Value, json};
+use serin_runtime::api_error::Context as _;
 
 use super::{Context, Error, report};
 use crate::{
@@ -68,12 +69,8 @@ async fn patch_finalizers(ctx: &Context, canary: &Canary, finalizers: Vec<String
     )
     .await
     .map(|_| ())
-    .map_err(|e| {
-        Error::Act(format!(
-            "updating the finalizers of {} failed: {e}",
-            canary.name_any()
-        ))
-    })
+    .doing(|| format!("updating the finalizers of {} failed", canary.name_any()))
+    .map_err(Error::Act)
 }
 
 /// The replicas the target gets back: the primary's, or (without a primary, or a primary at 0)
@@ -105,11 +102,8 @@ async fn scale_up(ctx: &Context, ns: &str, name: &str, replicas: i32) -> Result<
     )
     .await
     .map(|_| ())
-    .map_err(|e| {
-        Error::Act(format!(
-            "scaling Deployment {name}.{ns} to {replicas} failed: {e}"
-        ))
-    })
+    .doing(|| format!("scaling Deployment {name}.{ns} to {replicas} failed"))
+    .map_err(Error::Act)
 }
 
 /// Targets at 0 replicas that serin scaled down for a Canary that no longer exists, as
@@ -191,7 +185,8 @@ async fn revert_service(ctx: &Context, canary: &Canary) -> Result<(), Error> {
     let Some(svc) = api
         .get_opt(&apex)
         .await
-        .map_err(|e| Error::Act(format!("Service {apex}.{ns} get query error: {e}")))?
+        .doing(|| format!("Service {apex}.{ns} get query error"))
+        .map_err(Error::Act)?
     else {
         return Ok(());
     };
@@ -224,7 +219,8 @@ async fn revert_service(ctx: &Context, canary: &Canary) -> Result<(), Error> {
     api.replace(&apex, &PostParams::default(), &svc)
         .await
         .map(|_| ())
-        .map_err(|e| Error::Act(format!("Service {apex}.{ns} revert failed: {e}")))
+        .doing(|| format!("Service {apex}.{ns} revert failed"))
+        .map_err(Error::Act)
 }
 
 /// The VirtualService's spec back as the user had it (kubectl's last-applied configuration, else
@@ -240,7 +236,8 @@ async fn revert_virtual_service(ctx: &Context, canary: &Canary) -> Result<Option
     let Some(mut vs) = api
         .get_opt(&apex)
         .await
-        .map_err(|e| Error::Act(format!("VirtualService {apex}.{ns} get query error: {e}")))?
+        .doing(|| format!("VirtualService {apex}.{ns} get query error"))
+        .map_err(Error::Act)?
     else {
         return Ok(None);
     };
@@ -263,7 +260,8 @@ async fn revert_virtual_service(ctx: &Context, canary: &Canary) -> Result<Option
     vs.metadata.managed_fields = None;
     api.replace(&apex, &PostParams::default(), &vs)
         .await
-        .map_err(|e| Error::Act(format!("VirtualService {apex}.{ns} revert failed: {e}")))?;
+        .doing(|| format!("VirtualService {apex}.{ns} revert failed"))
+        .map_err(Error::Act)?;
     Ok(None)
 }
 

@@ -40,7 +40,8 @@ pub(super) fn error_policy(
 ) -> RequeueAction {
     // Per Canary, from 1 s doubling to 5 min with jitter; a success resets it.
     let delay = ctx.backoffs.next(&guard_key(&guard));
-    tracing::warn!(category = err.category(), error = %err, retry_in = ?delay, "reconcile failed; retrying");
+    let kind = err.api_kind().map(serin_runtime::api_error::Kind::as_str);
+    tracing::warn!(category = err.category(), kind, error = %err, retry_in = ?delay, "reconcile failed; retrying");
     if let (Error::Panicked(_), Ok(canary)) = (err, &guard.0) {
         // Said on the Canary: a Warning event and a condition naming the error.
         let (canary, message) = (canary.clone(), err.to_string());
@@ -221,10 +222,10 @@ async fn act_on(
     for action in &decision.actions {
         match act::act(ctx, &acting, world, action).await {
             Ok(more) => acted.extend(more),
-            Err(message) => {
-                acted.push(engine::Event::warning(message.clone()));
+            Err(failure) => {
+                acted.push(engine::Event::warning(failure.message.clone()));
                 report::events(ctx, canary, &acted).await;
-                return Err(Error::Act(message));
+                return Err(Error::Act(failure));
             }
         }
     }

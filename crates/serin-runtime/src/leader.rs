@@ -7,6 +7,7 @@
 //!
 //! [`decide`] holds the timing rules and is pure; [`LeaderElector`] does the API calls.
 
+use crate::api_error::Kind;
 use std::time::Duration;
 
 use k8s_openapi::{
@@ -213,7 +214,7 @@ impl LeaderElector {
                 };
                 match self.api.create(&PostParams::default(), &lease).await {
                     Ok(_) => Ok(Round::Leading),
-                    Err(kube::Error::Api(e)) if e.code == 409 => Ok(lost),
+                    Err(e) if Kind::of(&e) == Kind::Conflict => Ok(lost),
                     Err(e) => Err(e),
                 }
             }
@@ -231,7 +232,7 @@ impl LeaderElector {
                 // replace carries the resourceVersion: a concurrent writer makes this a 409.
                 match self.api.replace(&self.name, &PostParams::default(), &lease).await {
                     Ok(_) => Ok(Round::Leading),
-                    Err(kube::Error::Api(e)) if e.code == 409 => Ok(lost),
+                    Err(e) if Kind::of(&e) == Kind::Conflict => Ok(lost),
                     Err(e) => Err(e),
                 }
             }

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod api_error;
 pub mod args;
 pub mod backoff;
 pub mod crd;

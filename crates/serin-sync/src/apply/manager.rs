@@ -5,6 +5,7 @@
 //! with the ownership and exclusion checks; health waits with the kstatus rules. Objects that
 //! serin generates (owned by a Canary) are never applied nor deleted. Does I/O (the API).
 
+use serin_runtime::api_error::Kind;
 use std::{
     collections::{BTreeMap, HashMap},
     fmt,
@@ -541,7 +542,7 @@ impl ResourceManager {
         };
         match api.delete(&id.name, &params).await {
             Ok(_) => Ok(Action::Deleted),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(Action::Deleted),
+            Err(e) if Kind::of(&e) == Kind::NotFound => Ok(Action::Deleted),
             Err(e) => Err(format!("{} delete failed: {}", id.subject(), api_message(&e))),
         }
     }
@@ -607,8 +608,7 @@ fn dry_run_error(id: &ObjectId, err: &kube::Error) -> String {
 fn is_immutable(err: &kube::Error) -> bool {
     match err {
         kube::Error::Api(s) => {
-            s.code == 409
-                || s.code == 422
+            matches!(Kind::of(err), Kind::Conflict | Kind::Invalid)
                 || s.message.contains("is immutable")
                 || s.message.contains("immutable field")
         }

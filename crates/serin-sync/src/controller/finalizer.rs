@@ -40,7 +40,9 @@ where
         .await
     {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) if serin_runtime::api_error::Kind::of(&e) == serin_runtime::api_error::Kind::NotFound => {
+            Ok(())
+        }
         Err(e) => Err(Error::Kube(e)),
     }
 }

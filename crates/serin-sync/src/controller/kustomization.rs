@@ -665,7 +665,10 @@ pub async fn canary_targets(client: &Client) -> CanaryTargets {
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
     let list = match api.list(&ListParams::default()).await {
         Ok(list) => list,
-        Err(kube::Error::Api(e)) if e.code == 404 => return CanaryTargets::Known(Vec::new()),
+        // No Canary API: serin is not installed, so no Deployment is a Canary's target.
+        Err(e) if serin_runtime::api_error::Kind::of(&e) == serin_runtime::api_error::Kind::NotFound => {
+            return CanaryTargets::Known(Vec::new());
+        }
         Err(e) => return CanaryTargets::Unknown(super::api_message(&e)),
     };
     CanaryTargets::Known(

@@ -147,7 +147,11 @@ pub fn jitter(interval: Duration) -> Duration {
 fn error_policy<K: Resource<DynamicType = ()>>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
     // Per object, from 1 s doubling to 5 min with jitter; a success resets it.
     let delay = ctx.backoffs.next(&backoff_key(&*obj));
-    tracing::warn!(error = %err, category = err.category(), retry_in = ?delay, "reconcile failed; retrying");
+    let kind = match err {
+        Error::Kube(e) => Some(serin_runtime::api_error::Kind::of(e).as_str()),
+        Error::Panicked(_) => None,
+    };
+    tracing::warn!(error = %err, category = err.category(), kind, retry_in = ?delay, "reconcile failed; retrying");
     Action::requeue(delay)
 }
 
