@@ -274,6 +274,7 @@ async fn rollouts_survive_api_faults_and_kills() {
             .collect();
         kill_at.sort();
         let prometheus_outage = rng.random_range(0..3) == 0;
+        let mut outage_done = false;
         let deadline = started + Duration::from_secs(300);
         let outcome = loop {
             let c = s.canaries().get("podinfo").await.ok();
@@ -301,10 +302,10 @@ async fn rollouts_survive_api_faults_and_kills() {
                 kill_at.remove(0);
                 kill(&mut s, &leases, &mut figures).await;
             }
-            if prometheus_outage
-                && started.elapsed() > Duration::from_secs(5)
-                && figures.prometheus_outages <= i
-            {
+            // One outage per rollout at most: a failed query is a failed check (as in
+            // Flagger), and two would reach the threshold of 2 and roll a good revision back.
+            if prometheus_outage && !outage_done && started.elapsed() > Duration::from_secs(5) {
+                outage_done = true;
                 s.tb.set_prometheus_reachable(false);
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 s.tb.set_prometheus_reachable(true);

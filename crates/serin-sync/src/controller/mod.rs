@@ -35,6 +35,7 @@ use kube::{
 };
 
 use crate::api::{GitRepository, Kustomization, REQUESTED_AT_ANNOTATION};
+use status::{ConditionStatus, Progress};
 
 /// Settings of the controllers.
 #[derive(Clone, Debug)]
@@ -220,14 +221,11 @@ async fn record_panic<K: Resource<DynamicType = ()>>(
         let live = api.get(&name).await?;
         let mut conditions: Vec<Condition> =
             serde_json::from_value(live.data["status"]["conditions"].clone()).unwrap_or_default();
-        status::set_condition(
-            &mut conditions,
+        Progress::new(&mut conditions, live.metadata.generation, jiff::Timestamp::now()).set(
             status::READY,
-            "False",
+            ConditionStatus::False,
             status::RECONCILIATION_FAILED_REASON,
             message,
-            live.metadata.generation,
-            jiff::Timestamp::now(),
         );
         let patch = serde_json::json!({"status": {"conditions": conditions}});
         api.patch_status(
@@ -334,26 +332,13 @@ where
         &message,
     )
     .await;
-    let now = jiff::Timestamp::now();
     let mut conditions = Vec::new();
-    status::set_condition(
+    Progress::new(
         &mut conditions,
-        status::READY,
-        "False",
-        "InvalidObject",
-        &message,
         invalid.metadata.generation,
-        now,
-    );
-    status::set_condition(
-        &mut conditions,
-        status::STALLED,
-        "True",
-        "InvalidObject",
-        &message,
-        invalid.metadata.generation,
-        now,
-    );
+        jiff::Timestamp::now(),
+    )
+    .stalled("InvalidObject", &message);
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
     let body = serde_json::json!({"status": {"conditions": conditions}});
     api.patch_status(

@@ -11,9 +11,12 @@ use kube::{
     runtime::controller::Action,
 };
 
-use super::{Context, Error, events, finalizer, status};
+use super::{
+    Context, Error, events, finalizer,
+    status::{self, Progress},
+};
 use crate::{
-    api::{Artifact, FINALIZER, GitRepository, GitRepositoryStatus, REQUESTED_AT_ANNOTATION},
+    api::{Artifact, GitRepository, GitRepositoryStatus, REQUESTED_AT_ANNOTATION},
     source::{
         git::{Commit, Credentials, GitCli, GitError},
         ignore::Matcher,
@@ -31,21 +34,16 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub async fn reconcile(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = repo.namespace().unwrap_or_default();
     let api: Api<GitRepository> = Api::namespaced(ctx.client.clone(), &ns);
-    if repo.meta().deletion_timestamp.is_some() {
+    let suspended = repo.spec.suspend == Some(true);
+    let cleanup = || async {
         let dir = ctx
             .config
             .storage_dir
             .join(format!("gitrepository/{ns}/{}", repo.name_any()));
         let _ = std::fs::remove_dir_all(dir);
-        finalizer::remove(&api, &repo.name_any(), repo.finalizers(), FINALIZER).await?;
-        return Ok(Action::await_change());
-    }
-    if !repo.finalizers().iter().any(|f| f == FINALIZER) {
-        finalizer::add(&api, &repo.name_any(), repo.finalizers(), FINALIZER).await?;
-    }
-    if repo.spec.suspend == Some(true) {
-        tracing::info!(gitrepository = %format!("{ns}/{}", repo.name_any()), "Reconciliation is suspended for this object");
-        return Ok(Action::await_change());
+    };
+    if let Some(action) = finalizer::preamble(&*repo, &api, suspended, cleanup).await? {
+        return Ok(action);
     }
     let interval = status::parse_duration(&repo.spec.interval).unwrap_or(Duration::from_secs(60));
     let mut st = repo.status.clone().unwrap_or_default();
@@ -60,24 +58,7 @@ pub async fn reconcile(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Ac
     let reference = repo.object_ref(&());
 
     if let Some(message) = status::unsupported_source_field(&repo.spec) {
-        status::set_condition(
-            &mut st.conditions,
-            status::READY,
-            "False",
-            status::UNSUPPORTED_REASON,
-            &message,
-            generation,
-            now,
-        );
-        status::set_condition(
-            &mut st.conditions,
-            status::STALLED,
-            "True",
-            status::UNSUPPORTED_REASON,
-            &message,
-            generation,
-            now,
-        );
+        Progress::new(&mut st.conditions, generation, now).stalled(status::UNSUPPORTED_REASON, &message);
         st.observed_generation = generation;
         st.last_handled_reconcile_at = handled;
         patch_status(&api, &repo.name_any(), &st).await?;
@@ -97,13 +78,10 @@ pub async fn reconcile(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Ac
     // Progress: written at once for a new generation, a request or a first artifact, as Flux
     // does.
     let had_artifact = st.artifact.is_some();
-    if status::source_run_started(
-        &mut st.conditions,
-        generation,
+    if Progress::new(&mut st.conditions, generation, now).source_run_started(
         st.observed_generation,
         new_request,
         had_artifact,
-        now,
     ) {
         patch_status(&api, &repo.name_any(), &st).await?;
     }
@@ -115,13 +93,8 @@ pub async fn reconcile(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Ac
         Ok(Observed::Unchanged(revision)) => Ok(Fetched::Unchanged(revision)),
         Ok(Observed::Checkout { work, commit }) => {
             if st.artifact.as_ref().map(|a| &a.revision) != Some(&commit.revision) {
-                status::source_new_revision(
-                    &mut st.conditions,
-                    had_artifact,
-                    &commit.revision,
-                    generation,
-                    jiff::Timestamp::now(),
-                );
+                Progress::new(&mut st.conditions, generation, jiff::Timestamp::now())
+                    .source_new_revision(had_artifact, &commit.revision);
                 patch_status(&api, &repo.name_any(), &st).await?;
             }
             store(&repo, &ctx, work, commit).await
@@ -135,11 +108,11 @@ pub async fn reconcile(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Ac
     match outcome {
         Ok(Fetched::Unchanged(revision)) => {
             tracing::debug!(gitrepository = %format!("{ns}/{}", repo.name_any()), "no changes since last reconciliation: observed revision '{revision}'");
-            status::source_stored(&mut st.conditions, &revision, generation, now);
+            Progress::new(&mut st.conditions, generation, now).source_stored(&revision);
         }
         Ok(Fetched::New { artifact, subject }) => {
             let changed = st.artifact.as_ref().map(|a| &a.digest) != Some(&artifact.digest);
-            status::source_stored(&mut st.conditions, &artifact.revision, generation, now);
+            Progress::new(&mut st.conditions, generation, now).source_stored(&artifact.revision);
             st.artifact = Some(artifact);
             st.observed_ignore = repo.spec.ignore.clone();
             let event = format!("stored artifact for commit '{subject}'");
@@ -151,7 +124,7 @@ pub async fn reconcile(repo: Arc<GitRepository>, ctx: Arc<Context>) -> Result<Ac
         }
         Err(err) => {
             let message = format!("failed to checkout and determine revision: {err}");
-            status::source_failed(&mut st.conditions, err.reason(), &message, generation, now);
+            Progress::new(&mut st.conditions, generation, now).source_failed(err.reason(), &message);
             st.observed_generation = generation;
             patch_status(&api, &repo.name_any(), &st).await?;
             events::record(&ctx.client, &reference, COMPONENT, true, err.reason(), &message).await;

@@ -39,35 +39,177 @@ pub fn format_duration(d: Duration) -> String {
     serin_runtime::duration::format(ms)
 }
 
-/// Sets a condition; the transition time changes only when the status does.
-pub fn set_condition(
-    conditions: &mut Vec<Condition>,
-    type_: &str,
-    status: &str,
-    reason: &str,
-    message: &str,
+/// A condition's status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConditionStatus {
+    True,
+    False,
+    Unknown,
+}
+
+impl ConditionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::True => "True",
+            Self::False => "False",
+            Self::Unknown => "Unknown",
+        }
+    }
+}
+
+/// The one writer of conditions in both reconcilers: the conditions of one object, written at
+/// its generation and one instant. Short-lived: made where a step writes, so that the rest of
+/// the status stays free to read and patch.
+#[derive(Debug)]
+pub struct Progress<'a> {
+    conditions: &'a mut Vec<Condition>,
     generation: Option<i64>,
     now: jiff::Timestamp,
-) {
-    let message: String = message.chars().take(32_000).collect();
-    match conditions.iter_mut().find(|c| c.type_ == type_) {
-        Some(c) => {
-            if c.status != status {
-                c.last_transition_time = Time(now);
-            }
-            c.status = status.to_owned();
-            c.reason = reason.to_owned();
-            c.message = message;
-            c.observed_generation = generation;
+}
+
+impl<'a> Progress<'a> {
+    pub fn new(conditions: &'a mut Vec<Condition>, generation: Option<i64>, now: jiff::Timestamp) -> Self {
+        Self {
+            conditions,
+            generation,
+            now,
         }
-        None => conditions.push(Condition {
-            type_: type_.to_owned(),
-            status: status.to_owned(),
-            reason: reason.to_owned(),
+    }
+
+    /// Sets a condition; the transition time changes only when the status does.
+    pub fn set(&mut self, type_: &str, status: ConditionStatus, reason: &str, message: &str) -> &mut Self {
+        let (status, generation, now) = (status.as_str(), self.generation, self.now);
+        let message: String = message.chars().take(32_000).collect();
+        match self.conditions.iter_mut().find(|c| c.type_ == type_) {
+            Some(c) => {
+                if c.status != status {
+                    c.last_transition_time = Time(now);
+                }
+                c.status = status.to_owned();
+                c.reason = reason.to_owned();
+                c.message = message;
+                c.observed_generation = generation;
+            }
+            None => self.conditions.push(Condition {
+                type_: type_.to_owned(),
+                status: status.to_owned(),
+                reason: reason.to_owned(),
+                message,
+                observed_generation: generation,
+                last_transition_time: Time(now),
+            }),
+        }
+        self
+    }
+
+    /// Removes a condition.
+    pub fn remove(&mut self, type_: &str) -> &mut Self {
+        remove_condition(self.conditions, type_);
+        self
+    }
+
+    /// Reconciling=True, `Progressing`, with what the run is doing.
+    pub fn reconciling(&mut self, message: &str) -> &mut Self {
+        self.set(RECONCILING, ConditionStatus::True, PROGRESSING, message)
+    }
+
+    /// Ready=False and Stalled=True with `reason`: nothing happens until the object changes.
+    pub fn stalled(&mut self, reason: &str, message: &str) -> &mut Self {
+        self.set(READY, ConditionStatus::False, reason, message).set(
+            STALLED,
+            ConditionStatus::True,
+            reason,
             message,
-            observed_generation: generation,
-            last_transition_time: Time(now),
-        }),
+        )
+    }
+
+    /// Flux's progressive status: Reconciling=True with `message`, and Ready=Unknown with the
+    /// same when `drift`, or when Ready is absent or Unknown (else the last run's Ready stays).
+    pub fn mark_progressing(&mut self, drift: bool, message: &str) -> &mut Self {
+        self.reconciling(message);
+        let ready_open = condition(self.conditions, READY).is_none_or(|c| c.status == "Unknown");
+        if drift || ready_open {
+            self.set(READY, ConditionStatus::Unknown, PROGRESSING, message);
+        }
+        self
+    }
+
+    /// The start of a GitRepository run, before anything is fetched, as Flux's
+    /// source-controller reports it. Returns whether this progress is worth a status write at
+    /// once: a new generation, a reconcile request not handled yet, or no artifact yet.
+    pub fn source_run_started(
+        &mut self,
+        observed_generation: Option<i64>,
+        new_request: bool,
+        has_artifact: bool,
+    ) -> bool {
+        self.mark_progressing(false, "reconciliation in progress");
+        let mut persist = new_request;
+        if self.generation != observed_generation {
+            // A status never written reads as Flux's default observedGeneration, -1.
+            let message = format!(
+                "processing object: new generation {} -> {}",
+                observed_generation.unwrap_or(-1),
+                self.generation.unwrap_or_default()
+            );
+            self.mark_progressing(false, &message);
+            persist = true;
+        }
+        if !has_artifact {
+            self.mark_progressing(true, "building artifact")
+                .remove(ARTIFACT_IN_STORAGE);
+            persist = true;
+        }
+        persist
+    }
+
+    /// A checkout found `revision`, which the current artifact does not hold: the artifact is
+    /// outdated (when there is one) and a new one is being built.
+    pub fn source_new_revision(&mut self, has_artifact: bool, revision: &str) -> &mut Self {
+        let message = format!("new upstream revision '{revision}'");
+        if has_artifact {
+            self.set(
+                ARTIFACT_OUTDATED,
+                ConditionStatus::True,
+                NEW_REVISION_REASON,
+                &message,
+            );
+        }
+        self.mark_progressing(true, &format!("building artifact: {message}"))
+    }
+
+    /// The artifact of `revision` is stored (just now, or it already was): Ready, and nothing
+    /// is outdated, failing or in progress any more.
+    pub fn source_stored(&mut self, revision: &str) -> &mut Self {
+        let message = format!("stored artifact for revision '{revision}'");
+        self.set(
+            ARTIFACT_IN_STORAGE,
+            ConditionStatus::True,
+            SUCCEEDED_REASON,
+            &message,
+        )
+        .set(READY, ConditionStatus::True, SUCCEEDED_REASON, &message);
+        for type_ in [FETCH_FAILED, ARTIFACT_OUTDATED, RECONCILING] {
+            self.remove(type_);
+        }
+        self
+    }
+
+    /// The run failed with `reason`: FetchFailed and Ready=False say why, and Reconciling stays
+    /// with the reason `ProgressingWithRetry`, as the run will be retried.
+    pub fn source_failed(&mut self, reason: &str, message: &str) -> &mut Self {
+        self.set(FETCH_FAILED, ConditionStatus::True, reason, message)
+            .set(READY, ConditionStatus::False, reason, message)
+            .retrying()
+    }
+
+    /// Reconciling (when present) takes the reason `ProgressingWithRetry`: the run failed and
+    /// will be retried.
+    pub fn retrying(&mut self) -> &mut Self {
+        if let Some(c) = self.conditions.iter_mut().find(|c| c.type_ == RECONCILING) {
+            c.reason = PROGRESSING_WITH_RETRY.into();
+        }
+        self
     }
 }
 
@@ -79,147 +221,6 @@ pub fn remove_condition(conditions: &mut Vec<Condition>, type_: &str) {
 /// A condition's status, if present.
 pub fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)
-}
-
-/// Flux's progressive status: Reconciling=True with `message`, and Ready=Unknown with the same
-/// when `drift`, or when Ready is absent or Unknown (else the last run's Ready stays).
-pub fn mark_progressing(
-    conditions: &mut Vec<Condition>,
-    drift: bool,
-    message: &str,
-    generation: Option<i64>,
-    now: jiff::Timestamp,
-) {
-    set_condition(
-        conditions,
-        RECONCILING,
-        "True",
-        PROGRESSING,
-        message,
-        generation,
-        now,
-    );
-    let ready_open = condition(conditions, READY).is_none_or(|c| c.status == "Unknown");
-    if drift || ready_open {
-        set_condition(
-            conditions,
-            READY,
-            "Unknown",
-            PROGRESSING,
-            message,
-            generation,
-            now,
-        );
-    }
-}
-
-/// The start of a GitRepository run, before anything is fetched, as Flux's source-controller
-/// reports it. Returns whether this progress is worth a status write at once: a new generation,
-/// a reconcile request not handled yet, or no artifact yet.
-pub fn source_run_started(
-    conditions: &mut Vec<Condition>,
-    generation: Option<i64>,
-    observed_generation: Option<i64>,
-    new_request: bool,
-    has_artifact: bool,
-    now: jiff::Timestamp,
-) -> bool {
-    mark_progressing(conditions, false, "reconciliation in progress", generation, now);
-    let mut persist = new_request;
-    if generation != observed_generation {
-        // A status never written reads as Flux's default observedGeneration, -1.
-        let message = format!(
-            "processing object: new generation {} -> {}",
-            observed_generation.unwrap_or(-1),
-            generation.unwrap_or_default()
-        );
-        mark_progressing(conditions, false, &message, generation, now);
-        persist = true;
-    }
-    if !has_artifact {
-        mark_progressing(conditions, true, "building artifact", generation, now);
-        remove_condition(conditions, ARTIFACT_IN_STORAGE);
-        persist = true;
-    }
-    persist
-}
-
-/// A checkout found `revision`, which the current artifact does not hold: the artifact is
-/// outdated (when there is one) and a new one is being built.
-pub fn source_new_revision(
-    conditions: &mut Vec<Condition>,
-    has_artifact: bool,
-    revision: &str,
-    generation: Option<i64>,
-    now: jiff::Timestamp,
-) {
-    let message = format!("new upstream revision '{revision}'");
-    if has_artifact {
-        set_condition(
-            conditions,
-            ARTIFACT_OUTDATED,
-            "True",
-            NEW_REVISION_REASON,
-            &message,
-            generation,
-            now,
-        );
-    }
-    mark_progressing(
-        conditions,
-        true,
-        &format!("building artifact: {message}"),
-        generation,
-        now,
-    );
-}
-
-/// The artifact of `revision` is stored (just now, or it already was): Ready, and nothing is
-/// outdated, failing or in progress any more.
-pub fn source_stored(
-    conditions: &mut Vec<Condition>,
-    revision: &str,
-    generation: Option<i64>,
-    now: jiff::Timestamp,
-) {
-    let message = format!("stored artifact for revision '{revision}'");
-    set_condition(
-        conditions,
-        ARTIFACT_IN_STORAGE,
-        "True",
-        SUCCEEDED_REASON,
-        &message,
-        generation,
-        now,
-    );
-    set_condition(
-        conditions,
-        READY,
-        "True",
-        SUCCEEDED_REASON,
-        &message,
-        generation,
-        now,
-    );
-    for type_ in [FETCH_FAILED, ARTIFACT_OUTDATED, RECONCILING] {
-        remove_condition(conditions, type_);
-    }
-}
-
-/// The run failed with `reason`: FetchFailed and Ready=False say why, and Reconciling stays with
-/// the reason `ProgressingWithRetry`, as the run will be retried.
-pub fn source_failed(
-    conditions: &mut Vec<Condition>,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-    now: jiff::Timestamp,
-) {
-    set_condition(conditions, FETCH_FAILED, "True", reason, message, generation, now);
-    set_condition(conditions, READY, "False", reason, message, generation, now);
-    if let Some(c) = conditions.iter_mut().find(|c| c.type_ == RECONCILING) {
-        c.reason = PROGRESSING_WITH_RETRY.into();
-    }
 }
 
 /// Records one reconcile in the history: the entry with the same digest and status is updated,
@@ -385,18 +386,10 @@ mod tests {
         let t0 = jiff::Timestamp::from_second(1).expect("time");
         let t1 = jiff::Timestamp::from_second(2).expect("time");
         let mut c = Vec::new();
-        set_condition(&mut c, READY, "False", "BuildFailed", "x", Some(1), t0);
-        set_condition(&mut c, READY, "False", "BuildFailed", "y", Some(1), t1);
+        Progress::new(&mut c, Some(1), t0).set(READY, ConditionStatus::False, "BuildFailed", "x");
+        Progress::new(&mut c, Some(1), t1).set(READY, ConditionStatus::False, "BuildFailed", "y");
         assert_eq!(c[0].last_transition_time.0, t0);
-        set_condition(
-            &mut c,
-            READY,
-            "True",
-            "ReconciliationSucceeded",
-            "ok",
-            Some(1),
-            t1,
-        );
+        Progress::new(&mut c, Some(1), t1).set(READY, ConditionStatus::True, "ReconciliationSucceeded", "ok");
         assert_eq!(c[0].last_transition_time.0, t1);
     }
 
@@ -427,11 +420,11 @@ mod tests {
         );
         let (old, new) = ("main@sha1:aaaa", "main@sha1:bbbb");
         let mut conds = Vec::new();
-        source_stored(&mut conds, old, Some(1), t0);
+        Progress::new(&mut conds, Some(1), t0).source_stored(old);
 
         // A poll of the same generation: in progress, but Ready=True of the last run stays and
         // nothing needs writing yet.
-        assert!(!source_run_started(&mut conds, Some(1), Some(1), false, true, t1));
+        assert!(!Progress::new(&mut conds, Some(1), t1).source_run_started(Some(1), false, true));
         assert_eq!(
             summary(&conds),
             [
@@ -452,7 +445,7 @@ mod tests {
         );
 
         // The checkout found a new revision.
-        source_new_revision(&mut conds, true, new, Some(1), t1);
+        Progress::new(&mut conds, Some(1), t1).source_new_revision(true, new);
         let building = format!("building artifact: new upstream revision '{new}'");
         assert_eq!(
             summary(&conds),
@@ -479,7 +472,7 @@ mod tests {
         );
 
         // Stored: both cleared, Ready=True again.
-        source_stored(&mut conds, new, Some(1), t1);
+        Progress::new(&mut conds, Some(1), t1).source_stored(new);
         let stored = format!("stored artifact for revision '{new}'");
         assert_eq!(
             summary(&conds),
@@ -495,7 +488,7 @@ mod tests {
         let now = jiff::Timestamp::from_second(1).expect("time");
         let mut conds = Vec::new();
         // Never reconciled: a new generation and no artifact, written at once.
-        assert!(source_run_started(&mut conds, Some(1), None, false, false, now));
+        assert!(Progress::new(&mut conds, Some(1), now).source_run_started(None, false, false));
         assert_eq!(
             summary(&conds),
             [
@@ -504,20 +497,14 @@ mod tests {
             ]
         );
         // Without an artifact there is nothing to outdate.
-        source_new_revision(&mut conds, false, "main@sha1:aaaa", Some(1), now);
+        Progress::new(&mut conds, Some(1), now).source_new_revision(false, "main@sha1:aaaa");
         assert!(condition(&conds, ARTIFACT_OUTDATED).is_none());
         assert_eq!(
             condition(&conds, RECONCILING).map(|c| c.message.as_str()),
             Some("building artifact: new upstream revision 'main@sha1:aaaa'")
         );
 
-        source_failed(
-            &mut conds,
-            "GitOperationFailed",
-            "failed to checkout",
-            Some(1),
-            now,
-        );
+        Progress::new(&mut conds, Some(1), now).source_failed("GitOperationFailed", "failed to checkout");
         assert_eq!(
             summary(&conds),
             [
@@ -535,7 +522,7 @@ mod tests {
         // A new generation of a failing object: Ready=False stays until the run ends; the
         // progress names the generations.
         let mut conds = conds.clone();
-        assert!(source_run_started(&mut conds, Some(2), Some(1), false, true, now));
+        assert!(Progress::new(&mut conds, Some(2), now).source_run_started(Some(1), false, true));
         assert_eq!(
             condition(&conds, RECONCILING).map(|c| (c.reason.as_str(), c.message.as_str())),
             Some(("Progressing", "processing object: new generation 1 -> 2"))
