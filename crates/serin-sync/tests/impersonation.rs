@@ -69,6 +69,8 @@ async fn applies_as_the_service_account() {
         .expect("scaled");
     let with_replicas = manifests.replace("spec:\n  selector:", "spec:\n  replicas: 2\n  selector:");
     let rev = repo.commit(&[("apps/team/app.yaml", Some(&with_replicas))], "Two replicas");
+    // As `flux reconcile kustomization team --with-source`: the source's interval is a minute.
+    request_source_reconcile(&tb.client()).await;
     request_reconcile(&tb.client(), "team").await;
     let ks = wait_applied(
         &tb.client(),

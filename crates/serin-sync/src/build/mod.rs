@@ -9,7 +9,10 @@ pub mod kustomize;
 pub mod objects;
 pub mod substitute;
 
-use std::{collections::BTreeMap, path::Path};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -54,12 +57,40 @@ pub struct Built {
     pub yaml: String,
 }
 
-/// Builds `spec.path` of the artifact in `artifact_dir`.
+/// Builds `spec.path` of the artifact in `artifact_dir`. The file work (copying, generating,
+/// fencing) and the decoding run on the blocking pool, kustomize as a child process: none of it
+/// holds an async worker.
 pub async fn build(
     artifact_dir: &Path,
     spec: &KustomizationSpec,
     post_build: Option<&PostBuildVars>,
 ) -> Result<Built, BuildError> {
+    let (artifact_dir, owned_spec) = (artifact_dir.to_path_buf(), spec.clone());
+    let (scratch, dir) = blocking(move || prepare(&artifact_dir, &owned_spec)).await?;
+    let yaml = kustomize::Kustomize::detect()
+        .build(&dir)
+        .await
+        .map_err(|e| BuildError::Failed(format!("kustomize build failed: {e}")))?;
+    drop(scratch);
+    let post_build = post_build.cloned();
+    blocking(move || finish(&yaml, post_build.as_ref())).await
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, BuildError> + Send + 'static,
+) -> Result<T, BuildError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| BuildError::Failed(format!("the build task failed: {e}")))?
+}
+
+/// Copies the artifact to a scratch directory, writes the kustomization file of `spec.path` and
+/// checks that every file it reads lies inside the artifact. Returns the scratch directory (kept
+/// until kustomize has run) and the path to build.
+fn prepare(
+    artifact_dir: &Path,
+    spec: &KustomizationSpec,
+) -> Result<(tempfile::TempDir, PathBuf), BuildError> {
     let scratch = tempfile::Builder::new()
         .prefix("kustomization-")
         .tempdir()
@@ -84,11 +115,7 @@ pub async fn build(
     // artifact first.
     fence::check(scratch.path(), &dir, &escaping)
         .map_err(|e| BuildError::Failed(format!("kustomize build failed: {e}")))?;
-    let yaml = kustomize::Kustomize::detect()
-        .build(&dir)
-        .await
-        .map_err(|e| BuildError::Failed(format!("kustomize build failed: {e}")))?;
-    finish(&yaml, post_build)
+    Ok((scratch, dir))
 }
 
 /// Substitutes and decodes kustomize's output.

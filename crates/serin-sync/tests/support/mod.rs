@@ -416,6 +416,33 @@ pub async fn request_reconcile(client: &Client, name: &str) -> Kustomization {
     .await
 }
 
+/// Asks the GitRepository `flux-system` for an immediate reconcile (as `flux reconcile source
+/// git` does) and waits until it was handled: a new commit is fetched at once, not at the next
+/// interval.
+pub async fn request_source_reconcile(client: &Client) -> GitRepository {
+    use kube::api::{Patch, PatchParams};
+    let api: Api<GitRepository> = Api::namespaced(client.clone(), "flux-system");
+    let token = jiff::Timestamp::now().to_string();
+    let body = serde_json::json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": token}}});
+    api.patch("flux-system", &PatchParams::default(), &Patch::Merge(&body))
+        .await
+        .expect("annotated");
+    eventually(
+        Duration::from_secs(60),
+        &format!("GitRepository to handle {token}"),
+        || {
+            let (api, token) = (api.clone(), token.clone());
+            async move {
+                let repo = api.get_opt("flux-system").await.ok()??;
+                let handled =
+                    repo.status.as_ref()?.last_handled_reconcile_at.as_deref() == Some(token.as_str());
+                handled.then_some(repo)
+            }
+        },
+    )
+    .await
+}
+
 /// Waits until a Kustomization's Ready condition is False with `reason`; returns its message.
 pub async fn wait_failed(client: &Client, name: &str, reason: &str) -> String {
     eventually(
