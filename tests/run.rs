@@ -5,7 +5,7 @@ use std::{
     io::{Read, Write},
     net::TcpStream,
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use k8s_openapi::api::{
@@ -44,19 +44,7 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     ))
 }
 
-fn eventually<T>(deadline: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use serin_testbed::harness::eventually_blocking as eventually;
 
 /// Everything an exited child wrote to stderr.
 fn stderr_of(child: &mut Child) -> String {

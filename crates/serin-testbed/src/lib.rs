@@ -15,6 +15,7 @@
 pub mod apiserver;
 pub mod cluster;
 mod emulator;
+pub mod harness;
 pub mod istio;
 pub mod loadtester;
 pub mod mesh;

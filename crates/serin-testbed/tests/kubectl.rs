@@ -5,7 +5,7 @@
 use std::{
     path::{Path, PathBuf},
     process::{Output, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serin_testbed::Testbed;
@@ -43,20 +43,7 @@ fn json(tb: &Testbed, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&ok(tb, &args)).expect("kubectl prints JSON")
 }
 
-/// Waits for `check` on a deadline.
-fn eventually<T>(deadline: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use serin_testbed::harness::eventually_blocking as eventually;
 
 /// The acceptance walk-through, on a workloads directory and a Canary manifest.
 async fn walk_through(workloads: &Path, canary: &Path, container: &str) {

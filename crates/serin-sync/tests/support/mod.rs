@@ -9,11 +9,7 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::api::core::v1::Namespace;
-use kube::{
-    Api, Client,
-    api::{ObjectMeta, PostParams},
-};
+use kube::{Api, Client};
 use serin_sync::{
     api::{GitRepository, Kustomization},
     controller::{self, metrics::ObjectLabels},
@@ -123,17 +119,7 @@ pub async fn install_crds(tb: &Testbed) {
     tb.install_crds(crds).await.expect("CRDs");
 }
 
-pub async fn create_namespace(client: &Client, name: &str) {
-    let api: Api<Namespace> = Api::all(client.clone());
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let _ = api.create(&PostParams::default(), &ns).await;
-}
+pub use serin_testbed::harness::{create_namespace, eventually};
 
 /// Runs serin-sync's controllers in-process with short test intervals until dropped.
 #[derive(Debug)]
@@ -261,25 +247,6 @@ pub async fn wait_artifact(client: &Client, revision: &str) -> GitRepository {
         },
     )
     .await
-}
-
-/// Waits until `check` returns `Some`, polling every 100 ms, up to `deadline`.
-pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = tokio::time::Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            start.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// A Kustomization's Ready condition: `(status, reason, message)`.
