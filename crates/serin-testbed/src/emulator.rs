@@ -1,12 +1,19 @@
-//! What only the API emulator needs at start: the bootstrap RBAC objects every API server has,
-//! and the token controller of kube-controller-manager (a real cluster runs the real ones).
+//! Starting the API emulator, and what only it needs at start: the bootstrap RBAC objects every
+//! API server has, and the token controller of kube-controller-manager (a real cluster runs the
+//! real ones).
 //! Does I/O (the store, a task).
 
-use std::sync::Arc;
+use std::{net::SocketAddr, path::Path, sync::Arc};
 
 use anyhow::Context;
 
-use crate::apiserver::{self, store::Store};
+use serin_runtime::shutdown::Shutdown;
+
+use crate::{
+    Backend, Emulator, TestbedOptions,
+    apiserver::{self, server::Server, store::Store},
+    kubeconfig_yaml, workloads,
+};
 
 fn admin_options() -> apiserver::store::WriteOptions {
     apiserver::store::WriteOptions {
@@ -163,4 +170,55 @@ fn fill_token(store: &Store, issuer: &apiserver::rbac::TokenIssuer, secret: &ser
     ) {
         tracing::warn!(error = %err, secret = %name, "filling a ServiceAccount token Secret failed");
     }
+}
+
+/// Starts the API emulator on `options.port` and writes its admin kubeconfig.
+pub(crate) async fn start_emulator(
+    options: &TestbedOptions,
+    shutdown: &Shutdown,
+    kubeconfig: &Path,
+) -> anyhow::Result<(String, Backend)> {
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], options.port)))
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{}", options.port))?;
+    let addr = listener.local_addr()?;
+    let base_url = format!("http://{addr}");
+    let token: String = (0..32)
+        .map(|_| format!("{:x}", rand::random_range(0..16u8)))
+        .collect();
+    let store = Arc::new(Store::new(options.event_log));
+    install_bootstrap_rbac(&store)?;
+    let audit = match &options.audit_dir {
+        Some(dir) => Some(
+            apiserver::rbac::Audit::open(dir, addr.port())
+                .with_context(|| format!("cannot open the audit log in {}", dir.display()))?,
+        ),
+        None => None,
+    };
+    let api = Arc::new(Server::new(store.clone(), token.clone(), addr.to_string()).with_audit(audit));
+    let token_controller = spawn_token_controller(store.clone(), api.token_issuer());
+    let app = apiserver::server::router(api);
+    let server = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let serve =
+                axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.wait().await });
+            if let Err(err) = serve.await {
+                tracing::error!(error = %err, "test bed API server failed");
+            }
+        })
+    };
+    let workloads = workloads::spawn(store.clone(), options.workload_delay);
+    std::fs::write(kubeconfig, kubeconfig_yaml(&base_url, &token))
+        .with_context(|| format!("cannot write the kubeconfig {}", kubeconfig.display()))?;
+    Ok((
+        base_url,
+        Backend::Emulator(Emulator {
+            store,
+            token,
+            server,
+            workloads,
+            token_controller,
+        }),
+    ))
 }

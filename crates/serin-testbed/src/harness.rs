@@ -1,14 +1,12 @@
-//! What every test suite of the project needs from a cluster, once: waiting on a condition with a
-//! deadline (never sleeping and hoping) and creating a namespace. CRDs are installed with
-//! [`Testbed::install_crds`](crate::Testbed::install_crds), which waits until they are served.
+//! What every test suite of the project (and the test bed's own start) needs from a cluster,
+//! once: waiting on a condition with a deadline (never sleeping and hoping), installing CRDs and
+//! waiting until they are served, and creating namespaces and Services that may already exist.
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Namespace;
-use kube::{
-    Api, Client,
-    api::{ObjectMeta, PostParams},
-};
+use anyhow::Context;
+
+use kube::Client;
 
 /// How often the waits look again.
 const POLL: Duration = Duration::from_millis(100);
@@ -48,20 +46,76 @@ pub fn eventually_blocking<T>(deadline: Duration, what: &str, mut check: impl Fn
     }
 }
 
-/// Creates a namespace; one that already exists is fine.
+/// Creates a namespace; one that already exists is fine (a test fails on any other error).
 pub async fn create_namespace(client: &Client, name: &str) {
-    let api: Api<Namespace> = Api::all(client.clone());
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    match api.create(&PostParams::default(), &ns).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => panic!("creating namespace {name}: {e}"),
+    ensure_namespace(client, name)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+/// Creates CRDs (those that exist are left alone) and waits until each is Established.
+pub async fn install_crds(
+    client: &kube::Client,
+    crds: impl IntoIterator<
+        Item = k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    >,
+) -> anyhow::Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+    let mut names = Vec::new();
+    for crd in crds {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        match api.create(&kube::api::PostParams::default(), &crd).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e).with_context(|| format!("creating CRD {name}")),
+        }
+        names.push(name);
+    }
+    for name in names {
+        let established = kube::runtime::wait::await_condition(
+            api.clone(),
+            &name,
+            kube::runtime::wait::conditions::is_crd_established(),
+        );
+        tokio::time::timeout(Duration::from_secs(30), established)
+            .await
+            .with_context(|| format!("CRD {name} was not Established within 30s"))?
+            .with_context(|| format!("waiting for CRD {name}"))?;
+    }
+    Ok(())
+}
+
+/// Creates a namespace if it does not exist.
+pub async fn ensure_namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Namespace;
+    let api: kube::Api<Namespace> = kube::Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
+    match api.create(&kube::api::PostParams::default(), &ns).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("creating namespace {name}")),
+    }
+}
+
+/// Creates a selector-less Service (served by the test bed itself) if it does not exist.
+pub async fn ensure_service(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    port: u16,
+) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Service;
+    ensure_namespace(client, namespace).await?;
+    let api: kube::Api<Service> = kube::Api::namespaced(client.clone(), namespace);
+    let svc: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": "serin-testbed"}},
+        "spec": {"ports": [{"name": "http", "port": port, "targetPort": port}]}
+    }))?;
+    match api.create(&kube::api::PostParams::default(), &svc).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("creating Service {namespace}/{name}")),
     }
 }
 

@@ -12,10 +12,12 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod accounts;
 pub mod apiserver;
 pub mod cluster;
 mod emulator;
 pub mod harness;
+pub use harness::install_crds;
 pub mod istio;
 pub mod loadtester;
 pub mod mesh;
@@ -26,7 +28,6 @@ mod simulated_mesh;
 pub mod workloads;
 
 use std::{
-    net::SocketAddr,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -36,10 +37,7 @@ use anyhow::Context;
 use serin_runtime::shutdown::Shutdown;
 
 pub use crate::cluster::ClusterKind;
-use crate::{
-    apiserver::{server::Server, store::Store},
-    cluster::real::RealCluster,
-};
+use crate::{apiserver::store::Store, cluster::real::RealCluster};
 
 /// One row of `/testbed/requests`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -213,7 +211,7 @@ impl Testbed {
             std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
         }
         let (base_url, backend) = match kind {
-            ClusterKind::Emulator => start_emulator(&options, &shutdown, &kubeconfig).await?,
+            ClusterKind::Emulator => emulator::start_emulator(&options, &shutdown, &kubeconfig).await?,
             ClusterKind::Real => {
                 let real = RealCluster::start().await?;
                 cluster::report::record(&format!("kube-apiserver {}", real.version()));
@@ -310,7 +308,7 @@ impl Testbed {
     /// Registers the loadtester as Service `flagger-loadtester` in `namespace` (done on its own
     /// for namespaces whose Canaries call it).
     pub async fn register_loadtester(&self, namespace: &str) -> anyhow::Result<()> {
-        ensure_service(&self.client, namespace, "flagger-loadtester", 80).await
+        harness::ensure_service(&self.client, namespace, "flagger-loadtester", 80).await
     }
 
     /// The API server's URL (`http://127.0.0.1:PORT` for the emulator, `https://...` for a real
@@ -351,109 +349,6 @@ impl Testbed {
         crds: impl IntoIterator<Item = k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>,
     ) -> anyhow::Result<()> {
         install_crds(&self.client, crds).await
-    }
-
-    /// Creates (or replaces) ClusterRole `role` with `rules_yaml` (a YAML list of PolicyRules,
-    /// as a chart keeps them) and binds it cluster-wide to ServiceAccount `namespace/name`,
-    /// which is created when missing.
-    pub async fn bind_cluster_role(
-        &self,
-        role: &str,
-        rules_yaml: &str,
-        namespace: &str,
-        service_account: &str,
-    ) -> anyhow::Result<()> {
-        use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule};
-        let rules: Vec<PolicyRule> =
-            serde_yaml::from_str(rules_yaml).with_context(|| format!("the rules of ClusterRole {role}"))?;
-        self.ensure_service_account(namespace, service_account).await?;
-        let params = kube::api::PatchParams::apply("serin-testbed").force();
-        let roles: kube::Api<ClusterRole> = kube::Api::all(self.client.clone());
-        let object = serde_json::json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-            "metadata": {"name": role}, "rules": rules,
-        });
-        roles
-            .patch(role, &params, &kube::api::Patch::Apply(&object))
-            .await
-            .with_context(|| format!("applying ClusterRole {role}"))?;
-        let bindings: kube::Api<ClusterRoleBinding> = kube::Api::all(self.client.clone());
-        let binding = serde_json::json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": {"name": role},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-            "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}],
-        });
-        bindings
-            .patch(role, &params, &kube::api::Patch::Apply(&binding))
-            .await
-            .with_context(|| format!("applying ClusterRoleBinding {role}"))?;
-        Ok(())
-    }
-
-    async fn ensure_service_account(&self, namespace: &str, name: &str) -> anyhow::Result<()> {
-        use k8s_openapi::api::core::v1::ServiceAccount;
-        ensure_namespace(&self.client, namespace).await?;
-        let api: kube::Api<ServiceAccount> = kube::Api::namespaced(self.client.clone(), namespace);
-        if api.get_opt(name).await?.is_none() {
-            let sa = ServiceAccount {
-                metadata: kube::api::ObjectMeta {
-                    name: Some(name.to_owned()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            };
-            match api.create(&kube::api::PostParams::default(), &sa).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(status)) if status.code == 409 => {}
-                Err(e) => {
-                    return Err(e).with_context(|| format!("creating ServiceAccount {namespace}/{name}"));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// A bound token for ServiceAccount `namespace/name` (created when missing) from the
-    /// TokenRequest API, as `kubectl create token` gets one.
-    pub async fn service_account_token(&self, namespace: &str, name: &str) -> anyhow::Result<String> {
-        self.ensure_service_account(namespace, name).await?;
-        let request = http::Request::builder()
-            .method("POST")
-            .uri(format!(
-                "/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token"
-            ))
-            .header("content-type", "application/json")
-            .body(
-                serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 86_400}})
-                    .to_string()
-                    .into_bytes(),
-            )?;
-        let answer: serde_json::Value = serde_json::from_str(&self.client.request_text(request).await?)?;
-        answer
-            .pointer("/status/token")
-            .and_then(serde_json::Value::as_str)
-            .map(str::to_owned)
-            .context("a TokenRequest answer without status.token")
-    }
-
-    /// Writes a kubeconfig that authenticates as ServiceAccount `namespace/name` (created when
-    /// missing) next to the admin's, and returns its path.
-    pub async fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> anyhow::Result<PathBuf> {
-        let token = self.service_account_token(namespace, name).await?;
-        let path = self
-            .kubeconfig
-            .with_file_name(format!("kubeconfig-{namespace}-{name}"));
-        let yaml = match &self.backend {
-            Backend::Emulator(_) => kubeconfig_yaml(&self.base_url, &token),
-            Backend::Real(real) => cluster::real::kubeconfig_yaml(
-                &self.base_url,
-                &real.ca_pem()?,
-                &format!("    token: \"{token}\"\n"),
-            ),
-        };
-        std::fs::write(&path, yaml).with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(path)
     }
 
     /// A `kubectl` command pointed at this test bed.
@@ -563,122 +458,6 @@ impl Testbed {
             mesh.plane.stop_loads();
             mesh.tasks.abort();
         }
-    }
-}
-
-async fn start_emulator(
-    options: &TestbedOptions,
-    shutdown: &Shutdown,
-    kubeconfig: &Path,
-) -> anyhow::Result<(String, Backend)> {
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], options.port)))
-        .await
-        .with_context(|| format!("cannot listen on 127.0.0.1:{}", options.port))?;
-    let addr = listener.local_addr()?;
-    let base_url = format!("http://{addr}");
-    let token: String = (0..32)
-        .map(|_| format!("{:x}", rand::random_range(0..16u8)))
-        .collect();
-    let store = Arc::new(Store::new(options.event_log));
-    emulator::install_bootstrap_rbac(&store)?;
-    let audit = match &options.audit_dir {
-        Some(dir) => Some(
-            apiserver::rbac::Audit::open(dir, addr.port())
-                .with_context(|| format!("cannot open the audit log in {}", dir.display()))?,
-        ),
-        None => None,
-    };
-    let api = Arc::new(Server::new(store.clone(), token.clone(), addr.to_string()).with_audit(audit));
-    let token_controller = emulator::spawn_token_controller(store.clone(), api.token_issuer());
-    let app = apiserver::server::router(api);
-    let server = {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let serve =
-                axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.wait().await });
-            if let Err(err) = serve.await {
-                tracing::error!(error = %err, "test bed API server failed");
-            }
-        })
-    };
-    let workloads = workloads::spawn(store.clone(), options.workload_delay);
-    std::fs::write(kubeconfig, kubeconfig_yaml(&base_url, &token))
-        .with_context(|| format!("cannot write the kubeconfig {}", kubeconfig.display()))?;
-    Ok((
-        base_url,
-        Backend::Emulator(Emulator {
-            store,
-            token,
-            server,
-            workloads,
-            token_controller,
-        }),
-    ))
-}
-
-/// Creates CRDs (those that exist are left alone) and waits until each is Established.
-pub async fn install_crds(
-    client: &kube::Client,
-    crds: impl IntoIterator<
-        Item = k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-    >,
-) -> anyhow::Result<()> {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
-    let mut names = Vec::new();
-    for crd in crds {
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        match api.create(&kube::api::PostParams::default(), &crd).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => return Err(e).with_context(|| format!("creating CRD {name}")),
-        }
-        names.push(name);
-    }
-    for name in names {
-        let established = kube::runtime::wait::await_condition(
-            api.clone(),
-            &name,
-            kube::runtime::wait::conditions::is_crd_established(),
-        );
-        tokio::time::timeout(Duration::from_secs(30), established)
-            .await
-            .with_context(|| format!("CRD {name} was not Established within 30s"))?
-            .with_context(|| format!("waiting for CRD {name}"))?;
-    }
-    Ok(())
-}
-
-/// Creates a namespace if it does not exist.
-async fn ensure_namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> {
-    use k8s_openapi::api::core::v1::Namespace;
-    let api: kube::Api<Namespace> = kube::Api::all(client.clone());
-    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
-    match api.create(&kube::api::PostParams::default(), &ns).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("creating namespace {name}")),
-    }
-}
-
-/// Creates a selector-less Service (served by the test bed itself) if it does not exist.
-pub(crate) async fn ensure_service(
-    client: &kube::Client,
-    namespace: &str,
-    name: &str,
-    port: u16,
-) -> anyhow::Result<()> {
-    use k8s_openapi::api::core::v1::Service;
-    ensure_namespace(client, namespace).await?;
-    let api: kube::Api<Service> = kube::Api::namespaced(client.clone(), namespace);
-    let svc: Service = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": "serin-testbed"}},
-        "spec": {"ports": [{"name": "http", "port": port, "targetPort": port}]}
-    }))?;
-    match api.create(&kube::api::PostParams::default(), &svc).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("creating Service {namespace}/{name}")),
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use serin_runtime::shutdown::Shutdown;
 
-use crate::{ensure_service, istio, loadtester, mesh, network, prometheus};
+use crate::{harness::ensure_service, istio, loadtester, mesh, network, prometheus};
 
 /// The running data plane, network and Prometheus.
 pub(crate) struct MeshParts {
