@@ -90,29 +90,7 @@ pub fn admit(a: &Admission) -> Admit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::canary::{CanaryAnalysis, CanaryService, TargetRef};
-
-    fn spec() -> CanarySpec {
-        CanarySpec {
-            target_ref: TargetRef {
-                api_version: "apps/v1".into(),
-                kind: "Deployment".into(),
-                name: "podinfo".into(),
-            },
-            service: CanaryService {
-                port: 9898,
-                ..Default::default()
-            },
-            analysis: Some(CanaryAnalysis {
-                interval: Some("30s".into()),
-                threshold: Some(2),
-                max_weight: Some(30),
-                step_weight: Some(10),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
+    use crate::engine::tests::spec;
 
     fn admission<'a>(spec: &'a CanarySpec, same_target: &'a [String]) -> Admission<'a> {
         Admission {
