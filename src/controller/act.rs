@@ -277,14 +277,22 @@ fn uuid_v4(random: u128) -> String {
     )
 }
 
-/// The `-primary` copies of the tracked ConfigMaps and Secrets.
+/// The `-primary` copies of the tracked ConfigMaps and Secrets. The caches keep no data
+/// (`slim`): each tracked config is read from the API server to be copied.
 async fn sync_configs(ctx: &Context, canary: &Canary, world: &World) -> Result<(), Failure> {
     let ns = canary.metadata.namespace.clone().unwrap_or_default();
     let owners = |existing: Option<Vec<OwnerReference>>| {
         configs::shared_owner_references(canary, &existing.unwrap_or_default())
     };
-    for cm in &world.configmaps {
-        let name = format!("{}-primary", cm.metadata.name.as_deref().unwrap_or_default());
+    let configmaps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    for cached in &world.configmaps {
+        let source = cached.metadata.name.as_deref().unwrap_or_default();
+        let cm = configmaps
+            .get(source)
+            .await
+            .doing(|| format!("configmap {source}.{ns} get query error"))?;
+        let name = format!("{source}-primary");
         let existing = ctx
             .stores
             .configmaps
@@ -295,11 +303,15 @@ async fn sync_configs(ctx: &Context, canary: &Canary, world: &World) -> Result<(
             "metadata": {"name": name, "namespace": ns, "labels": build::include_by_prefix(cm.metadata.labels.as_ref(), &ctx.config.include_label_prefixes), "ownerReferences": owners(existing)},
             "data": cm.data.clone().unwrap_or_default(),
         });
-        let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-        apply(&api, &name, &object).await?;
+        apply(&configmaps, &name, &object).await?;
     }
-    for secret in &world.secrets {
-        let name = format!("{}-primary", secret.metadata.name.as_deref().unwrap_or_default());
+    for cached in &world.secrets {
+        let source = cached.metadata.name.as_deref().unwrap_or_default();
+        let secret = secrets
+            .get(source)
+            .await
+            .doing(|| format!("secret {source}.{ns} get query error"))?;
+        let name = format!("{source}-primary");
         let existing = ctx
             .stores
             .secrets
@@ -311,8 +323,7 @@ async fn sync_configs(ctx: &Context, canary: &Canary, world: &World) -> Result<(
             "type": secret.type_.clone().unwrap_or_else(|| "Opaque".into()),
             "data": secret.data.clone().unwrap_or_default(),
         });
-        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-        apply(&api, &name, &object).await?;
+        apply(&secrets, &name, &object).await?;
     }
     Ok(())
 }

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod observe;
 mod reconcile;
 pub mod report;
+pub mod slim;
 mod watches;
 
 pub use context::{Config, Context, Error, Stores};

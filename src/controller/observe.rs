@@ -14,7 +14,7 @@ use k8s_openapi::api::{
 use kube::runtime::reflector::ObjectRef;
 use serde_json::Value;
 
-use super::Context;
+use super::{Context, slim};
 use crate::{
     api::{Canary, istio::VirtualService},
     engine::{
@@ -83,10 +83,9 @@ pub fn observe(ctx: &Context, canary: &Canary, now: i64) -> Result<World, String
             match r.kind {
                 "configmap" => match ctx.stores.configmaps.get(&ObjectRef::new(&r.name).within(&ns)) {
                     Some(cm) if !opted_out(cm.metadata.annotations.as_ref()) => {
-                        checksums.insert(
-                            r.key(),
-                            revision::config_checksum(&cm.data.clone().unwrap_or_default()),
-                        );
+                        let sum = slim::checksum(&cm.metadata)
+                            .map_or_else(|| slim::configmap_checksum(&cm), str::to_owned);
+                        checksums.insert(r.key(), sum);
                         tracked.insert(("configmap".to_owned(), r.name.clone()));
                         configmaps.push((*cm).clone());
                     }
@@ -104,17 +103,9 @@ pub fn observe(ctx: &Context, canary: &Canary, now: i64) -> Result<World, String
                         if !opted_out(s.metadata.annotations.as_ref())
                             && TRACKED_SECRET_TYPES.contains(&s.type_.as_deref().unwrap_or("Opaque")) =>
                     {
-                        let data: BTreeMap<String, String> = s
-                            .data
-                            .clone()
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(k, v)| {
-                                use base64::Engine;
-                                (k, base64::engine::general_purpose::STANDARD.encode(&v.0))
-                            })
-                            .collect();
-                        checksums.insert(r.key(), revision::config_checksum(&data));
+                        let sum = slim::checksum(&s.metadata)
+                            .map_or_else(|| slim::secret_checksum(&s), str::to_owned);
+                        checksums.insert(r.key(), sum);
                         tracked.insert(("secret".to_owned(), r.name.clone()));
                         secrets.push((*s).clone());
                     }
@@ -195,7 +186,7 @@ pub fn observe(ctx: &Context, canary: &Canary, now: i64) -> Result<World, String
                     ))
                     .within(&ns),
                 )
-                .is_some_and(|copy| copy.data == cm.data && copy.binary_data == cm.binary_data)
+                .is_some_and(|copy| slim::same_content(&copy.metadata, &cm.metadata))
         }) && secrets.iter().all(|secret| {
             ctx.stores
                 .secrets
@@ -206,7 +197,7 @@ pub fn observe(ctx: &Context, canary: &Canary, now: i64) -> Result<World, String
                     ))
                     .within(&ns),
                 )
-                .is_some_and(|copy| copy.data == secret.data)
+                .is_some_and(|copy| slim::same_content(&copy.metadata, &secret.metadata))
         });
         copies_current && primary::runs_target(&built, &serde_json::to_value(live).unwrap_or(Value::Null))
     });

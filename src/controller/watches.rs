@@ -27,7 +27,7 @@ use crate::{
 
 use super::{
     reconcile::{error_policy, guard_key, reconcile},
-    *,
+    slim, *,
 };
 use serin_runtime::scope::api;
 
@@ -50,19 +50,19 @@ pub async fn run(
     let (virtual_services, vs_writer) = reflector::store();
     let dep_stream = reflector::reflector(
         dep_writer,
-        watcher(api::<Deployment>(&client, ns.as_deref()), wc.clone()),
+        watcher(api::<Deployment>(&client, ns.as_deref()), wc.clone()).modify(slim::deployment),
     )
     .default_backoff()
     .touched_objects();
     let cm_stream = reflector::reflector(
         cm_writer,
-        watcher(api::<ConfigMap>(&client, ns.as_deref()), wc.clone()),
+        watcher(api::<ConfigMap>(&client, ns.as_deref()), wc.clone()).modify(slim::configmap),
     )
     .default_backoff()
     .touched_objects();
     let secret_stream = reflector::reflector(
         secret_writer,
-        watcher(api::<Secret>(&client, ns.as_deref()), wc.clone()),
+        watcher(api::<Secret>(&client, ns.as_deref()), wc.clone()).modify(slim::secret),
     )
     .default_backoff()
     .touched_objects();
