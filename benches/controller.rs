@@ -5,7 +5,8 @@
 //! `SERIN_BENCH_CANARIES` sets the number of Canaries (default 100), `SERIN_BENCH_UNRELATED`
 //! the number of unrelated Deployments next to them (default 2,000, with 2.5 times as many
 //! unrelated ConfigMaps and Secrets of 8 KiB each, as Helm release Secrets are), and
-//! `SERIN_BENCH_REVISIONS` the number of new revisions timed (default 50).
+//! `SERIN_BENCH_REVISIONS` the number of new revisions timed (default 50), and
+//! `SERIN_BENCH_WRAPPER` a command serin runs under (a profiler: `heaptrack`, `perf record -g`).
 //!
 //! The benchmark follows the Canaries through a watch (a reflector), not by listing them: the
 //! API server's load is serin's alone.
@@ -237,8 +238,13 @@ async fn main() {
     }
 
     let started = Instant::now();
+    // `SERIN_BENCH_WRAPPER` runs serin under a profiler, e.g. `heaptrack` or `perf record -g`.
+    let wrapper = std::env::var("SERIN_BENCH_WRAPPER").unwrap_or_default();
+    let mut argv: Vec<String> = wrapper.split_whitespace().map(str::to_owned).collect();
+    argv.push(env!("CARGO_BIN_EXE_serin").to_owned());
     let serin = Serin(
-        Command::new(env!("CARGO_BIN_EXE_serin"))
+        Command::new(&argv[0])
+            .args(&argv[1..])
             .args(["run", "--admin-addr", "127.0.0.1:0"])
             .env("KUBECONFIG", tb.kubeconfig())
             .env("RUST_LOG", "warn")

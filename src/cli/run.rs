@@ -73,6 +73,11 @@ pub struct RunArgs {
     /// Cluster name added to alert fields.
     #[arg(long, env = "CLUSTER_NAME")]
     pub cluster_name: Option<String>,
+    /// How many Canaries reconcile at once (0: no limit). One Canary never reconciles twice at
+    /// once; a reconcile waiting on a slow webhook or Prometheus holds its slot until the
+    /// request's timeout.
+    #[arg(long, env = "SERIN_MAX_CONCURRENT_RECONCILES", default_value_t = controller::DEFAULT_CONCURRENCY)]
+    pub max_concurrent_reconciles: u16,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     #[command(flatten)]
@@ -143,6 +148,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         event_webhook: args.event_webhook.clone().filter(|u| !u.is_empty()),
         notifier: notifier(&args),
         cluster_name: args.cluster_name.clone().filter(|c| !c.is_empty()),
+        concurrency: args.max_concurrent_reconciles,
     };
     tracing::info!(namespace = args.namespace.as_deref().unwrap_or("(all)"), mesh_provider = %args.mesh_provider, metrics_server = %args.metrics_server, "starting the canary controller");
     let ready_state = state.clone();

@@ -28,7 +28,14 @@ pub struct Config {
     pub notifier: Option<alerts::Notifier>,
     /// Added to alert fields (`--cluster-name`).
     pub cluster_name: Option<String>,
+    /// How many Canaries reconcile at once (0: no limit; `--max-concurrent-reconciles`).
+    pub concurrency: u16,
 }
+
+/// Reconciles at once by default: enough that a few slow webhooks do not hold up the others,
+/// few enough that ten thousand Canaries starting at once queue instead of all holding memory
+/// and requests in flight.
+pub const DEFAULT_CONCURRENCY: u16 = 64;
 
 /// The caches reconciles read from.
 #[derive(Clone, Debug)]
@@ -44,6 +51,8 @@ pub struct Context {
     pub client: Client,
     /// The Canaries, for `flagger_canary_total`.
     pub canaries: Store<DeserializeGuard<Canary>>,
+    /// The Canaries by namespace, target and apex Service.
+    pub canary_index: Arc<super::index::Index<DeserializeGuard<Canary>>>,
     pub config: Config,
     pub stores: Stores,
     pub metrics: metrics::Metrics,

@@ -128,13 +128,19 @@ pub fn orphaned_targets<'a>(
 /// gone.
 pub async fn sweep(ctx: &Context) {
     let deployments = ctx.stores.deployments.state();
-    let canaries = ctx.canaries.state();
-    let exists = |ns: &str, name: &str| {
-        canaries.iter().any(|c| {
+    let canaries: std::collections::HashSet<(String, String)> = ctx
+        .canaries
+        .state()
+        .iter()
+        .map(|c| {
             let meta = c.meta();
-            meta.namespace.as_deref() == Some(ns) && meta.name.as_deref() == Some(name)
+            (
+                meta.namespace.clone().unwrap_or_default(),
+                meta.name.clone().unwrap_or_default(),
+            )
         })
-    };
+        .collect();
+    let exists = |ns: &str, name: &str| canaries.contains(&(ns.to_owned(), name.to_owned()));
     for (ns, name, canary) in orphaned_targets(deployments.iter().map(|d| d.as_ref()), exists) {
         let target = deployment(ctx, &ns, &name);
         let primary = deployment(ctx, &ns, &format!("{name}-primary"));

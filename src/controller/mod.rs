@@ -10,6 +10,7 @@ pub mod alerts;
 pub mod checks;
 mod context;
 pub mod finalize;
+mod index;
 pub mod metrics;
 pub mod observe;
 mod reconcile;
@@ -17,6 +18,6 @@ pub mod report;
 pub mod slim;
 mod watches;
 
-pub use context::{Config, Context, Error, Stores};
+pub use context::{Config, Context, DEFAULT_CONCURRENCY, Error, Stores};
 pub use serin_runtime::hooks::{TEST_HOOKS_ENV, TEST_PANIC_ANNOTATION};
 pub use watches::{SHUTDOWN_GRACE, run};

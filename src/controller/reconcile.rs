@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use kube::{ResourceExt, core::DeserializeGuard, runtime::controller::Action as RequeueAction};
 
-use super::{Context, Error, act, alerts, checks, finalize, metrics, observe, report};
+use super::{Context, Error, act, alerts, checks, finalize, index, metrics, observe, report};
 use crate::{
     api::Canary,
     engine::{self, Decision, Input},
@@ -128,15 +128,7 @@ pub(super) async fn reconcile(
 /// `flagger_canary_total` for the Canary's namespace.
 fn count_in_namespace(ctx: &Context, canary: &Canary) {
     let namespace = canary.namespace().unwrap_or_default();
-    let in_namespace = ctx
-        .canaries
-        .state()
-        .iter()
-        .filter(|g| {
-            g.0.as_ref()
-                .is_ok_and(|c| c.namespace().as_deref() == Some(namespace.as_str()))
-        })
-        .count();
+    let in_namespace = ctx.canary_index.count(&index::in_namespace(&namespace));
     ctx.metrics
         .total
         .get_or_create(&metrics::NamespaceLabels { namespace })
@@ -145,14 +137,11 @@ fn count_in_namespace(ctx: &Context, canary: &Canary) {
 
 /// The names of the Canaries of the namespace that target the same workload.
 fn same_target(ctx: &Context, canary: &Canary) -> Vec<String> {
-    ctx.canaries
-        .state()
+    let ns = canary.metadata.namespace.as_deref().unwrap_or_default();
+    ctx.canary_index
+        .get(&index::targeting(ns, &canary.spec.target_ref.name))
         .iter()
-        .filter_map(|g| g.0.as_ref().ok())
-        .filter(|c| {
-            c.namespace() == canary.namespace() && c.spec.target_ref.name == canary.spec.target_ref.name
-        })
-        .map(|c| c.name_any())
+        .map(|c| index::name_of(c).to_owned())
         .collect()
 }
 

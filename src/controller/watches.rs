@@ -15,17 +15,15 @@ use kube::{
     core::DeserializeGuard,
     runtime::{
         Controller, WatchStreamExt,
-        reflector::{self, ObjectRef, Store},
+        reflector::{self, ObjectRef},
         watcher,
     },
 };
 
-use crate::{
-    api::{Canary, istio::VirtualService},
-    engine::build::configs,
-};
+use crate::api::{Canary, istio::VirtualService};
 
 use super::{
+    index,
     reconcile::{error_policy, guard_key, reconcile},
     slim, *,
 };
@@ -48,12 +46,22 @@ pub async fn run(
     let (configmaps, cm_writer) = reflector::store();
     let (secrets, secret_writer) = reflector::store();
     let (virtual_services, vs_writer) = reflector::store();
-    let dep_stream = reflector::reflector(
-        dep_writer,
-        watcher(api::<Deployment>(&client, ns.as_deref()), wc.clone()).modify(slim::deployment),
-    )
-    .default_backoff()
-    .touched_objects();
+    let canary_index = Arc::new(index::canaries());
+    let deployment_index = Arc::new(index::deployments());
+    let dep_stream = {
+        let deployment_index = deployment_index.clone();
+        reflector::reflector(
+            dep_writer,
+            watcher(api::<Deployment>(&client, ns.as_deref()), wc.clone()).modify(slim::deployment),
+        )
+        .default_backoff()
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                deployment_index.apply(event);
+            }
+        })
+        .touched_objects()
+    };
     let cm_stream = reflector::reflector(
         cm_writer,
         watcher(api::<ConfigMap>(&client, ns.as_deref()), wc.clone()).modify(slim::configmap),
@@ -83,8 +91,14 @@ pub async fn run(
     // reflector has applied the list when `InitDone` passes here.
     let canaries_listed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let listed = canaries_listed.clone();
+    let indexing = canary_index.clone();
     let canary_stream = reflector::reflector(canary_writer, watcher(canaries, wc.clone()))
         .default_backoff()
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                indexing.apply(event);
+            }
+        })
         .inspect(move |event| match event {
             Ok(watcher::Event::Delete(guard)) => {
                 if let Ok(c) = &guard.0 {
@@ -95,7 +109,8 @@ pub async fn run(
             _ => {}
         })
         .applied_objects();
-    let controller = Controller::for_stream(canary_stream, canary_store.clone());
+    let controller = Controller::for_stream(canary_stream, canary_store.clone())
+        .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency));
     let http = reqwest::Client::builder().build().unwrap_or_default();
     let insecure_http = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
@@ -104,6 +119,7 @@ pub async fn run(
     let ctx = Arc::new(Context {
         client: client.clone(),
         canaries: canary_store.clone(),
+        canary_index: canary_index.clone(),
         config,
         stores: Stores {
             deployments: deployments.clone(),
@@ -121,43 +137,37 @@ pub async fn run(
         test_hooks: serin_runtime::hooks::enabled_by_env(),
     });
 
-    // Which Canaries a change concerns.
+    // Which Canaries a change concerns: index lookups, no scan of the Canaries.
     let by_target = {
-        let store = canary_store.clone();
+        let index = canary_index.clone();
         move |d: Deployment| {
             let name = d.name_any();
-            let ns = d.namespace();
-            let base = name.strip_suffix("-primary").map(str::to_owned);
-            canaries_where(&store, ns.as_deref(), |c| {
-                c.spec.target_ref.name == name || base.as_deref() == Some(c.spec.target_ref.name.as_str())
-            })
+            let ns = d.namespace().unwrap_or_default();
+            let mut found = canaries_in(&index, &ns, &index::targeting(&ns, &name));
+            if let Some(base) = name.strip_suffix("-primary") {
+                found.extend(canaries_in(&index, &ns, &index::targeting(&ns, base)));
+            }
+            found
         }
     };
-    let by_config = |kind: &'static str,
-                     store: Store<DeserializeGuard<Canary>>,
-                     deployments: Store<Deployment>| {
+    let by_config = |kind: &'static str| {
+        let (canaries, deployments) = (canary_index.clone(), deployment_index.clone());
         move |name: String, ns: Option<String>| {
-            canaries_where(&store, ns.as_deref(), |c| {
-                deployments
-                    .get(&ObjectRef::new(&c.spec.target_ref.name).within(ns.as_deref().unwrap_or_default()))
-                    .and_then(|d| serde_json::to_value(&d.spec.as_ref()?.template.spec).ok())
-                    .is_some_and(|spec| {
-                        configs::references(&spec)
-                            .iter()
-                            .any(|r| r.kind == kind && r.name == name)
-                    })
-            })
+            let ns = ns.unwrap_or_default();
+            deployments
+                .get(&index::using(kind, &ns, &name))
+                .iter()
+                .flat_map(|d| canaries_in(&canaries, &ns, &index::targeting(&ns, index::name_of(d))))
+                .collect::<Vec<_>>()
         }
     };
-    let cm_map = by_config("configmap", canary_store.clone(), deployments.clone());
-    let secret_map = by_config("secret", canary_store.clone(), deployments.clone());
+    let cm_map = by_config("configmap");
+    let secret_map = by_config("secret");
     let by_vs = {
-        let store = canary_store.clone();
+        let index = canary_index.clone();
         move |vs: VirtualService| {
-            let name = vs.name_any();
-            canaries_where(&store, vs.namespace().as_deref(), |c| {
-                c.service_names().apex == name
-            })
+            let ns = vs.namespace().unwrap_or_default();
+            canaries_in(&index, &ns, &index::with_apex(&ns, &vs.name_any()))
         }
     };
     let deletions = {
@@ -245,16 +255,15 @@ pub async fn run(
     filling.abort();
 }
 
-fn canaries_where(
-    store: &Store<DeserializeGuard<Canary>>,
-    namespace: Option<&str>,
-    pred: impl Fn(&Canary) -> bool,
+/// The Canaries filed under `key`, as references for the controller.
+fn canaries_in(
+    index: &index::Index<DeserializeGuard<Canary>>,
+    namespace: &str,
+    key: &str,
 ) -> Vec<ObjectRef<DeserializeGuard<Canary>>> {
-    store
-        .state()
+    index
+        .get(key)
         .iter()
-        .filter_map(|g| g.0.as_ref().ok())
-        .filter(|c| c.namespace().as_deref() == namespace && pred(c))
-        .map(|c| ObjectRef::new(&c.name_any()).within(namespace.unwrap_or_default()))
+        .map(|c| ObjectRef::new(index::name_of(c)).within(namespace))
         .collect()
 }

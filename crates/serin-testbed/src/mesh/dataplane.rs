@@ -117,34 +117,12 @@ impl DataPlane {
         (plane, tasks)
     }
 
-    /// Rebuilds the routing model from the watched objects.
+    /// Rebuilds the routing model from the watched objects (shared, not copied).
     pub fn refresh(&self) {
-        let virtual_services = self
-            .view
-            .virtual_services()
-            .into_iter()
-            .filter_map(|vs| {
-                Some((
-                    vs.pointer("/metadata/namespace")?.as_str()?.to_owned(),
-                    vs.pointer("/metadata/name")?.as_str()?.to_owned(),
-                    vs.get("spec").cloned().unwrap_or(Value::Null),
-                ))
-            })
-            .collect();
         let mesh = Mesh {
-            services: self
-                .view
-                .services()
-                .iter()
-                .filter_map(routing::service_from)
-                .collect(),
-            workloads: self
-                .view
-                .deployments()
-                .iter()
-                .filter_map(routing::workload_from)
-                .collect(),
-            virtual_services,
+            services: self.view.services(),
+            workloads: self.view.deployments(),
+            virtual_services: self.view.virtual_services(),
         };
         *self.mesh.write().unwrap_or_else(|p| p.into_inner()) = mesh;
     }
@@ -153,7 +131,7 @@ impl DataPlane {
     pub fn knows_host(&self, host: &str, source_namespace: &str) -> bool {
         let mesh = self.mesh.read().unwrap_or_else(|p| p.into_inner());
         mesh.has_service(&routing::fqdn(host, source_namespace))
-            || mesh.virtual_services.iter().any(|(ns, _, spec)| {
+            || mesh.virtual_services.iter().map(|vs| &**vs).any(|(ns, _, spec)| {
                 spec.get("hosts").and_then(Value::as_array).is_some_and(|hs| {
                     hs.iter()
                         .filter_map(Value::as_str)
@@ -272,33 +250,19 @@ impl DataPlane {
     }
 
     fn background_load(&self, carry: &mut HashMap<String, f64>) {
-        for svc in self.view.services() {
-            let Some(rps) = svc
-                .pointer("/metadata/annotations")
-                .and_then(|a| a.get(RPS_ANNOTATION))
-                .and_then(Value::as_str)
-                .and_then(|v| v.parse::<f64>().ok())
-            else {
-                continue;
-            };
-            let (Some(name), Some(ns)) = (
-                svc.pointer("/metadata/name").and_then(Value::as_str),
-                svc.pointer("/metadata/namespace").and_then(Value::as_str),
-            ) else {
-                continue;
-            };
-            let key = format!("{ns}/{name}");
-            let due = carry.entry(key).or_default();
+        for load in self.view.loads() {
+            let (ns, name, rps) = &*load;
+            let due = carry.entry(format!("{ns}/{name}")).or_default();
             *due += rps * TICK.as_secs_f64();
             let source = Source {
                 workload: "testbed-load".into(),
-                namespace: ns.to_owned(),
+                namespace: ns.clone(),
             };
             while *due >= 1.0 {
                 *due -= 1.0;
                 let req = Request {
-                    host: name.to_owned(),
-                    source_namespace: ns.to_owned(),
+                    host: name.clone(),
+                    source_namespace: ns.clone(),
                     method: "GET".into(),
                     path: "/".into(),
                     ..Default::default()

@@ -5,7 +5,7 @@
 //! parameters, uri, method), weighted destinations, mirroring and response headers. Pure: the
 //! random draws come in as arguments.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use serde_json::Value;
 
@@ -36,13 +36,16 @@ pub struct Service {
     pub selector: BTreeMap<String, String>,
 }
 
-/// What the data plane knows.
+/// A VirtualService as stored: namespace, name and spec.
+pub type VirtualService = (String, String, Value);
+
+/// What the data plane knows. Objects are shared with the cluster view, so a new snapshot costs
+/// a reference per object.
 #[derive(Clone, Debug, Default)]
 pub struct Mesh {
-    pub services: Vec<Service>,
-    pub workloads: Vec<Workload>,
-    /// VirtualService objects as stored (namespace, spec).
-    pub virtual_services: Vec<(String, String, Value)>,
+    pub services: Vec<Arc<Service>>,
+    pub workloads: Vec<Arc<Workload>>,
+    pub virtual_services: Vec<Arc<VirtualService>>,
 }
 
 /// A simulated request.
@@ -223,6 +226,7 @@ impl Mesh {
         let ready: Vec<&Workload> = self
             .workloads
             .iter()
+            .map(|w| &**w)
             .filter(|w| w.namespace == svc.namespace && w.ready_replicas > 0)
             .filter(|w| svc.selector.iter().all(|(k, v)| w.pod_labels.get(k) == Some(v)))
             .collect();
@@ -252,14 +256,18 @@ impl Mesh {
     /// Routes a request. `None` when nothing answers for the host (Envoy's 404 NR).
     pub fn route(&self, req: &Request, draws: Draws) -> Option<Route> {
         let host = fqdn(&req.host, &req.source_namespace);
-        let root = self.virtual_services.iter().find(|(ns, _, spec)| {
-            gateway_applies(spec, req)
-                && spec.get("hosts").and_then(Value::as_array).is_some_and(|hs| {
-                    hs.iter()
-                        .filter_map(Value::as_str)
-                        .any(|h| host_matches(&fqdn(h, ns), &host))
-                })
-        });
+        let root = self
+            .virtual_services
+            .iter()
+            .map(|vs| &**vs)
+            .find(|(ns, _, spec)| {
+                gateway_applies(spec, req)
+                    && spec.get("hosts").and_then(Value::as_array).is_some_and(|hs| {
+                        hs.iter()
+                            .filter_map(Value::as_str)
+                            .any(|h| host_matches(&fqdn(h, ns), &host))
+                    })
+            });
         let Some((vs_ns, _, spec)) = root else {
             // No VirtualService: plain Kubernetes Service routing (in-mesh only).
             if req.gateway.is_some() || !self.has_service(&host) {
@@ -287,6 +295,7 @@ impl Mesh {
             let (_, _, delegate_spec) = self
                 .virtual_services
                 .iter()
+                .map(|vs| &**vs)
                 .find(|(n, vs_name, _)| n == ns && vs_name == name)?;
             return self.route_in(ns, delegate_spec, req, draws, depth + 1);
         }
@@ -423,15 +432,15 @@ mod tests {
     fn mesh(vs: Value) -> Mesh {
         Mesh {
             services: vec![
-                service("podinfo", "podinfo-primary"),
-                service("podinfo-primary", "podinfo-primary"),
-                service("podinfo-canary", "podinfo"),
+                Arc::new(service("podinfo", "podinfo-primary")),
+                Arc::new(service("podinfo-primary", "podinfo-primary")),
+                Arc::new(service("podinfo-canary", "podinfo")),
             ],
             workloads: vec![
-                workload("podinfo-primary", "podinfo-primary"),
-                workload("podinfo", "podinfo"),
+                Arc::new(workload("podinfo-primary", "podinfo-primary")),
+                Arc::new(workload("podinfo", "podinfo")),
             ],
-            virtual_services: vec![("test".into(), "podinfo".into(), vs)],
+            virtual_services: vec![Arc::new(("test".into(), "podinfo".into(), vs))],
         }
     }
 
@@ -573,8 +582,11 @@ mod tests {
         let mut m = mesh(
             json!({"hosts": ["app.example.com"], "gateways": ["istio-system/public"], "http": [{"delegate": {"name": "podinfo-delegate", "namespace": "test"}}]}),
         );
-        m.virtual_services
-            .push(("test".into(), "podinfo-delegate".into(), weighted(0, 100)));
+        m.virtual_services.push(Arc::new((
+            "test".into(),
+            "podinfo-delegate".into(),
+            weighted(0, 100),
+        )));
         let mut r = req("app.example.com");
         assert!(
             m.route(&r, draws(0.0)).is_none(),
@@ -587,7 +599,7 @@ mod tests {
     #[test]
     fn no_ready_backend_has_no_workload() {
         let mut m = mesh(weighted(0, 100));
-        m.workloads[1].ready_replicas = 0;
+        Arc::make_mut(&mut m.workloads[1]).ready_replicas = 0;
         let route = m.route(&req("podinfo"), draws(0.0)).expect("routes");
         assert_eq!(route.workload, None);
         assert_eq!(route.service, "podinfo-canary.test.svc.cluster.local");

@@ -1,6 +1,7 @@
 //! What the simulated data plane sees of the cluster: Services, Deployments and VirtualServices,
 //! kept current by kube-rs watches through the API, so the same code follows the emulator and
-//! a real API server. Does I/O (watch tasks).
+//! a real API server. Each object is read once when it changes, into the shared form routing
+//! uses, so a routing snapshot costs a reference per object. Does I/O (watch tasks).
 
 use std::{
     collections::BTreeMap,
@@ -14,6 +15,11 @@ use kube::{
     runtime::{WatchStreamExt, watcher},
 };
 use serde_json::Value;
+
+use super::{
+    dataplane::RPS_ANNOTATION,
+    routing::{self, Service, VirtualService, Workload},
+};
 
 /// A watch retries every second: a resource whose CRD is installed later is followed soon
 /// after, and a test bed's short-lived API errors cost a second at most.
@@ -31,12 +37,22 @@ impl kube::runtime::utils::Backoff for EverySecond {
     fn reset(&mut self) {}
 }
 
-/// The objects of one resource, by `namespace/name`.
-#[derive(Debug, Default)]
-struct Objects {
-    current: BTreeMap<String, Value>,
+/// The objects of one resource as the data plane reads them, by `namespace/name`, shared with
+/// the routing snapshots.
+#[derive(Debug)]
+struct Objects<T> {
+    current: BTreeMap<String, Arc<T>>,
     /// The list a relist is building, swapped in when it is complete.
-    relist: BTreeMap<String, Value>,
+    relist: BTreeMap<String, Arc<T>>,
+}
+
+impl<T> Default for Objects<T> {
+    fn default() -> Self {
+        Self {
+            current: BTreeMap::new(),
+            relist: BTreeMap::new(),
+        }
+    }
 }
 
 fn key(o: &DynamicObject) -> String {
@@ -47,15 +63,16 @@ fn key(o: &DynamicObject) -> String {
     )
 }
 
-/// Which of the view's object sets a watch fills.
-type Field = fn(&ClusterView) -> &RwLock<Objects>;
+/// A Service that asks for background load: namespace, name and requests per second.
+pub type Load = (String, String, f64);
 
-/// The watched resources.
+/// The watched resources, read once per change into what the data plane uses.
 #[derive(Debug, Default)]
 pub struct ClusterView {
-    services: RwLock<Objects>,
-    deployments: RwLock<Objects>,
-    virtual_services: RwLock<Objects>,
+    services: RwLock<Objects<Service>>,
+    loads: RwLock<Objects<Load>>,
+    deployments: RwLock<Objects<Workload>>,
+    virtual_services: RwLock<Objects<VirtualService>>,
     changed: tokio::sync::Notify,
 }
 
@@ -92,42 +109,61 @@ pub fn follow(
     })
 }
 
+/// A Service's background load (`testbed.serin.dev/rps`).
+fn load_from(obj: &Value) -> Option<Load> {
+    let rps = obj
+        .pointer("/metadata/annotations")?
+        .get(RPS_ANNOTATION)?
+        .as_str()?
+        .parse::<f64>()
+        .ok()?;
+    Some((
+        obj.pointer("/metadata/namespace")?.as_str()?.to_owned(),
+        obj.pointer("/metadata/name")?.as_str()?.to_owned(),
+        rps,
+    ))
+}
+
+fn virtual_service_from(obj: &Value) -> Option<VirtualService> {
+    Some((
+        obj.pointer("/metadata/namespace")?.as_str()?.to_owned(),
+        obj.pointer("/metadata/name")?.as_str()?.to_owned(),
+        obj.get("spec").cloned().unwrap_or(Value::Null),
+    ))
+}
+
 impl ClusterView {
     /// Starts the watches; `changed` is notified after every change.
     pub fn spawn(client: kube::Client) -> (Arc<Self>, Vec<tokio::task::JoinHandle<()>>) {
         use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service};
         let view = Arc::new(Self::default());
-        let followed: [(ApiResource, Field); 3] = [
-            (ApiResource::erase::<Service>(&()), ClusterView::services_field),
-            (
-                ApiResource::erase::<Deployment>(&()),
-                ClusterView::deployments_field,
-            ),
-            (virtual_service_resource(), ClusterView::virtual_services_field),
-        ];
-        let tasks = followed
-            .into_iter()
-            .map(|(resource, field)| {
-                let view = view.clone();
-                follow(client.clone(), resource, move |event| {
-                    apply(field(&view), event);
-                    view.changed.notify_one();
-                })
+        let services = {
+            let view = view.clone();
+            follow(client.clone(), ApiResource::erase::<Service>(&()), move |event| {
+                apply(&view.services, &event, routing::service_from);
+                apply(&view.loads, &event, load_from);
+                view.changed.notify_one();
             })
-            .collect();
-        (view, tasks)
-    }
-
-    fn services_field(&self) -> &RwLock<Objects> {
-        &self.services
-    }
-
-    fn deployments_field(&self) -> &RwLock<Objects> {
-        &self.deployments
-    }
-
-    fn virtual_services_field(&self) -> &RwLock<Objects> {
-        &self.virtual_services
+        };
+        let deployments = {
+            let view = view.clone();
+            follow(
+                client.clone(),
+                ApiResource::erase::<Deployment>(&()),
+                move |event| {
+                    apply(&view.deployments, &event, routing::workload_from);
+                    view.changed.notify_one();
+                },
+            )
+        };
+        let virtual_services = {
+            let view = view.clone();
+            follow(client, virtual_service_resource(), move |event| {
+                apply(&view.virtual_services, &event, virtual_service_from);
+                view.changed.notify_one();
+            })
+        };
+        (view, vec![services, deployments, virtual_services])
     }
 
     /// Completes after the next change (or at once if one happened since the last call).
@@ -135,20 +171,25 @@ impl ClusterView {
         self.changed.notified().await;
     }
 
-    pub fn services(&self) -> Vec<Value> {
+    pub fn services(&self) -> Vec<Arc<Service>> {
         list(&self.services)
     }
 
-    pub fn deployments(&self) -> Vec<Value> {
+    /// The Services with background load.
+    pub fn loads(&self) -> Vec<Arc<Load>> {
+        list(&self.loads)
+    }
+
+    pub fn deployments(&self) -> Vec<Arc<Workload>> {
         list(&self.deployments)
     }
 
-    pub fn virtual_services(&self) -> Vec<Value> {
+    pub fn virtual_services(&self) -> Vec<Arc<VirtualService>> {
         list(&self.virtual_services)
     }
 }
 
-fn list(objects: &RwLock<Objects>) -> Vec<Value> {
+fn list<T>(objects: &RwLock<Objects<T>>) -> Vec<Arc<T>> {
     objects
         .read()
         .unwrap_or_else(|p| p.into_inner())
@@ -158,22 +199,33 @@ fn list(objects: &RwLock<Objects>) -> Vec<Value> {
         .collect()
 }
 
-fn apply(objects: &RwLock<Objects>, event: watcher::Event<DynamicObject>) {
+/// Applies a watch event, reading each object with `read` (an object it cannot read, or no
+/// longer reads, is left out).
+fn apply<T>(
+    objects: &RwLock<Objects<T>>,
+    event: &watcher::Event<DynamicObject>,
+    read: fn(&Value) -> Option<T>,
+) {
+    let read = |o: &DynamicObject| serde_json::to_value(o).ok().and_then(|v| read(&v)).map(Arc::new);
     let mut objects = objects.write().unwrap_or_else(|p| p.into_inner());
-    let value = |o: &DynamicObject| serde_json::to_value(o).unwrap_or(Value::Null);
     match event {
         watcher::Event::Init => objects.relist.clear(),
         watcher::Event::InitApply(o) => {
-            let v = value(&o);
-            objects.relist.insert(key(&o), v);
+            if let Some(v) = read(o) {
+                objects.relist.insert(key(o), v);
+            }
         }
         watcher::Event::InitDone => objects.current = std::mem::take(&mut objects.relist),
-        watcher::Event::Apply(o) => {
-            let v = value(&o);
-            objects.current.insert(key(&o), v);
-        }
+        watcher::Event::Apply(o) => match read(o) {
+            Some(v) => {
+                objects.current.insert(key(o), v);
+            }
+            None => {
+                objects.current.remove(&key(o));
+            }
+        },
         watcher::Event::Delete(o) => {
-            objects.current.remove(&key(&o));
+            objects.current.remove(&key(o));
         }
     }
 }
@@ -191,20 +243,32 @@ mod tests {
     #[test]
     fn a_relist_replaces_the_objects_once_complete() {
         let objects = RwLock::new(Objects::default());
-        apply(&objects, watcher::Event::Apply(object("a", "1")));
-        apply(&objects, watcher::Event::Apply(object("b", "2")));
-        apply(&objects, watcher::Event::Init);
-        apply(&objects, watcher::Event::InitApply(object("b", "3")));
+        let read = |o: &Value| o.pointer("/metadata/resourceVersion").cloned();
+        apply(&objects, &watcher::Event::Apply(object("a", "1")), read);
+        apply(&objects, &watcher::Event::Apply(object("b", "2")), read);
+        apply(&objects, &watcher::Event::Init, read);
+        apply(&objects, &watcher::Event::InitApply(object("b", "3")), read);
         // Until the relist completes, the old view stands.
         assert_eq!(list(&objects).len(), 2);
-        apply(&objects, watcher::Event::InitDone);
+        apply(&objects, &watcher::Event::InitDone, read);
         let now = list(&objects);
         assert_eq!(now.len(), 1);
-        assert_eq!(
-            now[0].pointer("/metadata/resourceVersion"),
-            Some(&Value::from("3"))
-        );
-        apply(&objects, watcher::Event::Delete(object("b", "4")));
+        assert_eq!(*now[0], Value::from("3"));
+        apply(&objects, &watcher::Event::Delete(object("b", "4")), read);
         assert!(list(&objects).is_empty());
+    }
+
+    #[test]
+    fn services_with_background_load_are_read_from_their_annotation() {
+        let service = |rps: Option<&str>| {
+            serde_json::json!({"metadata": {"name": "web", "namespace": "test",
+                "annotations": rps.map(|r| serde_json::json!({RPS_ANNOTATION: r}))}})
+        };
+        assert_eq!(
+            load_from(&service(Some("2.5"))),
+            Some(("test".into(), "web".into(), 2.5))
+        );
+        assert_eq!(load_from(&service(Some("lots"))), None);
+        assert_eq!(load_from(&service(None)), None);
     }
 }
