@@ -53,6 +53,10 @@ pub struct Context {
     pub canaries: Store<DeserializeGuard<Canary>>,
     /// The Canaries by namespace, target and apex Service.
     pub canary_index: Arc<super::index::Index<DeserializeGuard<Canary>>>,
+    /// The Deployments by the ConfigMaps and Secrets they use.
+    pub deployment_index: Arc<super::index::Index<Deployment>>,
+    /// Whole copies of the Deployments the cache holds as metadata only.
+    pub shelf: Arc<super::shelf::Shelf>,
     pub config: Config,
     pub stores: Stores,
     pub metrics: metrics::Metrics,

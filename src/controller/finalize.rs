@@ -13,7 +13,7 @@ use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service};
 use kube::{
     Api, Resource, ResourceExt,
     api::{DynamicObject, Patch, PatchParams, PostParams},
-    runtime::{controller::Action as RequeueAction, reflector::ObjectRef},
+    runtime::controller::Action as RequeueAction,
 };
 use serde_json::{Value, json};
 use serin_runtime::api_error::Context as _;
@@ -82,11 +82,11 @@ fn restore_replicas(target: &Deployment, primary: Option<&Deployment>) -> i32 {
     })
 }
 
-fn deployment(ctx: &Context, ns: &str, name: &str) -> Option<Deployment> {
-    ctx.stores
-        .deployments
-        .get(&ObjectRef::new(name).within(ns))
-        .map(|d| (*d).clone())
+async fn deployment(ctx: &Context, ns: &str, name: &str) -> Result<Option<Deployment>, Error> {
+    super::shelf::deployment(ctx, ns, name)
+        .await
+        .map(|d| d.map(|d| (*d).clone()))
+        .map_err(Error::Act)
 }
 
 /// Sets the target's replicas and drops serin's scaled-down mark.
@@ -142,9 +142,20 @@ pub async fn sweep(ctx: &Context) {
         .collect();
     let exists = |ns: &str, name: &str| canaries.contains(&(ns.to_owned(), name.to_owned()));
     for (ns, name, canary) in orphaned_targets(deployments.iter().map(|d| d.as_ref()), exists) {
-        let target = deployment(ctx, &ns, &name);
-        let primary = deployment(ctx, &ns, &format!("{name}-primary"));
-        let Some(target) = target else { continue };
+        let found = async {
+            Ok::<_, Error>((
+                deployment(ctx, &ns, &name).await?,
+                deployment(ctx, &ns, &format!("{name}-primary")).await?,
+            ))
+        };
+        let (target, primary) = match found.await {
+            Ok((Some(target), primary)) => (target, primary),
+            Ok((None, _)) => continue,
+            Err(err) => {
+                tracing::warn!(error = %err, "reading the target of the deleted Canary {canary}.{ns} failed");
+                continue;
+            }
+        };
         let want = restore_replicas(&target, primary.as_ref());
         match scale_up(ctx, &ns, &name, want).await {
             Ok(()) => tracing::info!(
@@ -162,10 +173,10 @@ pub async fn sweep(ctx: &Context) {
 async fn scale_back(ctx: &Context, canary: &Canary) -> Result<Option<String>, Error> {
     let ns = canary.namespace().unwrap_or_default();
     let name = &canary.spec.target_ref.name;
-    let Some(target) = deployment(ctx, &ns, name) else {
+    let Some(target) = deployment(ctx, &ns, name).await? else {
         return Ok(None);
     };
-    let primary = deployment(ctx, &ns, &format!("{name}-primary"));
+    let primary = deployment(ctx, &ns, &format!("{name}-primary")).await?;
     let replicas = target.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let want = restore_replicas(&target, primary.as_ref());
     if replicas == 0 || (primary.is_some() && replicas != want) {
@@ -207,7 +218,7 @@ async fn revert_service(ctx: &Context, canary: &Canary) -> Result<(), Error> {
     let selector = match from_last_applied {
         Some(s) => s,
         None => {
-            let Some(target) = deployment(ctx, &ns, &canary.spec.target_ref.name) else {
+            let Some(target) = deployment(ctx, &ns, &canary.spec.target_ref.name).await? else {
                 return Ok(());
             };
             let target = serde_json::to_value(&target).unwrap_or(Value::Null);

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod observe;
 mod reconcile;
 pub mod report;
+mod shelf;
 pub mod slim;
 mod watches;
 

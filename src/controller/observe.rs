@@ -1,6 +1,6 @@
 //! Observing a Canary's world from the reflector caches: the target and primary Deployments,
 //! their readiness, the tracked configs' checksums and the VirtualService's weights. Reads
-//! caches only; no API requests.
+//! caches only; no API requests (a shelved Deployment is read by `shelf::unshelve` before).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -14,7 +14,7 @@ use k8s_openapi::api::{
 use kube::runtime::reflector::ObjectRef;
 use serde_json::Value;
 
-use super::{Context, slim};
+use super::{Context, shelf, slim};
 use crate::{
     api::{Canary, istio::VirtualService},
     engine::{
@@ -48,10 +48,7 @@ pub struct World {
 pub fn observe(ctx: &Context, canary: &Canary, now: i64) -> Result<World, String> {
     let ns = canary.metadata.namespace.clone().unwrap_or_default();
     let target_name = &canary.spec.target_ref.name;
-    let target = ctx
-        .stores
-        .deployments
-        .get(&ObjectRef::new(target_name).within(&ns))
+    let target = shelf::cached(ctx, &ns, target_name)
         .map(|d| (*d).clone())
         .ok_or_else(|| {
             format!(
@@ -60,11 +57,7 @@ pub fn observe(ctx: &Context, canary: &Canary, now: i64) -> Result<World, String
         })?;
     let target_json = serde_json::to_value(&target).map_err(|e| e.to_string())?;
     let label = primary::selector_label(&target_json, &ctx.config.selector_labels)?;
-    let primary = ctx
-        .stores
-        .deployments
-        .get(&ObjectRef::new(&format!("{target_name}-primary")).within(&ns))
-        .map(|d| (*d).clone());
+    let primary = shelf::cached(ctx, &ns, &format!("{target_name}-primary")).map(|d| (*d).clone());
 
     let mut checksums = BTreeMap::new();
     let mut tracked = BTreeSet::new();

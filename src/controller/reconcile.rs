@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use kube::{ResourceExt, core::DeserializeGuard, runtime::controller::Action as RequeueAction};
 
-use super::{Context, Error, act, alerts, checks, finalize, index, metrics, observe, report};
+use super::{Context, Error, act, alerts, checks, finalize, index, metrics, observe, report, shelf};
 use crate::{
     api::Canary,
     engine::{self, Decision, Input},
@@ -101,7 +101,12 @@ pub(super) async fn reconcile(
         }
         engine::Admit::Retry(after) => return Ok(RequeueAction::requeue(after)),
     }
-    // observe (the caches).
+    // observe (the caches; a target or primary cached as metadata only is read once first).
+    let ns = canary.metadata.namespace.as_deref().unwrap_or_default();
+    let target = canary.spec.target_ref.name.as_str();
+    shelf::unshelve(&ctx, ns, &[target, &format!("{target}-primary")])
+        .await
+        .map_err(Error::Act)?;
     let world = match observe::observe(&ctx, &canary, jiff::Timestamp::now().as_second()) {
         Ok(w) => w,
         Err(message) => {

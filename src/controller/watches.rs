@@ -25,7 +25,7 @@ use crate::api::{Canary, istio::VirtualService};
 use super::{
     index,
     reconcile::{error_policy, guard_key, reconcile},
-    slim, *,
+    shelf, slim, *,
 };
 use serin_runtime::scope::api;
 
@@ -48,16 +48,31 @@ pub async fn run(
     let (virtual_services, vs_writer) = reflector::store();
     let canary_index = Arc::new(index::canaries());
     let deployment_index = Arc::new(index::deployments());
+    let shelf = Arc::new(shelf::Shelf::default());
+    // The Deployments are watched once the Canaries are listed, so that the ones no Canary uses
+    // can be shelved (cached as metadata only) from the start.
+    let (listed_tx, mut listed_rx) = tokio::sync::watch::channel(false);
     let dep_stream = {
-        let deployment_index = deployment_index.clone();
-        reflector::reflector(
-            dep_writer,
-            watcher(api::<Deployment>(&client, ns.as_deref()), wc.clone()).modify(slim::deployment),
-        )
+        let (deployment_index, shelf, canary_index) =
+            (deployment_index.clone(), shelf.clone(), canary_index.clone());
+        let deployments = api::<Deployment>(&client, ns.as_deref());
+        let wc = wc.clone();
+        futures::stream::once(async move {
+            let _ = listed_rx.wait_for(|listed| *listed).await;
+            let keep = move |d: &mut Deployment| {
+                slim::deployment(d);
+                if !shelf::wanted(&canary_index, d) {
+                    shelf::shelve(d);
+                }
+            };
+            reflector::reflector(dep_writer, watcher(deployments, wc).modify(keep))
+        })
+        .flatten()
         .default_backoff()
         .inspect(move |event| {
             if let Ok(event) = event {
                 deployment_index.apply(event);
+                shelf.on_event(event);
             }
         })
         .touched_objects()
@@ -105,7 +120,10 @@ pub async fn run(
                     let _ = deleted_tx.send(c.clone());
                 }
             }
-            Ok(watcher::Event::InitDone) => listed.store(true, std::sync::atomic::Ordering::Release),
+            Ok(watcher::Event::InitDone) => {
+                listed.store(true, std::sync::atomic::Ordering::Release);
+                listed_tx.send_replace(true);
+            }
             _ => {}
         })
         .applied_objects();
@@ -120,6 +138,8 @@ pub async fn run(
         client: client.clone(),
         canaries: canary_store.clone(),
         canary_index: canary_index.clone(),
+        deployment_index: deployment_index.clone(),
+        shelf,
         config,
         stores: Stores {
             deployments: deployments.clone(),
