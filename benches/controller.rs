@@ -5,8 +5,11 @@
 //! `SERIN_BENCH_CANARIES` sets the number of Canaries (default 100), `SERIN_BENCH_UNRELATED`
 //! the number of unrelated Deployments next to them (default 2,000, with 2.5 times as many
 //! unrelated ConfigMaps and Secrets of 8 KiB each, as Helm release Secrets are), and
-//! `SERIN_BENCH_REVISIONS` the number of new revisions timed (default 50), and
-//! `SERIN_BENCH_WRAPPER` a command serin runs under (a profiler: `heaptrack`, `perf record -g`).
+//! `SERIN_BENCH_REVISIONS` the number of new revisions timed (default 50),
+//! `SERIN_BENCH_PROGRESSING` the number of Canaries given a new revision at once afterwards
+//! (default: all, at most 1,000), whose steps are timed against their `interval: 10s` schedule,
+//! and `SERIN_BENCH_WRAPPER` a command serin runs under (a profiler: `heaptrack`,
+//! `perf record -g`).
 //!
 //! The benchmark follows the Canaries through a watch (a reflector), not by listing them: the
 //! API server's load is serin's alone.
@@ -173,6 +176,31 @@ async fn unrelated_objects(client: &kube::Client, deployments_count: usize) {
     );
 }
 
+/// CPU time a process has used (user and system), from `/proc/PID/stat`.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15 of the line (11 and 12 after the name), in ticks.
+    let ticks: u64 = fields
+        .get(11..13)
+        .map(|t| t.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
+        .unwrap_or(0);
+    // The kernel's USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
+/// What the benchmark sees of a Canary's progress: its phase and canary weight.
+fn progress_of(c: &Canary) -> (CanaryPhase, i64) {
+    c.status
+        .as_ref()
+        .map(|s| (s.phase, i64::from(s.canary_weight)))
+        .unwrap_or_default()
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -328,6 +356,110 @@ async fn main() {
     );
     let (rss, peak) = memory_mib(pid);
     println!("serin memory after the rollouts started: {rss:.1} MiB resident, {peak:.1} MiB peak");
+
+    // Many rollouts at once: every step of an analysis with `interval: 10s` is due one interval
+    // after the previous one; its lateness is how much later the benchmark's watch sees it.
+    let progressing = env_usize("SERIN_BENCH_PROGRESSING", count.min(1000)).min(count);
+    if progressing > 0 {
+        let interval = Duration::from_secs(10);
+        // The first revisions have to finish first: wait until no Canary is mid-rollout.
+        let settle = Instant::now();
+        while phases(&store).iter().any(|(_, p)| {
+            !matches!(
+                p,
+                CanaryPhase::Initialized | CanaryPhase::Succeeded | CanaryPhase::Failed
+            )
+        }) {
+            assert!(
+                settle.elapsed() < Duration::from_secs(300),
+                "the first rollouts never finished"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tb.reset_requests().await.expect("reset");
+        let cpu_before = cpu_time(pid);
+        let started = Instant::now();
+        for i in 0..progressing {
+            deployments
+                .patch(
+                    &format!("app-{i}"),
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "ghcr.io/stefanprodan/podinfo:6.0.2"}]}}}})),
+                )
+                .await
+                .expect("new image");
+        }
+        // Per Canary: its last progress and when it changed.
+        let names: Vec<String> = (0..progressing).map(|i| format!("app-{i}")).collect();
+        let mut last: std::collections::HashMap<String, ((CanaryPhase, i64), Instant)> = names
+            .iter()
+            .map(|n| {
+                let c = store.get(&reflector::ObjectRef::new(n).within(NS));
+                (
+                    n.clone(),
+                    (c.map(|c| progress_of(&c)).unwrap_or_default(), started),
+                )
+            })
+            .collect();
+        let mut lateness = Vec::new();
+        let mut done = 0;
+        let deadline = Duration::from_secs(60) + interval * 10;
+        let mut peak_rss = 0.0_f64;
+        while done < progressing && started.elapsed() < deadline {
+            done = 0;
+            for n in &names {
+                let Some(c) = store.get(&reflector::ObjectRef::new(n).within(NS)) else {
+                    continue;
+                };
+                let now = progress_of(&c);
+                let entry = last.get_mut(n).expect("tracked");
+                if now != entry.0 {
+                    let gap = entry.1.elapsed();
+                    // Scheduled steps come an interval apart; a change sooner than half an
+                    // interval follows its step at once (not scheduled).
+                    if entry.0.0 == CanaryPhase::Progressing && gap >= interval / 2 {
+                        lateness.push(gap.saturating_sub(interval));
+                    }
+                    *entry = (now, Instant::now());
+                }
+                if entry.0.0 == CanaryPhase::Succeeded {
+                    done += 1;
+                }
+            }
+            peak_rss = peak_rss.max(memory_mib(pid).0);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let took = started.elapsed();
+        let cpu = cpu_time(pid).saturating_sub(cpu_before);
+        let requests: u64 = tb
+            .requests()
+            .await
+            .expect("requests")
+            .iter()
+            .filter(|r| r.verb != "watch")
+            .map(|r| r.count)
+            .sum();
+        lateness.sort();
+        println!(
+            "{progressing} Canaries progressing at once (interval 10s): {done} promoted in {:.1} s; step lateness p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms over {} steps",
+            took.as_secs_f64(),
+            lateness
+                .first()
+                .map_or(0.0, |_| percentile(&lateness, 0.5).as_secs_f64() * 1000.0),
+            lateness
+                .first()
+                .map_or(0.0, |_| percentile(&lateness, 0.99).as_secs_f64() * 1000.0),
+            lateness
+                .first()
+                .map_or(0.0, |_| percentile(&lateness, 1.0).as_secs_f64() * 1000.0),
+            lateness.len()
+        );
+        println!(
+            "serin during those rollouts: {:.0}% of one core, {:.0} API requests per second, {peak_rss:.1} MiB resident at most",
+            cpu.as_secs_f64() / took.as_secs_f64() * 100.0,
+            requests as f64 / took.as_secs_f64()
+        );
+    }
     follow.abort();
     drop(serin);
     tb.stop().await;

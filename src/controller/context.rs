@@ -65,7 +65,7 @@ pub struct Context {
     pub caches_filled: Arc<std::sync::atomic::AtomicBool>,
     /// The status serin last wrote for each Canary (by UID) and when: a cached Canary that does
     /// not show it yet is stale.
-    pub written: std::sync::Mutex<std::collections::HashMap<String, (serde_json::Value, std::time::Instant)>>,
+    pub written: Written,
     /// The generation of each Deployment serin last wrote (`namespace/name` -> UID and
     /// generation): readiness is never read from a cached copy older than serin's own write.
     pub deployment_generations: std::sync::Mutex<std::collections::HashMap<String, (String, i64)>>,
@@ -81,6 +81,47 @@ impl std::fmt::Debug for Context {
         f.debug_struct("Context")
             .field("config", &self.config)
             .finish_non_exhaustive()
+    }
+}
+
+/// The status serin last wrote for each Canary (by UID), as a digest, and when.
+#[derive(Debug, Default)]
+pub struct Written(std::sync::Mutex<std::collections::HashMap<String, (u64, std::time::Instant)>>);
+
+impl Written {
+    /// How long serin trusts its own last status write over the cache (someone else may write
+    /// the status too).
+    pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
+
+    /// A digest of a status.
+    pub fn digest(status: Option<&crate::api::CanaryStatus>) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        serde_json::to_vec(&serde_json::to_value(status).unwrap_or_default())
+            .unwrap_or_default()
+            .hash(&mut hasher);
+        hasher.finish()
+    }
+
+    /// Records a status serin wrote; forgets the writes older than the window.
+    pub fn insert(&self, uid: String, status: &crate::api::CanaryStatus) {
+        let mut written = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if written.len() >= 64 {
+            written.retain(|_, (_, at)| at.elapsed() < Self::WINDOW);
+        }
+        written.insert(uid, (Self::digest(Some(status)), std::time::Instant::now()));
+    }
+
+    /// Whether a cached status differs from the one serin wrote within the window.
+    pub fn differs(&self, uid: &str, cached: Option<&crate::api::CanaryStatus>) -> bool {
+        let written = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        written
+            .get(uid)
+            .is_some_and(|(digest, at)| at.elapsed() < Self::WINDOW && *digest != Self::digest(cached))
+    }
+
+    pub fn remove(&self, uid: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(uid);
     }
 }
 

@@ -340,7 +340,7 @@ pub async fn finalize(ctx: &Context, canary: &Canary) -> Result<RequeueAction, E
 /// by garbage collection).
 pub async fn deleted(ctx: &Context, canary: &Canary) {
     if let Some(uid) = canary.metadata.uid.as_deref() {
-        ctx.written.lock().unwrap_or_else(|p| p.into_inner()).remove(uid);
+        ctx.written.remove(uid);
     }
     if canary.spec.reverts_on_deletion() {
         return;

@@ -12,25 +12,13 @@ use crate::{
     engine::{self, Decision, Input},
 };
 
-/// How long serin trusts its own last status write over the cache (someone else may write the
-/// status too).
-const STALE_WINDOW: Duration = Duration::from_secs(5);
-
 /// Whether the cached Canary does not show the status serin wrote last (within the window).
 fn stale_status(ctx: &Context, canary: &Canary) -> bool {
-    let Some(uid) = canary.metadata.uid.as_deref() else {
-        return false;
-    };
-    let written = ctx.written.lock().unwrap_or_else(|p| p.into_inner());
-    written.get(uid).is_some_and(|(status, at)| {
-        at.elapsed() < STALE_WINDOW
-            && canary
-                .status
-                .as_ref()
-                .map(|s| serde_json::to_value(s).unwrap_or_default())
-                .as_ref()
-                != Some(status)
-    })
+    canary
+        .metadata
+        .uid
+        .as_deref()
+        .is_some_and(|uid| ctx.written.differs(uid, canary.status.as_ref()))
 }
 
 pub(super) fn error_policy(

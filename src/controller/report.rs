@@ -226,13 +226,7 @@ pub async fn reconcile_failed(ctx: &Context, canary: &Canary, message: &str) {
     {
         Ok(_) => {
             if let Some(uid) = canary.metadata.uid.clone() {
-                ctx.written.lock().unwrap_or_else(|p| p.into_inner()).insert(
-                    uid,
-                    (
-                        serde_json::to_value(&next).unwrap_or_default(),
-                        std::time::Instant::now(),
-                    ),
-                );
+                ctx.written.insert(uid, &next);
             }
         }
         Err(err) => tracing::warn!(error = %err, "recording the failed reconcile in the status failed"),
@@ -270,13 +264,7 @@ pub async fn write_status(
         }
     }
     if let Some(uid) = canary.metadata.uid.clone() {
-        ctx.written.lock().unwrap_or_else(|p| p.into_inner()).insert(
-            uid,
-            (
-                serde_json::to_value(&next).unwrap_or_default(),
-                std::time::Instant::now(),
-            ),
-        );
+        ctx.written.insert(uid, &next);
     }
     Ok(next)
 }

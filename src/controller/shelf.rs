@@ -73,7 +73,10 @@ impl Shelf {
                 d.metadata.namespace.as_deref().unwrap_or_default(),
                 d.metadata.name.as_deref().unwrap_or_default()
             );
-            self.fetched.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+            self.fetched
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
         };
         match event {
             watcher::Event::Apply(d) | watcher::Event::InitApply(d) if !shelved(d) => forget(d),
@@ -94,7 +97,10 @@ impl Shelf {
 /// Whether a copy at resource version `copy` is at least as new as the cache's `cached` (the
 /// API server's versions are numbers in practice; anything else must match exactly).
 fn not_older(copy: Option<&str>, cached: Option<&str>) -> bool {
-    match (copy.and_then(|c| c.parse::<u64>().ok()), cached.and_then(|c| c.parse::<u64>().ok())) {
+    match (
+        copy.and_then(|c| c.parse::<u64>().ok()),
+        cached.and_then(|c| c.parse::<u64>().ok()),
+    ) {
         (Some(copy), Some(cached)) => copy >= cached,
         _ => copy == cached,
     }
@@ -136,8 +142,7 @@ pub async fn deployment(ctx: &Context, ns: &str, name: &str) -> Result<Option<Ar
         return Ok(None);
     };
     slim::deployment(&mut live);
-    ctx.deployment_index
-        .apply(&watcher::Event::Apply(live.clone()));
+    ctx.deployment_index.apply(&watcher::Event::Apply(live.clone()));
     let live = Arc::new(live);
     // The cache may have moved on meanwhile; the copy is used only while it matches.
     tracing::debug!(deployment = %format!("{name}.{ns}"), cached = ?d.metadata.resource_version, read = ?live.metadata.resource_version, "read a shelved Deployment");
@@ -178,12 +183,24 @@ mod tests {
             .expect("lock")
             .insert("test/web".into(), Arc::new(whole.clone()));
         assert!(shelf.get("test/web", Some("7")).is_some());
-        assert!(shelf.get("test/web", Some("6")).is_some(), "a copy newer than the cache is used");
-        assert!(shelf.get("test/web", Some("8")).is_none(), "a copy older than the cache is not used");
+        assert!(
+            shelf.get("test/web", Some("6")).is_some(),
+            "a copy newer than the cache is used"
+        );
+        assert!(
+            shelf.get("test/web", Some("8")).is_none(),
+            "a copy older than the cache is not used"
+        );
         shelf.on_event(&watcher::Event::Apply(d.clone()));
-        assert!(shelf.get("test/web", Some("7")).is_some(), "a shelved event keeps the copy");
+        assert!(
+            shelf.get("test/web", Some("7")).is_some(),
+            "a shelved event keeps the copy"
+        );
         shelf.on_event(&watcher::Event::Apply(whole));
-        assert!(shelf.get("test/web", Some("7")).is_none(), "a whole one replaces it");
+        assert!(
+            shelf.get("test/web", Some("7")).is_none(),
+            "a whole one replaces it"
+        );
     }
 
     #[test]
@@ -198,8 +215,10 @@ mod tests {
         .expect("canary");
         canaries.apply(&watcher::Event::Apply(DeserializeGuard(Ok(canary))));
         let deployment = |name: &str, annotations: serde_json::Value| -> Deployment {
-            serde_json::from_value(json!({"metadata": {"name": name, "namespace": "test", "annotations": annotations}}))
-                .expect("deployment")
+            serde_json::from_value(
+                json!({"metadata": {"name": name, "namespace": "test", "annotations": annotations}}),
+            )
+            .expect("deployment")
         };
         assert!(wanted(&canaries, &deployment("web", json!({}))));
         assert!(wanted(&canaries, &deployment("web-primary", json!({}))));

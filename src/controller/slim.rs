@@ -11,9 +11,12 @@ use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{ConfigMap, Secret},
 };
-use kube::api::ObjectMeta;
+use kube::{api::ObjectMeta, core::DeserializeGuard};
 
-use crate::engine::revision;
+use crate::{
+    api::{Canary, istio::VirtualService},
+    engine::revision,
+};
 
 /// Annotation of a cached ConfigMap or Secret holding Flagger's checksum of its data.
 const CHECKSUM: &str = "cache.serin.dev/checksum";
@@ -71,6 +74,19 @@ pub fn secret(secret: &mut Secret) {
 /// A Deployment as the cache keeps it.
 pub fn deployment(d: &mut Deployment) {
     d.metadata.managed_fields = None;
+}
+
+/// A VirtualService as the cache keeps it.
+pub fn virtual_service(vs: &mut VirtualService) {
+    vs.metadata.managed_fields = None;
+}
+
+/// A Canary as the cache keeps it (readable or not).
+pub fn canary(guard: &mut DeserializeGuard<Canary>) {
+    match &mut guard.0 {
+        Ok(c) => c.metadata.managed_fields = None,
+        Err(invalid) => invalid.metadata.managed_fields = None,
+    }
 }
 
 /// Flagger's checksum of a cached ConfigMap's or Secret's data.

@@ -91,7 +91,7 @@ pub async fn run(
     .touched_objects();
     let vs_stream = reflector::reflector(
         vs_writer,
-        watcher(api::<VirtualService>(&client, ns.as_deref()), wc.clone()),
+        watcher(api::<VirtualService>(&client, ns.as_deref()), wc.clone()).modify(slim::virtual_service),
     )
     .default_backoff()
     .touched_objects();
@@ -107,26 +107,27 @@ pub async fn run(
     let canaries_listed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let listed = canaries_listed.clone();
     let indexing = canary_index.clone();
-    let canary_stream = reflector::reflector(canary_writer, watcher(canaries, wc.clone()))
-        .default_backoff()
-        .inspect(move |event| {
-            if let Ok(event) = event {
-                indexing.apply(event);
-            }
-        })
-        .inspect(move |event| match event {
-            Ok(watcher::Event::Delete(guard)) => {
-                if let Ok(c) = &guard.0 {
-                    let _ = deleted_tx.send(c.clone());
+    let canary_stream =
+        reflector::reflector(canary_writer, watcher(canaries, wc.clone()).modify(slim::canary))
+            .default_backoff()
+            .inspect(move |event| {
+                if let Ok(event) = event {
+                    indexing.apply(event);
                 }
-            }
-            Ok(watcher::Event::InitDone) => {
-                listed.store(true, std::sync::atomic::Ordering::Release);
-                listed_tx.send_replace(true);
-            }
-            _ => {}
-        })
-        .applied_objects();
+            })
+            .inspect(move |event| match event {
+                Ok(watcher::Event::Delete(guard)) => {
+                    if let Ok(c) = &guard.0 {
+                        let _ = deleted_tx.send(c.clone());
+                    }
+                }
+                Ok(watcher::Event::InitDone) => {
+                    listed.store(true, std::sync::atomic::Ordering::Release);
+                    listed_tx.send_replace(true);
+                }
+                _ => {}
+            })
+            .applied_objects();
     let controller = Controller::for_stream(canary_stream, canary_store.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency));
     let http = reqwest::Client::builder().build().unwrap_or_default();
