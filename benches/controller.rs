@@ -431,14 +431,45 @@ async fn main() {
         }
         let took = started.elapsed();
         let cpu = cpu_time(pid).saturating_sub(cpu_before);
-        let requests: u64 = tb
+        if done < progressing {
+            let mut stuck: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+            for (progress, _) in last.values().filter(|(p, _)| p.0 != CanaryPhase::Succeeded) {
+                *stuck
+                    .entry(format!("{:?} at weight {}", progress.0, progress.1))
+                    .or_default() += 1;
+            }
+            let why = last
+                .iter()
+                .find(|(_, (p, _))| p.0 != CanaryPhase::Succeeded)
+                .and_then(|(n, _)| store.get(&reflector::ObjectRef::new(n).within(NS)))
+                .and_then(|c| c.status.clone())
+                .and_then(|s| s.conditions)
+                .and_then(|c| c.first().map(|c| c.message.clone()));
+            println!(
+                "not promoted within {} s: {stuck:?} (one says: {why:?})",
+                deadline.as_secs()
+            );
+            if let Some((name, _)) = last.iter().find(|(_, (p, _))| p.0 != CanaryPhase::Succeeded) {
+                let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), NS);
+                let lp = kube::api::ListParams::default().fields(&format!("involvedObject.name={name}"));
+                for e in events.list(&lp).await.map(|l| l.items).unwrap_or_default() {
+                    println!(
+                        "  {name}: {} {}",
+                        e.reason.unwrap_or_default(),
+                        e.message.unwrap_or_default()
+                    );
+                }
+            }
+        }
+        let mut by_kind: Vec<_> = tb
             .requests()
             .await
             .expect("requests")
-            .iter()
+            .into_iter()
             .filter(|r| r.verb != "watch")
-            .map(|r| r.count)
-            .sum();
+            .collect();
+        by_kind.sort_by_key(|r| std::cmp::Reverse(r.count));
+        let requests: u64 = by_kind.iter().map(|r| r.count).sum();
         lateness.sort();
         println!(
             "{progressing} Canaries progressing at once (interval 10s): {done} promoted in {:.1} s; step lateness p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms over {} steps",
@@ -459,6 +490,19 @@ async fn main() {
             cpu.as_secs_f64() / took.as_secs_f64() * 100.0,
             requests as f64 / took.as_secs_f64()
         );
+        let per_rollout: Vec<String> = by_kind
+            .iter()
+            .take(8)
+            .map(|r| {
+                format!(
+                    "{} {} {:.1}",
+                    r.verb,
+                    r.resource,
+                    r.count as f64 / progressing as f64
+                )
+            })
+            .collect();
+        println!("API requests per rollout: {}", per_rollout.join(", "));
     }
     follow.abort();
     drop(serin);

@@ -56,7 +56,7 @@ async fn apply_dynamic(
     resource: &ApiResource,
     ns: &str,
     object: &Value,
-) -> Result<(), Failure> {
+) -> Result<DynamicObject, Failure> {
     let name = object
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -65,7 +65,6 @@ async fn apply_dynamic(
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, resource);
     apply_owned(&api, &name, object)
         .await
-        .map(|_| ())
         .doing(|| format!("{} {name}.{ns} apply failed", resource.kind))
 }
 
@@ -457,7 +456,21 @@ async fn ensure_routing(
     if let Some(existing) = &world.virtual_service {
         take_over(&mut vs, existing, canary);
     }
-    apply_dynamic(ctx, &istio("VirtualService", "virtualservices"), &ns, &vs).await
+    let written = apply_dynamic(ctx, &istio("VirtualService", "virtualservices"), &ns, &vs).await?;
+    if let (Some(name), Some(uid), Some(generation)) = (
+        written.metadata.name.as_ref(),
+        written.metadata.uid.as_ref(),
+        written.metadata.generation,
+    ) {
+        ctx.route_generations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                format!("{ns}/{name}"),
+                (uid.clone(), generation, std::time::Instant::now()),
+            );
+    }
+    Ok(())
 }
 
 fn disown(object: &mut Value) {

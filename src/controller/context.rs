@@ -69,6 +69,11 @@ pub struct Context {
     /// The generation of each Deployment serin last wrote (`namespace/name` -> UID and
     /// generation): readiness is never read from a cached copy older than serin's own write.
     pub deployment_generations: std::sync::Mutex<std::collections::HashMap<String, (String, i64)>>,
+    /// The generation of each VirtualService serin last wrote and when (`namespace/name` -> UID,
+    /// generation, time): within the staleness window, routes are never read from a cached copy
+    /// older than serin's own write.
+    pub route_generations:
+        std::sync::Mutex<std::collections::HashMap<String, (String, i64, std::time::Instant)>>,
     /// Retry delays of the Canaries whose last reconcile failed (by UID).
     pub backoffs: serin_runtime::backoff::Backoffs,
     pub insecure_http: reqwest::Client,

@@ -21,6 +21,37 @@ fn stale_status(ctx: &Context, canary: &Canary) -> bool {
         .is_some_and(|uid| ctx.written.differs(uid, canary.status.as_ref()))
 }
 
+/// Whether the cached VirtualService is older than the one serin wrote last (or not cached yet),
+/// within the staleness window: after it, the cache is trusted (someone may have deleted it).
+fn routes_behind(ctx: &Context, canary: &Canary) -> bool {
+    let ns = canary.metadata.namespace.as_deref().unwrap_or_default();
+    let apex = canary.service_names().apex;
+    let written = ctx
+        .route_generations
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&format!("{ns}/{apex}"))
+        .cloned();
+    let Some((uid, generation, at)) = written else {
+        return false;
+    };
+    if at.elapsed() >= super::context::Written::WINDOW {
+        return false;
+    }
+    match ctx
+        .stores
+        .virtual_services
+        .get(&kube::runtime::reflector::ObjectRef::new(&apex).within(ns))
+    {
+        Some(cached) if cached.metadata.uid.as_deref() == Some(uid.as_str()) => {
+            cached.metadata.generation.unwrap_or_default() < generation
+        }
+        // Not the object serin wrote (deleted and made again): nothing to wait for.
+        Some(_) => false,
+        None => true,
+    }
+}
+
 pub(super) fn error_policy(
     guard: Arc<DeserializeGuard<Canary>>,
     err: &Error,
@@ -147,7 +178,7 @@ fn admission<'a>(ctx: &'a Context, canary: &'a Canary, same_target: &'a [String]
         default_provider: &ctx.config.mesh_provider,
         same_target,
         caches_filled: ctx.caches_filled.load(std::sync::atomic::Ordering::Acquire),
-        status_stale: stale_status(ctx, canary),
+        status_stale: stale_status(ctx, canary) || routes_behind(ctx, canary),
     }
 }
 

@@ -154,6 +154,7 @@ pub async fn run(
         caches_filled: Arc::default(),
         written: Default::default(),
         deployment_generations: Default::default(),
+        route_generations: Default::default(),
         backoffs: Default::default(),
         test_hooks: serin_runtime::hooks::enabled_by_env(),
     });

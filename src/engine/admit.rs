@@ -25,7 +25,8 @@ pub struct Admission<'a> {
     pub same_target: &'a [String],
     /// Whether the Deployment, ConfigMap, Secret and VirtualService caches hold their first list.
     pub caches_filled: bool,
-    /// Whether the cached Canary does not show the status serin wrote last.
+    /// Whether the cached Canary does not show the status serin wrote last, or the cached
+    /// VirtualService the routes serin wrote last.
     pub status_stale: bool,
 }
 
@@ -80,7 +81,9 @@ pub fn admit(a: &Admission) -> Admit {
         return Admit::Retry(CACHES_RETRY);
     }
     // A change to another object (the VirtualService serin just wrote) can arrive before the
-    // Canary's own status update: deciding on the older status would take a step twice.
+    // Canary's own status update: deciding on the older status would take a step twice. And the
+    // Canary's status can arrive before the VirtualService: its older weights would look like
+    // traffic moved back by someone else.
     if a.status_stale {
         return Admit::Retry(STALE_RETRY);
     }

@@ -89,7 +89,7 @@ impl Store {
                     self.commit(state, k, EventType::Deleted, o);
                 }
             }
-            state.registry.unregister_crd(&group, &plural);
+            Arc::make_mut(&mut state.registry).unregister_crd(&group, &plural);
         }
         Some(self.commit(state, key.clone(), EventType::Deleted, obj))
     }

@@ -130,7 +130,8 @@ pub enum WatchFrom {
 
 struct State {
     rv: u64,
-    registry: Registry,
+    /// Shared with the requests in flight: a CRD change replaces it (copy on write).
+    registry: Arc<Registry>,
     objects: BTreeMap<Key, Value>,
     log: VecDeque<Arc<WatchEvent>>,
     log_capacity: usize,
@@ -252,7 +253,7 @@ impl Store {
         let store = Self {
             state: Mutex::new(State {
                 rv: 1,
-                registry: Registry::builtin(),
+                registry: Arc::new(Registry::builtin()),
                 objects: BTreeMap::new(),
                 log: VecDeque::new(),
                 log_capacity: log_capacity.max(16),
@@ -283,8 +284,8 @@ impl Store {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A snapshot of the registry.
-    pub fn registry(&self) -> Registry {
+    /// A snapshot of the registry (shared; a CRD change after it makes a new one).
+    pub fn registry(&self) -> Arc<Registry> {
         self.lock().registry.clone()
     }
 

@@ -132,7 +132,9 @@ impl Store {
             });
         }
         if res.group == "apiextensions.k8s.io" && res.plural == "customresourcedefinitions" {
-            state.registry.register_crd(&obj).map_err(ApiError::bad_request)?;
+            Arc::make_mut(&mut state.registry)
+                .register_crd(&obj)
+                .map_err(ApiError::bad_request)?;
         }
         let stored = self.commit(&mut state, key, EventType::Added, obj);
         Ok(Written {
@@ -329,7 +331,9 @@ impl Store {
             });
         }
         if res.group == "apiextensions.k8s.io" && res.plural == "customresourcedefinitions" {
-            state.registry.register_crd(&obj).map_err(ApiError::bad_request)?;
+            Arc::make_mut(&mut state.registry)
+                .register_crd(&obj)
+                .map_err(ApiError::bad_request)?;
         }
         let finishing = meta(&obj).get("deletionTimestamp").is_some()
             && meta(&obj)
