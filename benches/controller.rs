@@ -366,9 +366,15 @@ async fn main() {
         let settle = |store: reflector::Store<Canary>| async move {
             let settle = Instant::now();
             while phases(&store).iter().any(|(_, p)| {
-                !matches!(p, CanaryPhase::Initialized | CanaryPhase::Succeeded | CanaryPhase::Failed)
+                !matches!(
+                    p,
+                    CanaryPhase::Initialized | CanaryPhase::Succeeded | CanaryPhase::Failed
+                )
             }) {
-                assert!(settle.elapsed() < Duration::from_secs(300), "the rollouts never finished");
+                assert!(
+                    settle.elapsed() < Duration::from_secs(300),
+                    "the rollouts never finished"
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         };
@@ -390,7 +396,10 @@ async fn main() {
         let alone = Instant::now();
         rollout("ghcr.io/stefanprodan/podinfo:6.0.2", "app-0".into()).await;
         while phase_of(&store, "app-0") != Some(CanaryPhase::Progressing) {
-            assert!(alone.elapsed() < Duration::from_secs(60), "app-0 never progressed");
+            assert!(
+                alone.elapsed() < Duration::from_secs(60),
+                "app-0 never progressed"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         while phase_of(&store, "app-0") != Some(CanaryPhase::Succeeded) {
@@ -412,7 +421,10 @@ async fn main() {
             .iter()
             .map(|n| {
                 let c = store.get(&reflector::ObjectRef::new(n).within(NS));
-                (n.clone(), (c.map(|c| progress_of(&c)).unwrap_or_default(), started))
+                (
+                    n.clone(),
+                    (c.map(|c| progress_of(&c)).unwrap_or_default(), started),
+                )
             })
             .collect();
         let mut patched: std::collections::HashMap<String, Instant> = std::collections::HashMap::new();
@@ -427,7 +439,9 @@ async fn main() {
         let mut peak_rss = 0.0_f64;
         while done < progressing && started.elapsed() < deadline {
             for n in &names {
-                let Some(c) = store.get(&reflector::ObjectRef::new(n).within(NS)) else { continue };
+                let Some(c) = store.get(&reflector::ObjectRef::new(n).within(NS)) else {
+                    continue;
+                };
                 let now = progress_of(&c);
                 let entry = last.get_mut(n).expect("tracked");
                 if now != entry.0 {
@@ -489,9 +503,15 @@ async fn main() {
         println!(
             "{progressing} Canaries progressing at once (interval 10s): {done} promoted in {:.1} s; each rollout's lateness against the one alone: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
             took.as_secs_f64(),
-            lateness.first().map_or(0.0, |_| percentile(&lateness, 0.5).as_secs_f64() * 1000.0),
-            lateness.first().map_or(0.0, |_| percentile(&lateness, 0.99).as_secs_f64() * 1000.0),
-            lateness.first().map_or(0.0, |_| percentile(&lateness, 1.0).as_secs_f64() * 1000.0),
+            lateness
+                .first()
+                .map_or(0.0, |_| percentile(&lateness, 0.5).as_secs_f64() * 1000.0),
+            lateness
+                .first()
+                .map_or(0.0, |_| percentile(&lateness, 0.99).as_secs_f64() * 1000.0),
+            lateness
+                .first()
+                .map_or(0.0, |_| percentile(&lateness, 1.0).as_secs_f64() * 1000.0),
         );
         println!(
             "serin during those rollouts: {:.0}% of one core, {:.0} API requests per second, {peak_rss:.1} MiB resident at most",

@@ -29,6 +29,9 @@ use super::{
 };
 use serin_runtime::scope::api;
 
+/// Objects per page when listing ConfigMaps and Secrets (the default page is 500 objects).
+const CONFIG_PAGE_SIZE: u32 = 50;
+
 /// How long in-flight reconciles may run after the shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -42,6 +45,9 @@ pub async fn run(
 ) {
     let ns = config.namespace.clone();
     let wc = watcher::Config::default();
+    // ConfigMaps and Secrets are listed in small pages: a page of large objects is held whole
+    // while it is read, and the memory it took stays with the process afterwards.
+    let small_pages = wc.clone().page_size(CONFIG_PAGE_SIZE);
     let (deployments, dep_writer) = reflector::store();
     let (configmaps, cm_writer) = reflector::store();
     let (secrets, secret_writer) = reflector::store();
@@ -79,13 +85,13 @@ pub async fn run(
     };
     let cm_stream = reflector::reflector(
         cm_writer,
-        watcher(api::<ConfigMap>(&client, ns.as_deref()), wc.clone()).modify(slim::configmap),
+        watcher(api::<ConfigMap>(&client, ns.as_deref()), small_pages.clone()).modify(slim::configmap),
     )
     .default_backoff()
     .touched_objects();
     let secret_stream = reflector::reflector(
         secret_writer,
-        watcher(api::<Secret>(&client, ns.as_deref()), wc.clone()).modify(slim::secret),
+        watcher(api::<Secret>(&client, ns.as_deref()), small_pages).modify(slim::secret),
     )
     .default_backoff()
     .touched_objects();
