@@ -166,3 +166,38 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{CanaryPhase, CanaryStatus};
+
+    #[test]
+    fn a_cached_status_differs_from_serins_write_only_within_the_window() {
+        let written = Written::default();
+        let mine = CanaryStatus {
+            phase: CanaryPhase::Progressing,
+            canary_weight: 50,
+            ..Default::default()
+        };
+        let older = CanaryStatus {
+            phase: CanaryPhase::Progressing,
+            canary_weight: 0,
+            ..Default::default()
+        };
+        assert!(
+            !written.differs("uid", Some(&older)),
+            "nothing written: nothing to wait for"
+        );
+        written.insert("uid".into(), &mine);
+        assert!(written.differs("uid", Some(&older)));
+        assert!(written.differs("uid", None));
+        assert!(!written.differs("uid", Some(&mine)));
+        assert!(!written.differs("other", Some(&older)));
+        // An old write is trusted no longer.
+        written.0.lock().expect("lock").get_mut("uid").expect("written").1 -= Written::WINDOW;
+        assert!(!written.differs("uid", Some(&older)));
+        written.remove("uid");
+        assert!(written.0.lock().expect("lock").is_empty());
+    }
+}
