@@ -32,19 +32,28 @@ fn routes_behind(ctx: &Context, canary: &Canary) -> bool {
         .unwrap_or_else(|p| p.into_inner())
         .get(&format!("{ns}/{apex}"))
         .cloned();
+    let cached = ctx
+        .stores
+        .virtual_services
+        .get(&kube::runtime::reflector::ObjectRef::new(&apex).within(ns));
+    behind(written.as_ref(), cached.as_ref().map(|c| &c.metadata))
+}
+
+/// Whether a cached object (`None`: not cached) is older than serin's write of it (UID,
+/// generation, when), within the staleness window. Pure.
+fn behind(
+    written: Option<&(String, i64, std::time::Instant)>,
+    cached: Option<&kube::api::ObjectMeta>,
+) -> bool {
     let Some((uid, generation, at)) = written else {
         return false;
     };
     if at.elapsed() >= super::context::Written::WINDOW {
         return false;
     }
-    match ctx
-        .stores
-        .virtual_services
-        .get(&kube::runtime::reflector::ObjectRef::new(&apex).within(ns))
-    {
-        Some(cached) if cached.metadata.uid.as_deref() == Some(uid.as_str()) => {
-            cached.metadata.generation.unwrap_or_default() < generation
+    match cached {
+        Some(meta) if meta.uid.as_deref() == Some(uid.as_str()) => {
+            meta.generation.unwrap_or_default() < *generation
         }
         // Not the object serin wrote (deleted and made again): nothing to wait for.
         Some(_) => false,
@@ -245,4 +254,41 @@ async fn act_on(
     let mut events = decision.events.clone();
     events.extend(acted);
     Ok((acting, events))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use kube::api::ObjectMeta;
+
+    use super::*;
+
+    #[test]
+    fn routes_wait_for_the_cache_to_show_serins_own_write() {
+        let meta = |uid: &str, generation: i64| ObjectMeta {
+            uid: Some(uid.into()),
+            generation: Some(generation),
+            ..Default::default()
+        };
+        let now = ("u1".to_owned(), 3, Instant::now());
+        assert!(!behind(None, Some(&meta("u1", 1))), "nothing written");
+        assert!(behind(Some(&now), Some(&meta("u1", 2))), "an older copy");
+        assert!(behind(Some(&now), None), "not cached yet");
+        assert!(!behind(Some(&now), Some(&meta("u1", 3))), "the write itself");
+        assert!(
+            !behind(Some(&now), Some(&meta("u1", 4))),
+            "someone wrote after serin"
+        );
+        assert!(
+            !behind(Some(&now), Some(&meta("u2", 1))),
+            "another object of that name"
+        );
+        let old = (
+            "u1".to_owned(),
+            3,
+            Instant::now() - super::super::context::Written::WINDOW,
+        );
+        assert!(!behind(Some(&old), None), "after the window the cache is trusted");
+    }
 }
