@@ -55,14 +55,19 @@ pub async fn run(
     let canary_index = Arc::new(index::canaries());
     let deployment_index = Arc::new(index::deployments());
     let shelf = Arc::new(shelf::Shelf::default());
-    // The Deployments are watched once the Canaries are listed, so that the ones no Canary uses
-    // can be shelved (cached as metadata only) from the start.
-    let (listed_tx, mut listed_rx) = tokio::sync::watch::channel(false);
+    // Set once the Canary cache holds its first list. The Controller itself awaits the Canary
+    // store's readiness, so nothing else may (kube's `wait_until_ready` wakes only one waiter):
+    // the reflector has applied the list when `InitDone` passes the Canary stream. The
+    // Deployments are watched from then on, so that the ones no Canary uses can be shelved
+    // (cached as metadata only) from the start.
+    let (listed_tx, listed_rx) = tokio::sync::watch::channel(false);
+    let mut canaries_listed = listed_rx.clone();
     let dep_stream = {
         let (deployment_index, shelf, canary_index) =
             (deployment_index.clone(), shelf.clone(), canary_index.clone());
         let deployments = api::<Deployment>(&client, ns.as_deref());
         let wc = wc.clone();
+        let mut listed_rx = listed_rx;
         futures::stream::once(async move {
             let _ = listed_rx.wait_for(|listed| *listed).await;
             let keep = move |d: &mut Deployment| {
@@ -107,11 +112,6 @@ pub async fn run(
     let canaries: Api<DeserializeGuard<Canary>> = api(&client, ns.as_deref());
     let (canary_store, canary_writer) = reflector::store();
     let (deleted_tx, mut deleted_rx) = tokio::sync::mpsc::unbounded_channel::<Canary>();
-    // Set once the Canary cache holds its first list. The Controller itself awaits this store's
-    // readiness, so nothing else may (kube's `wait_until_ready` wakes only one waiter): the
-    // reflector has applied the list when `InitDone` passes here.
-    let canaries_listed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let listed = canaries_listed.clone();
     let indexing = canary_index.clone();
     let canary_stream =
         reflector::reflector(canary_writer, watcher(canaries, wc.clone()).modify(slim::canary))
@@ -128,7 +128,6 @@ pub async fn run(
                     }
                 }
                 Ok(watcher::Event::InitDone) => {
-                    listed.store(true, std::sync::atomic::Ordering::Release);
                     listed_tx.send_replace(true);
                 }
                 _ => {}
@@ -230,8 +229,8 @@ pub async fn run(
             }
             ctx.caches_filled
                 .store(true, std::sync::atomic::Ordering::Release);
-            while !canaries_listed.load(std::sync::atomic::Ordering::Acquire) {
-                tokio::time::sleep(Duration::from_millis(250)).await;
+            if canaries_listed.wait_for(|listed| *listed).await.is_err() {
+                return;
             }
             loop {
                 finalize::sweep(&ctx).await;
