@@ -387,6 +387,7 @@ async fn ensure_services(ctx: &Context, canary: &Canary, world: &World, apex: bo
         .unwrap_or(Value::Null);
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
     let apex_name = canary.service_names().apex;
+    let uid = canary.metadata.uid.as_deref().unwrap_or_default();
     for svc in routing::services(
         canary,
         routing::Target {
@@ -399,10 +400,14 @@ async fn ensure_services(ctx: &Context, canary: &Canary, world: &World, apex: bo
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
+        if name == apex_name && !apex {
+            continue;
+        }
+        let key = format!("Service/{ns}/{name}");
+        if ctx.applied.current(&key, uid, &svc) {
+            continue;
+        }
         if name == apex_name {
-            if !apex {
-                continue;
-            }
             let existing = services
                 .get_opt(&name)
                 .await
@@ -423,10 +428,12 @@ async fn ensure_services(ctx: &Context, canary: &Canary, world: &World, apex: bo
                         .doing(|| format!("service {name} update error"))?;
                     tracing::info!(canary = %format!("{}.{ns}", canary.metadata.name.as_deref().unwrap_or_default()), "Service {name} updated");
                 }
+                ctx.applied.record(key, uid, &svc);
                 continue;
             }
         }
         apply(&services, &name, &svc).await?;
+        ctx.applied.record(key, uid, &svc);
     }
     Ok(())
 }
@@ -444,8 +451,18 @@ async fn ensure_routing(
         return Err(Failure::other(err));
     }
     ensure_services(ctx, canary, world, true).await?;
+    let uid = canary.metadata.uid.as_deref().unwrap_or_default();
     for dr in routing::destination_rules(canary) {
+        let name = dr
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let key = format!("DestinationRule/{ns}/{name}");
+        if ctx.applied.current(&key, uid, &dr) {
+            continue;
+        }
         apply_dynamic(ctx, &istio("DestinationRule", "destinationrules"), &ns, &dr).await?;
+        ctx.applied.record(key, uid, &dr);
     }
     let routes = routes.or(world.observed.routes).unwrap_or(Routes {
         primary: 100,
@@ -462,13 +479,14 @@ async fn ensure_routing(
         written.metadata.uid.as_ref(),
         written.metadata.generation,
     ) {
-        ctx.route_generations
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                format!("{ns}/{name}"),
-                (uid.clone(), generation, std::time::Instant::now()),
-            );
+        let mut generations = ctx.route_generations.lock().unwrap_or_else(|p| p.into_inner());
+        if generations.len() >= 64 {
+            generations.retain(|_, (_, _, at)| at.elapsed() < super::context::Written::WINDOW);
+        }
+        generations.insert(
+            format!("{ns}/{name}"),
+            (uid.clone(), generation, std::time::Instant::now()),
+        );
     }
     Ok(())
 }

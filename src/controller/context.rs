@@ -74,6 +74,9 @@ pub struct Context {
     /// older than serin's own write.
     pub route_generations:
         std::sync::Mutex<std::collections::HashMap<String, (String, i64, std::time::Instant)>>,
+    /// The Services and DestinationRules serin applied recently: one unchanged is not applied
+    /// again on every step.
+    pub applied: Applied,
     /// Retry delays of the Canaries whose last reconcile failed (by UID).
     pub backoffs: serin_runtime::backoff::Backoffs,
     pub insecure_http: reqwest::Client,
@@ -127,6 +130,87 @@ impl Written {
 
     pub fn remove(&self, uid: &str) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(uid);
+    }
+}
+
+/// The Services and DestinationRules serin applied, by `kind/namespace/name`: the Canary (UID)
+/// they were applied for, a digest of the object, and when. An object identical to the one
+/// applied less than [`Applied::REAPPLY_AFTER`] ago is not applied again, so a step costs no
+/// request for the routing objects it leaves as they are; after that, the next reconcile applies
+/// it again and undoes what someone else changed in it.
+#[derive(Debug, Default)]
+pub struct Applied(std::sync::Mutex<AppliedInner>);
+
+#[derive(Debug, Default)]
+struct AppliedInner {
+    objects: std::collections::HashMap<String, (String, u64, std::time::Instant)>,
+    pruned: Option<std::time::Instant>,
+}
+
+impl Applied {
+    /// How long serin trusts that an object it applied is still as it applied it.
+    pub const REAPPLY_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+    fn digest(object: &serde_json::Value) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        serde_json::to_vec(object).unwrap_or_default().hash(&mut hasher);
+        hasher.finish()
+    }
+
+    /// Whether this very object was applied for this Canary within [`Self::REAPPLY_AFTER`].
+    pub fn current(&self, key: &str, canary_uid: &str, object: &serde_json::Value) -> bool {
+        let applied = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        applied.objects.get(key).is_some_and(|(uid, digest, at)| {
+            uid == canary_uid && at.elapsed() < Self::REAPPLY_AFTER && *digest == Self::digest(object)
+        })
+    }
+
+    /// Records an object applied for a Canary; forgets, once per period, what expired.
+    pub fn record(&self, key: String, canary_uid: &str, object: &serde_json::Value) {
+        let digest = Self::digest(object);
+        let mut applied = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if applied
+            .pruned
+            .is_none_or(|at| now.duration_since(at) >= Self::REAPPLY_AFTER)
+        {
+            applied
+                .objects
+                .retain(|_, (_, _, at)| now.duration_since(*at) < Self::REAPPLY_AFTER);
+            applied.pruned = Some(now);
+        }
+        applied.objects.insert(key, (canary_uid.to_owned(), digest, now));
+    }
+
+    /// Forgets an object (a failed write, or one serin is about to change another way).
+    pub fn forget(&self, key: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .objects
+            .remove(key);
+    }
+
+    /// Forgets everything applied for a Canary.
+    pub fn forget_canary(&self, canary_uid: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .objects
+            .retain(|_, (uid, _, _)| uid != canary_uid);
+    }
+
+    #[cfg(test)]
+    fn age(&self, key: &str, by: std::time::Duration) {
+        if let Some(entry) = self.0.lock().expect("lock").objects.get_mut(key) {
+            entry.2 -= by;
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().expect("lock").objects.len()
     }
 }
 
@@ -199,5 +283,51 @@ mod tests {
         assert!(!written.differs("uid", Some(&older)));
         written.remove("uid");
         assert!(written.0.lock().expect("lock").is_empty());
+    }
+
+    #[test]
+    fn an_applied_object_is_current_while_unchanged_for_the_same_canary_and_not_expired() {
+        let applied = Applied::default();
+        let svc = serde_json::json!({"metadata": {"name": "podinfo"}, "spec": {"ports": [{"port": 9898}]}});
+        let changed = serde_json::json!({"metadata": {"name": "podinfo"}, "spec": {"ports": [{"port": 80}]}});
+        assert!(
+            !applied.current("Service/test/podinfo", "uid", &svc),
+            "never applied"
+        );
+        applied.record("Service/test/podinfo".into(), "uid", &svc);
+        assert!(applied.current("Service/test/podinfo", "uid", &svc));
+        assert!(
+            !applied.current("Service/test/podinfo", "uid", &changed),
+            "the object changed"
+        );
+        assert!(
+            !applied.current("Service/test/podinfo", "other-uid", &svc),
+            "another Canary"
+        );
+        assert!(
+            !applied.current("Service/test/other", "uid", &svc),
+            "another object"
+        );
+        applied.age("Service/test/podinfo", Applied::REAPPLY_AFTER);
+        assert!(
+            !applied.current("Service/test/podinfo", "uid", &svc),
+            "expired: applied again"
+        );
+
+        applied.record("Service/test/podinfo".into(), "uid", &svc);
+        applied.forget("Service/test/podinfo");
+        assert!(!applied.current("Service/test/podinfo", "uid", &svc));
+
+        applied.record("Service/test/a".into(), "uid", &svc);
+        applied.record("Service/test/b".into(), "other-uid", &svc);
+        applied.forget_canary("uid");
+        assert!(!applied.current("Service/test/a", "uid", &svc));
+        assert!(applied.current("Service/test/b", "other-uid", &svc));
+
+        // Expired entries are dropped once per period.
+        applied.age("Service/test/b", Applied::REAPPLY_AFTER);
+        applied.0.lock().expect("lock").pruned = None;
+        applied.record("Service/test/c".into(), "uid", &svc);
+        assert_eq!(applied.len(), 1, "only the fresh entry is kept");
     }
 }

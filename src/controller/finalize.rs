@@ -316,6 +316,9 @@ pub async fn finalize(ctx: &Context, canary: &Canary) -> Result<RequeueAction, E
         tracing::info!(canary = %name, "waiting for the target before finalizing: {waiting}");
         return Ok(RequeueAction::requeue(WAIT));
     }
+    if let Some(uid) = canary.metadata.uid.as_deref() {
+        ctx.applied.forget_canary(uid);
+    }
     revert_service(ctx, canary).await?;
     if let Some(warning) = revert_virtual_service(ctx, canary).await? {
         report::events(ctx, canary, &[engine::Event::warning(warning)]).await;
@@ -341,6 +344,7 @@ pub async fn finalize(ctx: &Context, canary: &Canary) -> Result<RequeueAction, E
 pub async fn deleted(ctx: &Context, canary: &Canary) {
     if let Some(uid) = canary.metadata.uid.as_deref() {
         ctx.written.remove(uid);
+        ctx.applied.forget_canary(uid);
     }
     if canary.spec.reverts_on_deletion() {
         return;

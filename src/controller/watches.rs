@@ -160,6 +160,7 @@ pub async fn run(
         written: Default::default(),
         deployment_generations: Default::default(),
         route_generations: Default::default(),
+        applied: Default::default(),
         backoffs: Default::default(),
         test_hooks: serin_runtime::hooks::enabled_by_env(),
     });
