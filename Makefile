@@ -90,10 +90,12 @@ testbed:
 	$(CARGO) run -q -p serin-testbed -- up $(ARGS)
 
 ## Emulator throughput and watch fan-out figures, then serin's initialisation time, memory,
-## idle API requests and reaction time with many Canaries (release build).
+## idle API requests and reaction time with many Canaries, then serin-sync's time to first apply,
+## memory and cost of an unchanged revision with many objects (release builds).
 bench:
 	$(CARGO) bench -p serin-testbed --bench apiserver
 	$(CARGO) bench -p serin --bench controller
+	$(CARGO) bench -p serin-sync --bench sync
 
 ## libFuzzer over serin's untrusted inputs (fuzz/fuzz_targets), FUZZ_SECONDS per target, seeded
 ## from examples/; not part of CI. Installs cargo-fuzz and a nightly toolchain when missing.

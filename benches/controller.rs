@@ -34,7 +34,10 @@ use kube::{
 };
 use serde_json::json;
 use serin::api::{Canary, CanaryPhase};
-use serin_testbed::{Testbed, TestbedOptions};
+use serin_testbed::{
+    Testbed, TestbedOptions,
+    process::{cpu_time, memory_mib},
+};
 
 const NS: &str = "bench";
 
@@ -65,20 +68,6 @@ fn canary(name: &str) -> Canary {
         }
     }))
     .expect("canary")
-}
-
-/// Kernel-reported memory of a process: (resident now, peak resident) in MiB.
-fn memory_mib(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
 }
 
 /// The phase of every Canary, from the benchmark's reflector (no API request).
@@ -174,23 +163,6 @@ async fn unrelated_objects(client: &kube::Client, deployments_count: usize) {
         "unrelated objects: {deployments_count} Deployments, {configs} ConfigMaps and {configs} Secrets of 8 KiB (created in {:.1} s)",
         started.elapsed().as_secs_f64()
     );
-}
-
-/// CPU time a process has used (user and system), from `/proc/PID/stat`.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    // utime and stime are fields 14 and 15 of the line (11 and 12 after the name), in ticks.
-    let ticks: u64 = fields
-        .get(11..13)
-        .map(|t| t.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
-        .unwrap_or(0);
-    // The kernel's USER_HZ is 100 on Linux.
-    Duration::from_millis(ticks * 10)
 }
 
 /// What the benchmark sees of a Canary's progress: its phase and canary weight.

@@ -22,6 +22,7 @@ pub mod istio;
 pub mod loadtester;
 pub mod mesh;
 pub mod network;
+pub mod process;
 pub mod prometheus;
 pub mod property;
 mod simulated_mesh;
@@ -39,7 +40,10 @@ use serin_runtime::shutdown::Shutdown;
 pub use crate::cluster::ClusterKind;
 use crate::{apiserver::store::Store, cluster::real::RealCluster};
 
-/// One row of `/testbed/requests`.
+/// What the resource of a dry-run request is counted with (`configmaps (dry run)`).
+pub const DRY_RUN: &str = "(dry run)";
+
+/// One row of `/testbed/requests`; a dry-run request's resource ends with [`DRY_RUN`].
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestCount {

@@ -39,6 +39,17 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
 /// The emulator's resource label for an audit event: `deployments`, `deployments/status`, or
 /// the non-resource path.
 fn resource_label(event: &Value) -> String {
+    let label = resource_of(event);
+    let uri = str_at(event, "/requestURI");
+    let query = uri.split_once('?').map(|(_, q)| q).unwrap_or_default();
+    if query.split('&').any(|pair| pair == "dryRun=All") {
+        format!("{label} {}", crate::DRY_RUN)
+    } else {
+        label
+    }
+}
+
+fn resource_of(event: &Value) -> String {
     match event.get("objectRef") {
         Some(r) => {
             let resource = str_at(r, "/resource");
@@ -279,6 +290,18 @@ mod tests {
                 .iter()
                 .all(|c| c.count == 1 && c.resource == "deployments/status")
         );
+    }
+
+    #[test]
+    fn a_dry_run_is_counted_apart() {
+        let sa = "system:serviceaccount:flux-system:serin-sync";
+        let mut dry = event("ResponseComplete", "patch", sa, &[], "allow");
+        dry["requestURI"] =
+            "/apis/apps/v1/namespaces/test/deployments/podinfo/status?dryRun=All&fieldManager=m".into();
+        let real = event("ResponseComplete", "patch", sa, &[], "allow");
+        let counts = count_requests(&[dry, real]);
+        let resources: Vec<&str> = counts.iter().map(|c| c.resource.as_str()).collect();
+        assert_eq!(resources, ["deployments/status", "deployments/status (dry run)"]);
     }
 
     #[test]

@@ -353,7 +353,12 @@ async fn handle(State(server): State<Arc<Server>>, request: Request) -> Response
     if !server.authorize(&user, &attrs).allowed {
         return rbac::forbidden(&user, &attrs, "").into_response();
     }
-    server.count(verb, &p.plural, &agent);
+    // A dry run is counted apart: it reads, it writes nothing.
+    if query.get("dryRun").is_some_and(|d| d == "All") {
+        server.count(verb, &format!("{} {}", p.plural, crate::DRY_RUN), &agent);
+    } else {
+        server.count(verb, &p.plural, &agent);
+    }
     if let Some(fault) = server.take_fault(verb, &p.plural) {
         if fault.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;

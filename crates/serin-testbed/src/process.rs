@@ -1,0 +1,56 @@
+//! What the kernel reports of a process the benchmarks run: its memory and CPU time. Reads
+//! `/proc` (Linux).
+
+use std::time::Duration;
+
+/// Resident memory of a process now and at its peak, in MiB (0 when the process is gone).
+pub fn memory_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// CPU time (user and system) a process has used.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15 of the line (11 and 12 after the name), in ticks.
+    let ticks: u64 = fields
+        .get(11..13)
+        .map(|t| t.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
+        .unwrap_or(0);
+    // The kernel's USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_has_memory_and_a_gone_one_has_none() {
+        let (rss, peak) = memory_mib(std::process::id());
+        assert!(rss > 0.0 && peak >= rss, "rss {rss}, peak {peak}");
+        let mut spin = 0u64;
+        let started = std::time::Instant::now();
+        while cpu_time(std::process::id()) == Duration::ZERO && started.elapsed() < Duration::from_secs(5) {
+            spin = spin.wrapping_add(1);
+        }
+        assert!(
+            cpu_time(std::process::id()) > Duration::ZERO,
+            "after {spin} turns"
+        );
+        assert_eq!(memory_mib(u32::MAX), (0.0, 0.0));
+    }
+}
