@@ -261,9 +261,10 @@ async fn layout(count: usize, each: usize) {
             .state()
             .iter()
             .filter(|k| {
-                k.status
-                    .as_ref()
-                    .is_some_and(|s| s.last_handled_reconcile_at.as_deref() == Some(token.as_str()))
+                ready_at(k, &revision)
+                    && k.status
+                        .as_ref()
+                        .is_some_and(|s| s.last_handled_reconcile_at.as_deref() == Some(token.as_str()))
             })
             .count();
         if handled == count {

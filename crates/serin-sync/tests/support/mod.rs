@@ -372,11 +372,18 @@ pub async fn request_reconcile(client: &Client, name: &str) -> Kustomization {
             async move {
                 let ks = api.get_opt(name).await.ok()??;
                 let st = ks.status.clone()?;
-                let settled = !st
-                    .conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "Unknown");
-                (st.last_handled_reconcile_at.as_deref() == Some(token.as_str()) && settled).then_some(ks)
+                let handled = st.last_handled_reconcile_at.as_deref() == Some(token.as_str());
+                // As with Flux, the request is handled with the run's final status only.
+                let running = st.conditions.iter().any(|c| {
+                    (c.type_ == "Reconciling" && c.reason == "Progressing")
+                        || (c.type_ == "Ready" && c.status == "Unknown")
+                });
+                assert!(
+                    !(handled && running),
+                    "Kustomization {name} shows the request {token} handled while it still runs: {:?}",
+                    st.conditions
+                );
+                handled.then_some(ks)
             }
         },
     )

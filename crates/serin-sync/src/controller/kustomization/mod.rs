@@ -72,17 +72,21 @@ pub async fn reconcile(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Acti
     let generation = ks.meta().generation;
     let reference = ks.object_ref(&());
     let mut st = ks.status.clone().unwrap_or_default();
-    st.last_handled_reconcile_at = ks
+    // A reconcile request counts as handled only with the run's final status (the statuses
+    // written while it runs keep the previous one), which is what `reconcile kustomization`
+    // waits for.
+    let handled = ks
         .annotations()
         .get(REQUESTED_AT_ANNOTATION)
         .cloned()
-        .or(st.last_handled_reconcile_at);
+        .or_else(|| st.last_handled_reconcile_at.clone());
 
     if let Some(message) = status::unsupported_kustomization_field(&ks.spec) {
         Progress::new(&mut st.conditions, generation, jiff::Timestamp::now())
             .stalled(status::UNSUPPORTED_REASON, &message)
             .remove(status::RECONCILING);
         st.observed_generation = generation;
+        st.last_handled_reconcile_at = handled;
         patch_status(&api, &name, &st).await?;
         events::record(
             &ctx.client,
@@ -98,6 +102,7 @@ pub async fn reconcile(ks: Arc<Kustomization>, ctx: Arc<Context>) -> Result<Acti
     status::remove_condition(&mut st.conditions, status::STALLED);
 
     let outcome = phases::run(&ks, &ctx, &api, &mut st).await;
+    st.last_handled_reconcile_at = handled;
     let mut progress = Progress::new(&mut st.conditions, generation, jiff::Timestamp::now());
     match outcome {
         Ok(revision) => {
