@@ -386,6 +386,7 @@ async fn main() {
 
         tb.reset_requests().await.expect("reset");
         let cpu_before = cpu_time(pid);
+        let bed_cpu_before = cpu_time(std::process::id());
         let started = Instant::now();
         let names: Vec<String> = (0..progressing).map(|i| format!("app-{i}")).collect();
         // Per Canary: its last progress, and how long its rollout took.
@@ -432,6 +433,7 @@ async fn main() {
         }
         let took = started.elapsed();
         let cpu = cpu_time(pid).saturating_sub(cpu_before);
+        let bed_cpu = cpu_time(std::process::id()).saturating_sub(bed_cpu_before);
         if done < progressing {
             let mut stuck: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
             for (progress, _) in last.values().filter(|(p, _)| p.0 != CanaryPhase::Succeeded) {
@@ -489,6 +491,13 @@ async fn main() {
             "serin during those rollouts: {:.0}% of one core, {:.0} API requests per second, {peak_rss:.1} MiB resident at most",
             cpu.as_secs_f64() / took.as_secs_f64() * 100.0,
             requests as f64 / took.as_secs_f64()
+        );
+        // The API emulator and the simulated data plane run in this process (with the
+        // benchmark's watch); on the real control plane its processes are not counted here.
+        println!(
+            "the test bed (this process) meanwhile: {:.0}% of one core, of the {} cores",
+            bed_cpu.as_secs_f64() / took.as_secs_f64() * 100.0,
+            std::thread::available_parallelism().map_or(1, usize::from)
         );
         let per_rollout: Vec<String> = by_kind
             .iter()

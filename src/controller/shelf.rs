@@ -1,9 +1,9 @@
-//! Deployments that no Canary uses are cached as metadata only ("shelved"): a cluster's
-//! thousands of other Deployments cost serin their names, not their pod templates. A Deployment
-//! is kept whole when a Canary targets it (or it is a target's `-primary`, or serin scaled it
-//! down for a Canary). When a Canary starts using a Deployment the cache holds shelved, the
-//! first reconcile that needs it reads it from the API server once and keeps that copy until
-//! the watch brings a newer one. Does I/O (`unshelve`, `deployment`).
+//! Deployments that no Canary uses are not cached ("shelved"): a cluster's thousands of other
+//! Deployments cost serin their name and resource version, not their pod templates. A
+//! Deployment is cached whole when a Canary targets it (or it is a target's `-primary`, or serin
+//! scaled it down for a Canary). When a Canary starts using a shelved Deployment, the first
+//! reconcile that needs it reads it from the API server once and keeps that copy until the watch
+//! brings a newer one. Does I/O (`unshelve`, `deployment`).
 
 use std::{
     collections::HashMap,
@@ -16,9 +16,6 @@ use serin_runtime::api_error::{Context as _, Failure};
 
 use super::{Context, finalize::SCALED_DOWN_BY, index, slim};
 use crate::api::Canary;
-
-/// Annotation of a cached Deployment kept as metadata only.
-const SHELVED: &str = "cache.serin.dev/shelved";
 
 /// Whether serin needs a Deployment whole: a Canary targets it or its base name, or serin
 /// scaled it down for a Canary.
@@ -34,55 +31,90 @@ pub fn wanted(canaries: &index::Index<DeserializeGuard<Canary>>, d: &Deployment)
             .is_some_and(|a| a.contains_key(SCALED_DOWN_BY))
 }
 
-/// Reduces a Deployment to what identifies it.
-pub fn shelve(d: &mut Deployment) {
-    let meta = &mut d.metadata;
-    *meta = kube::api::ObjectMeta {
-        name: meta.name.take(),
-        namespace: meta.namespace.take(),
-        uid: meta.uid.take(),
-        resource_version: meta.resource_version.take(),
-        generation: meta.generation,
-        annotations: Some([(SHELVED.to_owned(), "true".to_owned())].into()),
-        ..Default::default()
-    };
-    d.spec = None;
-    d.status = None;
+fn key(d: &Deployment) -> String {
+    format!(
+        "{}/{}",
+        d.metadata.namespace.as_deref().unwrap_or_default(),
+        d.metadata.name.as_deref().unwrap_or_default()
+    )
 }
 
-/// Whether a cached Deployment is shelved.
-pub fn shelved(d: &Deployment) -> bool {
-    d.metadata
-        .annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key(SHELVED))
-}
-
-/// Whole copies of shelved Deployments read from the API server, by `namespace/name`.
+/// The shelved Deployments (their resource versions by `namespace/name`, replaced whole when a
+/// relist completes, as the cache is) and the whole copies read of them.
 #[derive(Debug, Default)]
 pub struct Shelf {
+    shelved: Mutex<Shelved>,
     fetched: Mutex<HashMap<String, Arc<Deployment>>>,
 }
 
+#[derive(Debug, Default)]
+struct Shelved {
+    current: HashMap<String, String>,
+    relisting: Option<HashMap<String, String>>,
+}
+
 impl Shelf {
-    /// Forgets the fetched copy of a Deployment the watch brought whole or deleted.
-    pub fn on_event(&self, event: &watcher::Event<Deployment>) {
-        let forget = |d: &Deployment| {
-            let key = format!(
-                "{}/{}",
-                d.metadata.namespace.as_deref().unwrap_or_default(),
-                d.metadata.name.as_deref().unwrap_or_default()
-            );
-            self.fetched
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&key);
-        };
+    /// Files a watch event of the Deployments and returns what the cache gets of it: a wanted
+    /// Deployment as it is; a shelved one recorded here instead, and removed from the cache
+    /// (`Delete`) when `cached` says the cache holds it.
+    pub fn sort(
+        &self,
+        event: watcher::Event<Deployment>,
+        wanted: impl Fn(&Deployment) -> bool,
+        cached: impl Fn(&Deployment) -> bool,
+    ) -> Option<watcher::Event<Deployment>> {
+        let mut shelved = self.shelved.lock().unwrap_or_else(|p| p.into_inner());
         match event {
-            watcher::Event::Apply(d) | watcher::Event::InitApply(d) if !shelved(d) => forget(d),
-            watcher::Event::Delete(d) => forget(d),
-            _ => {}
+            watcher::Event::Init => {
+                shelved.relisting = Some(HashMap::new());
+                Some(watcher::Event::Init)
+            }
+            watcher::Event::InitDone => {
+                if let Some(listed) = shelved.relisting.take() {
+                    shelved.current = listed;
+                }
+                Some(watcher::Event::InitDone)
+            }
+            watcher::Event::InitApply(d) => {
+                if wanted(&d) {
+                    self.forget_copy(&key(&d));
+                    return Some(watcher::Event::InitApply(d));
+                }
+                let version = d.metadata.resource_version.clone().unwrap_or_default();
+                shelved
+                    .relisting
+                    .get_or_insert_with(HashMap::new)
+                    .insert(key(&d), version);
+                None
+            }
+            watcher::Event::Apply(d) => {
+                let key = key(&d);
+                if wanted(&d) {
+                    shelved.current.remove(&key);
+                    self.forget_copy(&key);
+                    return Some(watcher::Event::Apply(d));
+                }
+                let version = d.metadata.resource_version.clone().unwrap_or_default();
+                shelved.current.insert(key, version);
+                cached(&d).then_some(watcher::Event::Delete(d))
+            }
+            watcher::Event::Delete(d) => {
+                let key = key(&d);
+                shelved.current.remove(&key);
+                self.forget_copy(&key);
+                Some(watcher::Event::Delete(d))
+            }
         }
+    }
+
+    fn forget_copy(&self, key: &str) {
+        self.fetched.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+
+    /// The resource version of a shelved Deployment.
+    fn version(&self, key: &str) -> Option<String> {
+        let shelved = self.shelved.lock().unwrap_or_else(|p| p.into_inner());
+        shelved.current.get(key).cloned()
     }
 
     fn get(&self, key: &str, resource_version: Option<&str>) -> Option<Arc<Deployment>> {
@@ -109,12 +141,12 @@ fn not_older(copy: Option<&str>, cached: Option<&str>) -> bool {
 /// A Deployment from the cache, whole: a shelved one from its fetched copy (`None` until
 /// `unshelve` has read it).
 pub fn cached(ctx: &Context, ns: &str, name: &str) -> Option<Arc<Deployment>> {
-    let d = ctx.stores.deployments.get(&ObjectRef::new(name).within(ns))?;
-    if !shelved(&d) {
+    if let Some(d) = ctx.stores.deployments.get(&ObjectRef::new(name).within(ns)) {
         return Some(d);
     }
-    ctx.shelf
-        .get(&format!("{ns}/{name}"), d.metadata.resource_version.as_deref())
+    let key = format!("{ns}/{name}");
+    let version = ctx.shelf.version(&key)?;
+    ctx.shelf.get(&key, Some(&version))
 }
 
 /// Reads from the API server those of `names` the cache holds shelved and has no current copy
@@ -128,12 +160,12 @@ pub async fn unshelve(ctx: &Context, ns: &str, names: &[&str]) -> Result<(), Fai
 
 /// A Deployment, whole: from the cache, or read once from the API server when shelved.
 pub async fn deployment(ctx: &Context, ns: &str, name: &str) -> Result<Option<Arc<Deployment>>, Failure> {
-    let Some(d) = ctx.stores.deployments.get(&ObjectRef::new(name).within(ns)) else {
-        return Ok(None);
-    };
     if let Some(whole) = cached(ctx, ns, name) {
         return Ok(Some(whole));
     }
+    let Some(version) = ctx.shelf.version(&format!("{ns}/{name}")) else {
+        return Ok(None);
+    };
     let Some(mut live) = Api::<Deployment>::namespaced(ctx.client.clone(), ns)
         .get_opt(name)
         .await
@@ -145,7 +177,7 @@ pub async fn deployment(ctx: &Context, ns: &str, name: &str) -> Result<Option<Ar
     ctx.deployment_index.apply(&watcher::Event::Apply(live.clone()));
     let live = Arc::new(live);
     // The cache may have moved on meanwhile; the copy is used only while it matches.
-    tracing::debug!(deployment = %format!("{name}.{ns}"), cached = ?d.metadata.resource_version, read = ?live.metadata.resource_version, "read a shelved Deployment");
+    tracing::debug!(deployment = %format!("{name}.{ns}"), shelved = %version, read = ?live.metadata.resource_version, "read a shelved Deployment");
     let mut fetched = ctx.shelf.fetched.lock().unwrap_or_else(|p| p.into_inner());
     fetched.insert(format!("{ns}/{name}"), live.clone());
     Ok(Some(live))
@@ -157,50 +189,94 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn a_shelved_deployment_keeps_its_identity_only() {
-        let mut d: Deployment = serde_json::from_value(json!({
-            "metadata": {"name": "web", "namespace": "test", "uid": "u1", "resourceVersion": "7",
-                         "labels": {"app": "web"}, "annotations": {"a": "b"}},
+    fn deployment(name: &str, version: &str) -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "test", "uid": "u1", "resourceVersion": version},
             "spec": {"selector": {}, "template": {"spec": {"containers": [{"name": "app"}]}}},
-            "status": {"replicas": 1}
         }))
-        .expect("deployment");
-        assert!(!shelved(&d));
-        shelve(&mut d);
-        assert!(shelved(&d));
-        assert_eq!(d.metadata.name.as_deref(), Some("web"));
-        assert_eq!(d.metadata.resource_version.as_deref(), Some("7"));
-        assert_eq!(d.metadata.labels, None);
-        assert!(d.spec.is_none() && d.status.is_none());
+        .expect("deployment")
+    }
 
+    fn kind(event: &Option<watcher::Event<Deployment>>) -> &'static str {
+        match event {
+            None => "none",
+            Some(watcher::Event::Init) => "init",
+            Some(watcher::Event::InitApply(_)) => "init-apply",
+            Some(watcher::Event::InitDone) => "init-done",
+            Some(watcher::Event::Apply(_)) => "apply",
+            Some(watcher::Event::Delete(_)) => "delete",
+        }
+    }
+
+    #[test]
+    fn shelved_deployments_stay_out_of_the_cache_and_are_remembered_by_version() {
         let shelf = Shelf::default();
-        let mut whole = d.clone();
-        whole.metadata.annotations = None;
+        let wanted = |d: &Deployment| d.metadata.name.as_deref() == Some("web");
+        let not_cached = |_: &Deployment| false;
+        let sort = |e| kind(&shelf.sort(e, wanted, not_cached));
+        assert_eq!(sort(watcher::Event::Init), "init");
+        assert_eq!(
+            sort(watcher::Event::InitApply(deployment("web", "1"))),
+            "init-apply"
+        );
+        assert_eq!(sort(watcher::Event::InitApply(deployment("other", "2"))), "none");
+        assert_eq!(
+            shelf.version("test/other"),
+            None,
+            "a relist counts when it completes"
+        );
+        assert_eq!(sort(watcher::Event::InitDone), "init-done");
+        assert_eq!(shelf.version("test/other").as_deref(), Some("2"));
+        assert_eq!(shelf.version("test/web"), None);
+
+        // An update of a shelved Deployment the cache does not hold passes nothing on.
+        assert_eq!(sort(watcher::Event::Apply(deployment("other", "3"))), "none");
+        assert_eq!(shelf.version("test/other").as_deref(), Some("3"));
+        // One the cache holds (a Deployment no Canary uses any more) leaves it.
+        let left = shelf.sort(watcher::Event::Apply(deployment("web-was", "4")), wanted, |_| {
+            true
+        });
+        assert_eq!(kind(&left), "delete");
+
+        // A relist forgets what is gone.
+        assert_eq!(sort(watcher::Event::Init), "init");
+        assert_eq!(sort(watcher::Event::InitDone), "init-done");
+        assert_eq!(shelf.version("test/other"), None);
+
+        assert_eq!(sort(watcher::Event::Apply(deployment("other", "5"))), "none");
+        assert_eq!(sort(watcher::Event::Delete(deployment("other", "6"))), "delete");
+        assert_eq!(shelf.version("test/other"), None);
+    }
+
+    #[test]
+    fn a_fetched_copy_is_used_while_not_older_than_the_shelved_version() {
+        let shelf = Shelf::default();
         shelf
             .fetched
             .lock()
             .expect("lock")
-            .insert("test/web".into(), Arc::new(whole.clone()));
+            .insert("test/web".into(), Arc::new(deployment("web", "7")));
         assert!(shelf.get("test/web", Some("7")).is_some());
         assert!(
             shelf.get("test/web", Some("6")).is_some(),
-            "a copy newer than the cache is used"
+            "a copy newer than the shelved version is used"
         );
         assert!(
             shelf.get("test/web", Some("8")).is_none(),
-            "a copy older than the cache is not used"
+            "a copy older than the shelved version is not used"
         );
-        shelf.on_event(&watcher::Event::Apply(d.clone()));
+        let shelved = |_: &Deployment| false;
+        shelf.sort(watcher::Event::Apply(deployment("web", "8")), shelved, |_| false);
         assert!(
             shelf.get("test/web", Some("7")).is_some(),
-            "a shelved event keeps the copy"
+            "a shelved update keeps the copy"
         );
-        shelf.on_event(&watcher::Event::Apply(whole));
+        shelf.sort(watcher::Event::Apply(deployment("web", "9")), |_| true, |_| false);
         assert!(
             shelf.get("test/web", Some("7")).is_none(),
             "a whole one replaces it"
         );
+        assert_eq!(shelf.version("test/web"), None);
     }
 
     #[test]

@@ -63,27 +63,39 @@ pub async fn run(
     let (listed_tx, listed_rx) = tokio::sync::watch::channel(false);
     let mut canaries_listed = listed_rx.clone();
     let dep_stream = {
-        let (deployment_index, shelf, canary_index) =
-            (deployment_index.clone(), shelf.clone(), canary_index.clone());
+        let (deployment_index, shelf, canary_index, cache) = (
+            deployment_index.clone(),
+            shelf.clone(),
+            canary_index.clone(),
+            deployments.clone(),
+        );
         let deployments = api::<Deployment>(&client, ns.as_deref());
         let wc = wc.clone();
         let mut listed_rx = listed_rx;
         futures::stream::once(async move {
             let _ = listed_rx.wait_for(|listed| *listed).await;
-            let keep = move |d: &mut Deployment| {
-                slim::deployment(d);
-                if !shelf::wanted(&canary_index, d) {
-                    shelf::shelve(d);
-                }
-            };
-            reflector::reflector(dep_writer, watcher(deployments, wc).modify(keep))
+            let sorted = watcher(deployments, wc)
+                .modify(slim::deployment)
+                .filter_map(move |event| {
+                    let event = match event {
+                        Ok(event) => shelf
+                            .sort(
+                                event,
+                                |d| shelf::wanted(&canary_index, d),
+                                |d| cache.get(&ObjectRef::from_obj(d)).is_some(),
+                            )
+                            .map(Ok),
+                        Err(err) => Some(Err(err)),
+                    };
+                    futures::future::ready(event)
+                });
+            reflector::reflector(dep_writer, sorted)
         })
         .flatten()
         .default_backoff()
         .inspect(move |event| {
             if let Ok(event) = event {
                 deployment_index.apply(event);
-                shelf.on_event(event);
             }
         })
         .touched_objects()
