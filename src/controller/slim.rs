@@ -2,8 +2,9 @@
 //! ConfigMap's or Secret's data is replaced by two digests (Flagger's checksum of `data`, which
 //! revision detection compares, and a digest of all the content, which tells whether a
 //! `-primary` copy is current), so a cluster full of Helm release Secrets and large ConfigMaps
-//! costs serin their metadata only; the data of a tracked config is read from the API server
-//! when serin copies it. `managedFields` are dropped from every cached object. Pure.
+//! costs serin their identity and the digests (their labels and other annotations are dropped
+//! too); the data of a tracked config is read from the API server when serin copies it.
+//! `managedFields` are dropped from every cached object. Pure.
 
 use std::collections::BTreeMap;
 
@@ -15,7 +16,7 @@ use kube::{api::ObjectMeta, core::DeserializeGuard};
 
 use crate::{
     api::{Canary, istio::VirtualService},
-    engine::revision,
+    engine::{build::configs, revision},
 };
 
 /// Annotation of a cached ConfigMap or Secret holding Flagger's checksum of its data.
@@ -40,11 +41,27 @@ pub fn secret_checksum(secret: &Secret) -> String {
     revision::config_checksum(&data)
 }
 
+/// Keeps of a ConfigMap's or Secret's metadata what serin reads: its identity, its owners (of a
+/// `-primary` copy), Flagger's opt-out of config tracking, and the two digests.
 fn set(meta: &mut ObjectMeta, checksum: String, content: String) {
-    meta.managed_fields = None;
-    let annotations = meta.annotations.get_or_insert_with(BTreeMap::new);
+    let mut annotations: BTreeMap<String, String> = meta
+        .annotations
+        .take()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k == configs::CONFIG_TRACKING_ANNOTATION)
+        .collect();
     annotations.insert(CHECKSUM.to_owned(), checksum);
     annotations.insert(CONTENT.to_owned(), content);
+    *meta = ObjectMeta {
+        name: meta.name.take(),
+        namespace: meta.namespace.take(),
+        uid: meta.uid.take(),
+        resource_version: meta.resource_version.take(),
+        owner_references: meta.owner_references.take(),
+        annotations: Some(annotations),
+        ..ObjectMeta::default()
+    };
 }
 
 /// A ConfigMap as the cache keeps it.
@@ -100,16 +117,6 @@ pub fn same_content(a: &ObjectMeta, b: &ObjectMeta) -> bool {
     content(a).is_some() && content(a) == content(b)
 }
 
-/// The annotations of a cached object as its owner wrote them (the cache's own left out).
-pub fn annotations(meta: &ObjectMeta) -> Option<BTreeMap<String, String>> {
-    meta.annotations.as_ref().map(|a| {
-        a.iter()
-            .filter(|(k, _)| *k != CHECKSUM && *k != CONTENT)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use k8s_openapi::ByteString;
@@ -121,7 +128,17 @@ mod tests {
         let mut cm = ConfigMap {
             metadata: ObjectMeta {
                 name: Some("settings".into()),
-                annotations: Some([("keep".to_owned(), "me".to_owned())].into()),
+                labels: Some([("owner".to_owned(), "helm".to_owned())].into()),
+                annotations: Some(
+                    [
+                        ("meta.helm.sh/release-name".to_owned(), "web".to_owned()),
+                        (
+                            configs::CONFIG_TRACKING_ANNOTATION.to_owned(),
+                            "disabled".to_owned(),
+                        ),
+                    ]
+                    .into(),
+                ),
                 ..Default::default()
             },
             data: Some([("a".to_owned(), "x".repeat(8192))].into()),
@@ -132,9 +149,19 @@ mod tests {
         configmap(&mut cm);
         assert_eq!(cm.data, None);
         assert_eq!(checksum(&cm.metadata), Some(expected.as_str()));
+        assert_eq!(cm.metadata.name.as_deref(), Some("settings"));
+        assert_eq!(cm.metadata.labels, None, "labels are not read from the cache");
+        let kept: Vec<&str> = cm
+            .metadata
+            .annotations
+            .iter()
+            .flatten()
+            .map(|(k, _)| k.as_str())
+            .collect();
         assert_eq!(
-            annotations(&cm.metadata),
-            Some([("keep".to_owned(), "me".to_owned())].into())
+            kept,
+            [CHECKSUM, CONTENT, configs::CONFIG_TRACKING_ANNOTATION],
+            "of the annotations, the digests and the opt-out of tracking"
         );
         copy.binary_data = Some([("b".to_owned(), ByteString(vec![1, 2]))].into());
         configmap(&mut copy);
