@@ -129,7 +129,10 @@ fn record_generation(ctx: &Context, written: &Deployment) {
     ctx.deployment_generations
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(format!("{ns}/{name}"), (uid.clone(), generation));
+        .insert(
+            format!("{ns}/{name}"),
+            (uid.clone(), generation, std::time::Instant::now()),
+        );
 }
 
 /// Carries out one action. Returns events it produced.

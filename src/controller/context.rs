@@ -66,9 +66,12 @@ pub struct Context {
     /// The status serin last wrote for each Canary (by UID) and when: a cached Canary that does
     /// not show it yet is stale.
     pub written: Written,
-    /// The generation of each Deployment serin last wrote (`namespace/name` -> UID and
-    /// generation): readiness is never read from a cached copy older than serin's own write.
-    pub deployment_generations: std::sync::Mutex<std::collections::HashMap<String, (String, i64)>>,
+    /// The generation of each Deployment serin last wrote and when (`namespace/name` -> UID,
+    /// generation, time): readiness is never read from a cached copy older than serin's own
+    /// write, and within the staleness window a `-primary` serin wrote is never taken for
+    /// missing because the cache does not show it yet.
+    pub deployment_generations:
+        std::sync::Mutex<std::collections::HashMap<String, (String, i64, std::time::Instant)>>,
     /// The generation of each VirtualService serin last wrote and when (`namespace/name` -> UID,
     /// generation, time): within the staleness window, routes are never read from a cached copy
     /// older than serin's own write.

@@ -122,7 +122,7 @@ pub fn observe(ctx: &Context, canary: &Canary, now: i64) -> Result<World, String
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&format!("{ns}/{name}"))
-            .cloned()
+            .map(|(uid, generation, _)| (uid.clone(), *generation))
     };
     let canary_readiness = readiness::behind_write(&target, written(target_name).as_ref())
         .unwrap_or_else(|| deployment_readiness(&target, deadline, canary.spec.canary_ready_threshold(), now))

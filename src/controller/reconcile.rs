@@ -39,6 +39,22 @@ fn routes_behind(ctx: &Context, canary: &Canary) -> bool {
     behind(written.as_ref(), cached.as_ref().map(|c| &c.metadata))
 }
 
+/// Whether the cached `-primary` Deployment is older than the one serin wrote last (or not
+/// cached yet), within the staleness window: a primary serin just created is not created again
+/// (with a new `flagger-id`, which would restart its rollout) because the watch lags.
+fn primary_behind(ctx: &Context, canary: &Canary) -> bool {
+    let ns = canary.metadata.namespace.as_deref().unwrap_or_default();
+    let primary = format!("{}-primary", canary.spec.target_ref.name);
+    let written = ctx
+        .deployment_generations
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&format!("{ns}/{primary}"))
+        .cloned();
+    let cached = super::shelf::cached(ctx, ns, &primary);
+    behind(written.as_ref(), cached.as_ref().map(|d| &d.metadata))
+}
+
 /// Whether a cached object (`None`: not cached) is older than serin's write of it (UID,
 /// generation, when), within the staleness window. Pure.
 fn behind(
@@ -187,7 +203,7 @@ fn admission<'a>(ctx: &'a Context, canary: &'a Canary, same_target: &'a [String]
         default_provider: &ctx.config.mesh_provider,
         same_target,
         caches_filled: ctx.caches_filled.load(std::sync::atomic::Ordering::Acquire),
-        status_stale: stale_status(ctx, canary) || routes_behind(ctx, canary),
+        status_stale: stale_status(ctx, canary) || routes_behind(ctx, canary) || primary_behind(ctx, canary),
     }
 }
 

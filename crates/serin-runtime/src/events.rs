@@ -46,8 +46,31 @@ pub struct Recorded {
 
 type Key = (String, bool, String, String);
 
-fn series() -> &'static Mutex<HashMap<Key, Recorded>> {
-    static SERIES: OnceLock<Mutex<HashMap<Key, Recorded>>> = OnceLock::new();
+/// The Events recorded lately, and when the expired ones were last dropped.
+#[derive(Debug, Default)]
+struct Series {
+    recorded: HashMap<Key, Recorded>,
+    pruned: Option<Instant>,
+}
+
+/// How often the expired entries of the series are dropped (dropping them on every event would
+/// scan every entry per event: quadratic with thousands of objects).
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+impl Series {
+    fn insert(&mut self, key: Key, recorded: Recorded) {
+        let now = recorded.seen;
+        if self.pruned.is_none_or(|at| now.duration_since(at) >= PRUNE_EVERY) {
+            self.recorded
+                .retain(|_, r| now.duration_since(r.seen) < SERIES_WINDOW);
+            self.pruned = Some(now);
+        }
+        self.recorded.insert(key, recorded);
+    }
+}
+
+fn series() -> &'static Mutex<Series> {
+    static SERIES: OnceLock<Mutex<Series>> = OnceLock::new();
     SERIES.get_or_init(Default::default)
 }
 
@@ -77,7 +100,14 @@ pub async fn record(client: &Client, e: EventRecord<'_>) {
     let api: Api<Event> = Api::namespaced(client.clone(), &ns);
     let now = Time(jiff::Timestamp::now());
     let seen = Instant::now();
-    let repeat = repeat_of(series().lock().unwrap_or_else(|p| p.into_inner()).get(&key), seen);
+    let repeat = repeat_of(
+        series()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .recorded
+            .get(&key),
+        seen,
+    );
     let recorded = match repeat {
         Some(repeat) => {
             let patch = json!({"count": repeat.count, "lastTimestamp": now});
@@ -93,9 +123,10 @@ pub async fn record(client: &Client, e: EventRecord<'_>) {
         None => create(&api, &e, &ns, &name, &message, &now).await,
     };
     if let Some(recorded) = recorded {
-        let mut series = series().lock().unwrap_or_else(|p| p.into_inner());
-        series.retain(|_, r| seen.duration_since(r.seen) < SERIES_WINDOW);
-        series.insert(key, recorded);
+        series()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, recorded);
     }
 }
 
@@ -168,5 +199,25 @@ mod tests {
             "a new Event after ten quiet minutes"
         );
         assert!(repeat_of(None, t0).is_none());
+    }
+
+    #[test]
+    fn expired_entries_are_dropped_once_a_minute_not_on_every_event() {
+        let key = |n: &str| (n.to_owned(), false, "Synced".to_owned(), "m".to_owned());
+        let at = |seen: Instant| Recorded {
+            name: "e".into(),
+            count: 1,
+            seen,
+        };
+        let t0 = Instant::now();
+        let mut series = Series::default();
+        series.insert(key("old"), at(t0));
+        let later = t0 + SERIES_WINDOW;
+        series.pruned = Some(later);
+        series.insert(key("a"), at(later));
+        assert_eq!(series.recorded.len(), 2, "pruned a moment ago: nothing scanned");
+        series.insert(key("b"), at(later + PRUNE_EVERY));
+        assert!(!series.recorded.contains_key(&key("old")), "expired and dropped");
+        assert_eq!(series.recorded.len(), 2);
     }
 }

@@ -254,3 +254,44 @@ async fn controller_reconciles_each_change() {
     .await;
     task.abort();
 }
+
+/// Requests are counted as the API server's audit log names them: a status write under
+/// `canaries/status`, a dry run apart (on both servers).
+#[tokio::test]
+async fn requests_are_counted_by_subresource_with_dry_runs_apart() {
+    let tb = Testbed::start().await.expect("test bed starts");
+    let client = tb.client();
+    install_crds(&client).await;
+    create_namespace(&client, "test").await;
+    let api: Api<Canary> = Api::namespaced(client, "test");
+    api.create(&PostParams::default(), &canary("counted"))
+        .await
+        .expect("created");
+    tb.reset_requests().await.expect("reset");
+    let status = Patch::Merge(json!({"status": {"phase": "Initializing"}}));
+    api.patch_status("counted", &PatchParams::default(), &status)
+        .await
+        .expect("status");
+    let dry = PatchParams {
+        dry_run: true,
+        ..PatchParams::default()
+    };
+    api.patch(
+        "counted",
+        &dry,
+        &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
+    )
+    .await
+    .expect("dry run");
+    let requests = tb.requests().await.expect("requests");
+    let patches: Vec<&str> = requests
+        .iter()
+        .filter(|r| r.verb == "patch")
+        .map(|r| r.resource.as_str())
+        .collect();
+    assert_eq!(
+        patches,
+        ["canaries (dry run)", "canaries/status"],
+        "{requests:#?}"
+    );
+}

@@ -353,12 +353,16 @@ async fn handle(State(server): State<Arc<Server>>, request: Request) -> Response
     if !server.authorize(&user, &attrs).allowed {
         return rbac::forbidden(&user, &attrs, "").into_response();
     }
-    // A dry run is counted apart: it reads, it writes nothing.
+    // Counted as the API server's audit log names it (`canaries/status`); a dry run apart, as
+    // it writes nothing.
+    let mut counted = match &p.subresource {
+        Some(sub) => format!("{}/{sub}", p.plural),
+        None => p.plural.clone(),
+    };
     if query.get("dryRun").is_some_and(|d| d == "All") {
-        server.count(verb, &format!("{} {}", p.plural, crate::DRY_RUN), &agent);
-    } else {
-        server.count(verb, &p.plural, &agent);
+        counted = format!("{counted} {}", crate::DRY_RUN);
     }
+    server.count(verb, &counted, &agent);
     if let Some(fault) = server.take_fault(verb, &p.plural) {
         if fault.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(fault.delay_ms)).await;
