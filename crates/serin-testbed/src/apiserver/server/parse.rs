@@ -188,16 +188,23 @@ pub(super) fn parse_propagation(p: &str) -> Result<Propagation, ApiError> {
     }
 }
 
-pub(super) fn encode_continue(after: &str) -> String {
+/// A continue token: the resource version of the list's first page (every page answers with it,
+/// as the API server serves all pages from one snapshot, so that a watch from it misses no change
+/// made while the pages were read) and the last key served.
+pub(super) fn encode_continue(rv: u64, after: &str) -> String {
     use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(after)
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{rv}:{after}"))
 }
 
-pub(super) fn decode_continue(token: &str) -> Result<String, ApiError> {
+pub(super) fn decode_continue(token: &str) -> Result<(u64, String), ApiError> {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|text| {
+            let (rv, after) = text.split_once(':')?;
+            Some((rv.parse().ok()?, after.to_owned()))
+        })
         .ok_or_else(|| ApiError::bad_request("continue key is not valid"))
 }

@@ -34,19 +34,22 @@ pub(super) async fn serve_resource(
             if watch {
                 return watch_response(server, res, ns, query, labels, fields, wants_table(headers));
             }
+            let continued = query
+                .get("continue")
+                .filter(|c| !c.is_empty())
+                .map(|c| decode_continue(c))
+                .transpose()?;
             let list_query = ListQuery {
                 namespace: ns.map(str::to_owned),
                 labels,
                 fields,
                 limit: query.get("limit").and_then(|l| l.parse().ok()),
-                continue_after: query
-                    .get("continue")
-                    .filter(|c| !c.is_empty())
-                    .map(|c| decode_continue(c))
-                    .transpose()?,
+                continue_after: continued.as_ref().map(|(_, after)| after.clone()),
             };
-            let (items, rv, next, remaining) = store.list(res, &list_query);
-            let next = next.map(|n| encode_continue(&n));
+            let (items, current, next, remaining) = store.list(res, &list_query);
+            // Every page of a list answers with the first page's resource version.
+            let rv = continued.map_or(current, |(first, _)| first);
+            let next = next.map(|n| encode_continue(rv, &n));
             if wants_table(headers) {
                 return Ok(ok(&table::table(
                     res,
