@@ -55,7 +55,7 @@ pub struct Context {
     pub canary_index: Arc<super::index::Index<DeserializeGuard<Canary>>>,
     /// The Deployments by the ConfigMaps and Secrets they use.
     pub deployment_index: Arc<super::index::Index<Deployment>>,
-    /// Whole copies of the Deployments the cache holds as metadata only.
+    /// The Deployments left out of the cache (shelved), and whole copies read of them.
     pub shelf: Arc<super::shelf::Shelf>,
     pub config: Config,
     pub stores: Stores,

@@ -145,7 +145,7 @@ pub(super) async fn reconcile(
         }
         engine::Admit::Retry(after) => return Ok(RequeueAction::requeue(after)),
     }
-    // observe (the caches; a target or primary cached as metadata only is read once first).
+    // observe (the caches; a shelved target or primary is read once first).
     let ns = canary.metadata.namespace.as_deref().unwrap_or_default();
     let target = canary.spec.target_ref.name.as_str();
     shelf::unshelve(&ctx, ns, &[target, &format!("{target}-primary")])

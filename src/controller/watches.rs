@@ -59,7 +59,7 @@ pub async fn run(
     // store's readiness, so nothing else may (kube's `wait_until_ready` wakes only one waiter):
     // the reflector has applied the list when `InitDone` passes the Canary stream. The
     // Deployments are watched from then on, so that the ones no Canary uses can be shelved
-    // (cached as metadata only) from the start.
+    // (left out of the cache) from the start.
     let (listed_tx, listed_rx) = tokio::sync::watch::channel(false);
     let mut canaries_listed = listed_rx.clone();
     let dep_stream = {

@@ -23,7 +23,11 @@ use kube::{
     runtime::{reflector, watcher},
 };
 use serin_sync::api::{GitRepository, Kustomization};
-use serin_testbed::{Testbed, harness, process::memory_mib};
+use serin_testbed::{Testbed, process::memory_mib};
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::git;
 
 const FLUX_NS: &str = "flux-system";
 const DEADLINE: Duration = Duration::from_secs(900);
@@ -33,21 +37,6 @@ fn env_usize(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.name=Bench", "-c", "user.email=bench@example.com"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// A bare repository with `count` directories `ks-<i>` of `each` ConfigMaps (about 1 KiB each)
@@ -132,12 +121,31 @@ fn kubectl(tb: &Testbed, args: &[&str], stdin: Option<&str>) {
     );
 }
 
+/// The resource version of every synced ConfigMap, by `namespace/name`.
+async fn versions(client: &kube::Client) -> BTreeMap<String, String> {
+    Api::<ConfigMap>::all(client.clone())
+        .list_metadata(&ListParams::default().labels("app=bench"))
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .map(|o| {
+            let name = format!(
+                "{}/{}",
+                o.metadata.namespace.unwrap_or_default(),
+                o.metadata.name.unwrap_or_default()
+            );
+            (name, o.metadata.resource_version.unwrap_or_default())
+        })
+        .collect()
+}
+
 async fn layout(count: usize, each: usize) {
     let objects = count * each;
     let tb = Testbed::start().await.expect("test bed starts");
     let client = tb.client();
     tb.install_crds(serin_sync::api::crds()).await.expect("CRDs");
-    harness::create_namespace(&client, FLUX_NS).await;
+    support::create_namespace(&client, FLUX_NS).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (url, head) = repository(dir.path(), count, each);
     let revision = format!("main@sha1:{head}");
@@ -203,58 +211,21 @@ async fn layout(count: usize, each: usize) {
         "{count} Kustomization(s) of {each} objects ({objects} objects): all Ready at the revision in {:.1} s; serin-sync {rss:.1} MiB resident, {peak:.1} MiB peak",
         took.as_secs_f64()
     );
-    let versions = |items: Vec<kube::core::PartialObjectMeta<ConfigMap>>| -> BTreeMap<String, String> {
-        items
-            .into_iter()
-            .map(|o| {
-                (
-                    format!(
-                        "{}/{}",
-                        o.metadata.namespace.unwrap_or_default(),
-                        o.metadata.name.unwrap_or_default()
-                    ),
-                    o.metadata.resource_version.unwrap_or_default(),
-                )
-            })
-            .collect()
-    };
-    let before = versions(
-        Api::<ConfigMap>::all(client.clone())
-            .list_metadata(&ListParams::default().labels("app=bench"))
-            .await
-            .expect("list")
-            .items,
-    );
+    let before = versions(&client).await;
 
     // An unchanged revision: every Kustomization and the source asked to reconcile now.
     tb.reset_requests().await.expect("reset");
     let token = format!("bench-{}", std::process::id());
     let annotation = format!("reconcile.fluxcd.io/requestedAt={token}");
-    kubectl(
-        &tb,
-        &[
-            "annotate",
-            "--overwrite",
-            "-n",
-            FLUX_NS,
-            "gitrepositories.source.toolkit.fluxcd.io/bench",
-            &annotation,
-        ],
-        None,
-    );
-    kubectl(
-        &tb,
-        &[
-            "annotate",
-            "--overwrite",
-            "-n",
-            FLUX_NS,
-            "kustomizations.kustomize.toolkit.fluxcd.io",
-            "--all",
-            &annotation,
-        ],
-        None,
-    );
+    for objects in [
+        &["gitrepositories.source.toolkit.fluxcd.io/bench"][..],
+        &["kustomizations.kustomize.toolkit.fluxcd.io", "--all"],
+    ] {
+        let mut args = vec!["annotate", "--overwrite", "-n", FLUX_NS];
+        args.extend_from_slice(objects);
+        args.push(&annotation);
+        kubectl(&tb, &args, None);
+    }
     let handled_at = Instant::now();
     loop {
         let handled = store
@@ -291,13 +262,7 @@ async fn layout(count: usize, each: usize) {
     for r in requests.iter().filter(|r| !r.user_agent.starts_with("kubectl")) {
         *by_kind.entry(format!("{} {}", r.verb, r.resource)).or_default() += r.count;
     }
-    let after = versions(
-        Api::<ConfigMap>::all(client.clone())
-            .list_metadata(&ListParams::default().labels("app=bench"))
-            .await
-            .expect("list")
-            .items,
-    );
+    let after = versions(&client).await;
     let written = before.iter().filter(|(k, v)| after.get(*k) != Some(*v)).count();
     let applies = by_kind.get("patch configmaps").copied().unwrap_or(0);
     let total: u64 = by_kind.values().sum();
