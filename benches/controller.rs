@@ -14,10 +14,7 @@
 //! The benchmark follows the Canaries through a watch (a reflector), not by listing them: the
 //! API server's load is serin's alone.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::{
@@ -36,7 +33,7 @@ use serde_json::json;
 use serin::api::{Canary, CanaryPhase};
 use serin_testbed::{
     Testbed, TestbedOptions,
-    process::{cpu_time, memory_mib},
+    process::{Controller, cpu_time, memory_mib},
 };
 
 const NS: &str = "bench";
@@ -177,15 +174,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-struct Serin(Child);
-
-impl Drop for Serin {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::main]
 async fn main() {
     serin_runtime::tls::install_crypto_provider();
@@ -242,20 +230,9 @@ async fn main() {
     let wrapper = std::env::var("SERIN_BENCH_WRAPPER").unwrap_or_default();
     let mut argv: Vec<String> = wrapper.split_whitespace().map(str::to_owned).collect();
     argv.push(env!("CARGO_BIN_EXE_serin").to_owned());
-    let serin = Serin(
-        Command::new(&argv[0])
-            .args(&argv[1..])
-            .args(["run", "--admin-addr", "127.0.0.1:0"])
-            .env("KUBECONFIG", tb.kubeconfig())
-            .env("RUST_LOG", "warn")
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("serin starts"),
-    );
-    let pid = serin.0.id();
+    let serin = Controller::start(&argv, ["run", "--admin-addr", "127.0.0.1:0"], tb.kubeconfig())
+        .expect("serin starts");
+    let pid = serin.pid();
     let deadline = Duration::from_secs(600);
     loop {
         // Counted without a copy of each Canary's name: at 10,000 Canaries every 50 ms, the

@@ -70,13 +70,11 @@ pub struct Context {
     /// generation, time): readiness is never read from a cached copy older than serin's own
     /// write, and within the staleness window a `-primary` serin wrote is never taken for
     /// missing because the cache does not show it yet.
-    pub deployment_generations:
-        std::sync::Mutex<std::collections::HashMap<String, (String, i64, std::time::Instant)>>,
+    pub deployment_generations: Writes,
     /// The generation of each VirtualService serin last wrote and when (`namespace/name` -> UID,
     /// generation, time): within the staleness window, routes are never read from a cached copy
     /// older than serin's own write.
-    pub route_generations:
-        std::sync::Mutex<std::collections::HashMap<String, (String, i64, std::time::Instant)>>,
+    pub route_generations: Writes,
     /// The Services and DestinationRules serin applied recently: one unchanged is not applied
     /// again on every step.
     pub applied: Applied,
@@ -93,6 +91,14 @@ impl std::fmt::Debug for Context {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
+}
+
+/// Objects serin wrote, by `namespace/name`: the UID and generation its write produced, and when.
+pub type Writes = std::sync::Mutex<std::collections::HashMap<String, (String, i64, std::time::Instant)>>;
+
+/// serin's last write of `namespace/name`, if it recorded one.
+pub fn last_write(writes: &Writes, key: &str) -> Option<(String, i64, std::time::Instant)> {
+    writes.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
 }
 
 /// The status serin last wrote for each Canary (by UID), as a digest, and when.
@@ -184,15 +190,6 @@ impl Applied {
             applied.pruned = Some(now);
         }
         applied.objects.insert(key, (canary_uid.to_owned(), digest, now));
-    }
-
-    /// Forgets an object (a failed write, or one serin is about to change another way).
-    pub fn forget(&self, key: &str) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .objects
-            .remove(key);
     }
 
     /// Forgets everything applied for a Canary.
@@ -316,10 +313,6 @@ mod tests {
             !applied.current("Service/test/podinfo", "uid", &svc),
             "expired: applied again"
         );
-
-        applied.record("Service/test/podinfo".into(), "uid", &svc);
-        applied.forget("Service/test/podinfo");
-        assert!(!applied.current("Service/test/podinfo", "uid", &svc));
 
         applied.record("Service/test/a".into(), "uid", &svc);
         applied.record("Service/test/b".into(), "other-uid", &svc);

@@ -118,11 +118,8 @@ pub fn observe(ctx: &Context, canary: &Canary, now: i64) -> Result<World, String
     let deadline = Duration::from_secs(canary.spec.progress_deadline_seconds().max(0) as u64);
     // Readiness is read from the cache, which may not show serin's last write yet.
     let written = |name: &str| {
-        ctx.deployment_generations
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&format!("{ns}/{name}"))
-            .map(|(uid, generation, _)| (uid.clone(), *generation))
+        super::context::last_write(&ctx.deployment_generations, &format!("{ns}/{name}"))
+            .map(|(uid, generation, _)| (uid, generation))
     };
     let canary_readiness = readiness::behind_write(&target, written(target_name).as_ref())
         .unwrap_or_else(|| deployment_readiness(&target, deadline, canary.spec.canary_ready_threshold(), now))

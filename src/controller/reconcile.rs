@@ -26,12 +26,7 @@ fn stale_status(ctx: &Context, canary: &Canary) -> bool {
 fn routes_behind(ctx: &Context, canary: &Canary) -> bool {
     let ns = canary.metadata.namespace.as_deref().unwrap_or_default();
     let apex = canary.service_names().apex;
-    let written = ctx
-        .route_generations
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&format!("{ns}/{apex}"))
-        .cloned();
+    let written = super::context::last_write(&ctx.route_generations, &format!("{ns}/{apex}"));
     let cached = ctx
         .stores
         .virtual_services
@@ -45,12 +40,7 @@ fn routes_behind(ctx: &Context, canary: &Canary) -> bool {
 fn primary_behind(ctx: &Context, canary: &Canary) -> bool {
     let ns = canary.metadata.namespace.as_deref().unwrap_or_default();
     let primary = format!("{}-primary", canary.spec.target_ref.name);
-    let written = ctx
-        .deployment_generations
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&format!("{ns}/{primary}"))
-        .cloned();
+    let written = super::context::last_write(&ctx.deployment_generations, &format!("{ns}/{primary}"));
     let cached = super::shelf::cached(ctx, ns, &primary);
     behind(written.as_ref(), cached.as_ref().map(|d| &d.metadata))
 }

@@ -11,7 +11,7 @@
 use std::{
     collections::BTreeMap,
     path::Path,
-    process::{Child, Command, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -23,7 +23,10 @@ use kube::{
     runtime::{reflector, watcher},
 };
 use serin_sync::api::{GitRepository, Kustomization};
-use serin_testbed::{Testbed, process::memory_mib};
+use serin_testbed::{
+    Testbed,
+    process::{Controller, memory_mib},
+};
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -86,15 +89,6 @@ fn ready_at(ks: &Kustomization, revision: &str) -> bool {
                 .iter()
                 .any(|c| c.type_ == "Ready" && c.status == "True")
     })
-}
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Applies YAML with kubectl, whose requests the counts leave out (its user agent is kubectl's).
@@ -165,20 +159,19 @@ async fn layout(count: usize, each: usize) {
         .expect("the Kustomization watch starts");
 
     let storage = tempfile::tempdir().expect("storage");
-    let sync = Process(
-        Command::new(env!("CARGO_BIN_EXE_serin-sync"))
-            .args(["run", "--admin-addr", "127.0.0.1:0", "--storage-path"])
-            .arg(storage.path())
-            .env("KUBECONFIG", tb.kubeconfig())
-            .env("RUST_LOG", "warn")
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("serin-sync starts"),
-    );
-    let pid = sync.0.id();
+    let sync = Controller::start(
+        &[env!("CARGO_BIN_EXE_serin-sync")],
+        [
+            "run".as_ref(),
+            "--admin-addr".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--storage-path".as_ref(),
+            storage.path().as_os_str(),
+        ],
+        tb.kubeconfig(),
+    )
+    .expect("serin-sync starts");
+    let pid = sync.pid();
 
     let started = Instant::now();
     kubectl(&tb, &["apply", "-f", "-"], Some(&sources_yaml(&url, count)));

@@ -1,7 +1,54 @@
-//! What the kernel reports of a process the benchmarks run: its memory and CPU time. Reads
-//! `/proc` (Linux).
+//! The controllers the benchmarks run against a test bed, and what the kernel reports of them:
+//! memory and CPU time. Starts processes; reads `/proc` (Linux).
 
-use std::time::Duration;
+use std::{
+    ffi::OsStr,
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+/// A controller binary running against a test bed; killed when dropped.
+#[derive(Debug)]
+pub struct Controller(Child);
+
+impl Controller {
+    /// Runs `argv` (the binary, or a profiler and its arguments before it) with `args`, against
+    /// the test bed's `kubeconfig` (never an in-cluster config), logging warnings only, its
+    /// output discarded.
+    pub fn start<S: AsRef<OsStr>>(
+        argv: &[S],
+        args: impl IntoIterator<Item = impl AsRef<OsStr>>,
+        kubeconfig: &Path,
+    ) -> std::io::Result<Self> {
+        let (program, before) = argv
+            .split_first()
+            .ok_or_else(|| std::io::Error::other("no program to run"))?;
+        Command::new(program)
+            .args(before)
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "warn")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map(Self)
+    }
+
+    /// Its process ID.
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// Resident memory of a process now and at its peak, in MiB (0 when the process is gone).
 pub fn memory_mib(pid: u32) -> (f64, f64) {
@@ -52,5 +99,26 @@ mod tests {
             "after {spin} turns"
         );
         assert_eq!(memory_mib(u32::MAX), (0.0, 0.0));
+    }
+
+    #[test]
+    fn a_controller_runs_until_dropped() {
+        let kubeconfig = Path::new("/nonexistent/kubeconfig");
+        let sleeper = Controller::start(&["sleep"], ["30"], kubeconfig).expect("sleep starts");
+        let pid = sleeper.pid();
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+        assert!(
+            environ
+                .split(|b| *b == 0)
+                .any(|v| v == b"KUBECONFIG=/nonexistent/kubeconfig"),
+            "the test bed's kubeconfig is passed on"
+        );
+        drop(sleeper);
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "killed and reaped when dropped"
+        );
+        let none: [&str; 0] = [];
+        assert!(Controller::start(&none, none, kubeconfig).is_err());
     }
 }
