@@ -14,7 +14,11 @@
 //! The benchmark follows the Canaries through a watch (a reflector), not by listing them: the
 //! API server's load is serin's alone.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::{
@@ -85,6 +89,56 @@ fn phase_of(store: &reflector::Store<Canary>, name: &str) -> Option<CanaryPhase>
     store
         .get(&reflector::ObjectRef::new(name).within(NS))
         .and_then(|c| c.status.as_ref().map(|s| s.phase))
+}
+
+/// Every phase each Canary went through, as the benchmark's watch delivered them, with the time
+/// each arrived: a phase held for less than a polling period is still seen.
+#[derive(Clone, Default)]
+struct Transitions(Arc<Mutex<HashMap<String, Phases>>>);
+
+/// A Canary's phases in the order they arrived.
+type Phases = Vec<(CanaryPhase, Instant)>;
+
+impl Transitions {
+    fn record(&self, canary: &Canary) {
+        let phase = canary.status.as_ref().map(|s| s.phase).unwrap_or_default();
+        let name = canary.metadata.name.as_deref().unwrap_or_default();
+        let mut all = self.0.lock().expect("transitions");
+        let seen = all.entry(name.to_owned()).or_default();
+        if seen.last().map(|(p, _)| *p) != Some(phase) {
+            seen.push((phase, Instant::now()));
+        }
+    }
+
+    /// How a rollout started at `since` ended: its phase (`Succeeded` or `Failed`) and when,
+    /// once it has gone through `Progressing`; its last phase otherwise.
+    fn outcome(&self, name: &str, since: Instant) -> Result<(CanaryPhase, Instant), CanaryPhase> {
+        let all = self.0.lock().expect("transitions");
+        let seen = all.get(name).map(Vec::as_slice).unwrap_or_default();
+        let mut progressed = false;
+        for (phase, at) in seen.iter().filter(|(_, at)| *at >= since) {
+            match phase {
+                CanaryPhase::Progressing => progressed = true,
+                CanaryPhase::Succeeded | CanaryPhase::Failed if progressed => return Ok((*phase, *at)),
+                _ => {}
+            }
+        }
+        Err(seen.last().map(|(p, _)| *p).unwrap_or_default())
+    }
+}
+
+/// The API requests the test bed counted since its last reset, watches left out (an open
+/// watch is not a request), most first.
+async fn requests(tb: &Testbed) -> (u64, Vec<serin_testbed::RequestCount>) {
+    let mut by_kind: Vec<_> = tb
+        .requests()
+        .await
+        .expect("requests")
+        .into_iter()
+        .filter(|r| r.verb != "watch")
+        .collect();
+    by_kind.sort_by_key(|r| std::cmp::Reverse(r.count));
+    (by_kind.iter().map(|r| r.count).sum(), by_kind)
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -162,14 +216,6 @@ async fn unrelated_objects(client: &kube::Client, deployments_count: usize) {
     );
 }
 
-/// What the benchmark sees of a Canary's progress: its phase and canary weight.
-fn progress_of(c: &Canary) -> (CanaryPhase, i64) {
-    c.status
-        .as_ref()
-        .map(|s| (s.phase, i64::from(s.canary_weight)))
-        .unwrap_or_default()
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -209,8 +255,15 @@ async fn main() {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
     let canaries: Api<Canary> = Api::namespaced(client.clone(), NS);
     let (store, writer) = reflector::store();
+    let transitions = Transitions::default();
+    let recorder = transitions.clone();
     let follow = tokio::spawn(
-        reflector(writer, watcher(canaries.clone(), watcher::Config::default())).for_each(|_| async {}),
+        reflector(writer, watcher(canaries.clone(), watcher::Config::default())).for_each(move |event| {
+            if let Ok(watcher::Event::Apply(c) | watcher::Event::InitApply(c)) = &event {
+                recorder.record(c);
+            }
+            async {}
+        }),
     );
     store.wait_until_ready().await.expect("the Canary watch starts");
     for i in 0..count {
@@ -265,21 +318,34 @@ async fn main() {
         init.as_secs_f64()
     );
 
-    // Idle: nothing changes, so serin should neither write nor poll.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Idle: nothing changes, so serin should neither write nor poll. The tail of the
+    // initialisation (the targets scaled down, their status written, and serin's reconciles of
+    // those changes) ends first: the minute is counted from the first 5 s without a request.
+    let quiet = Instant::now();
+    loop {
+        tb.reset_requests().await.expect("reset");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let (tail, by_kind) = requests(&tb).await;
+        if tail == 0 {
+            break;
+        }
+        if quiet.elapsed() > Duration::from_secs(180) {
+            println!("still {tail} requests in 5 s three minutes after the initialisation: {by_kind:?}");
+            break;
+        }
+    }
+    println!(
+        "quiet {:.0} s after the last Canary was Initialized",
+        quiet.elapsed().as_secs_f64()
+    );
     tb.reset_requests().await.expect("reset");
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let idle: u64 = tb
-        .requests()
-        .await
-        .expect("requests")
-        .iter()
-        // The benchmark itself sends nothing in this window; open watches are not requests.
-        .filter(|r| r.verb != "watch")
-        .map(|r| r.count)
-        .sum();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let (idle, by_kind) = requests(&tb).await;
     let (rss, peak) = memory_mib(pid);
-    println!("API requests per minute with {count} idle Canaries: {}", idle * 6);
+    println!("API requests per minute with {count} idle Canaries: {idle}");
+    if idle > 0 {
+        println!("  which: {by_kind:?}");
+    }
     println!("serin memory with {count} Canaries: {rss:.1} MiB resident, {peak:.1} MiB peak");
 
     // Reaction: a new image on a target until its Canary is Progressing.
@@ -374,71 +440,63 @@ async fn main() {
         let cpu_before = cpu_time(pid);
         let bed_cpu_before = cpu_time(std::process::id());
         let started = Instant::now();
-        let names: Vec<String> = (0..progressing).map(|i| format!("app-{i}")).collect();
-        // Per Canary: its last progress, and how long its rollout took.
-        let mut last: std::collections::HashMap<String, ((CanaryPhase, i64), Instant)> = names
-            .iter()
-            .map(|n| {
-                let c = store.get(&reflector::ObjectRef::new(n).within(NS));
-                (
-                    n.clone(),
-                    (c.map(|c| progress_of(&c)).unwrap_or_default(), started),
-                )
+        // Every target gets its new image at once (16 patches in flight); a rollout's time runs
+        // from just before its patch is sent.
+        let sent: HashMap<String, Instant> = futures::stream::iter(0..progressing)
+            .map(|i| {
+                let name = format!("app-{i}");
+                let at = Instant::now();
+                let patch = rollout("ghcr.io/stefanprodan/podinfo:6.0.3", name.clone());
+                async move {
+                    patch.await;
+                    (name, at)
+                }
             })
-            .collect();
-        let mut patched: std::collections::HashMap<String, Instant> = std::collections::HashMap::new();
-        for n in &names {
-            rollout("ghcr.io/stefanprodan/podinfo:6.0.3", n.clone()).await;
-            patched.insert(n.clone(), Instant::now());
-        }
-        let mut lateness = Vec::new();
-        let mut seen_progressing = std::collections::HashSet::new();
-        let mut done = 0;
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let patched = started.elapsed();
         let deadline = Duration::from_secs(60) + interval * 10;
         let mut peak_rss = 0.0_f64;
-        while done < progressing && started.elapsed() < deadline {
-            for n in &names {
-                let Some(c) = store.get(&reflector::ObjectRef::new(n).within(NS)) else {
-                    continue;
-                };
-                let now = progress_of(&c);
-                let entry = last.get_mut(n).expect("tracked");
-                if now != entry.0 {
-                    if now.0 == CanaryPhase::Progressing {
-                        seen_progressing.insert(n.clone());
-                    }
-                    if now.0 == CanaryPhase::Succeeded && seen_progressing.contains(n) {
-                        lateness.push(patched[n].elapsed().saturating_sub(schedule));
-                        done += 1;
-                    }
-                    *entry = (now, Instant::now());
-                }
-            }
+        let outcomes = loop {
+            let outcomes: HashMap<&String, Result<(CanaryPhase, Instant), CanaryPhase>> = sent
+                .iter()
+                .map(|(name, at)| (name, transitions.outcome(name, *at)))
+                .collect();
             peak_rss = peak_rss.max(memory_mib(pid).0);
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+            if outcomes.values().all(Result::is_ok) || started.elapsed() > deadline {
+                break outcomes;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
         let took = started.elapsed();
         let cpu = cpu_time(pid).saturating_sub(cpu_before);
         let bed_cpu = cpu_time(std::process::id()).saturating_sub(bed_cpu_before);
-        if done < progressing {
-            let mut stuck: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
-            for (progress, _) in last.values().filter(|(p, _)| p.0 != CanaryPhase::Succeeded) {
-                *stuck
-                    .entry(format!("{:?} at weight {}", progress.0, progress.1))
-                    .or_default() += 1;
+        let mut lateness = Vec::new();
+        let mut failed = 0;
+        let mut unfinished: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+        for (name, outcome) in &outcomes {
+            match outcome {
+                Ok((CanaryPhase::Succeeded, at)) => {
+                    lateness.push(at.duration_since(sent[*name]).saturating_sub(schedule));
+                }
+                Ok(_) => failed += 1,
+                Err(phase) => *unfinished.entry(format!("{phase:?}")).or_default() += 1,
             }
-            let why = last
-                .iter()
-                .find(|(_, (p, _))| p.0 != CanaryPhase::Succeeded)
-                .and_then(|(n, _)| store.get(&reflector::ObjectRef::new(n).within(NS)))
-                .and_then(|c| c.status.clone())
-                .and_then(|s| s.conditions)
-                .and_then(|c| c.first().map(|c| c.message.clone()));
+        }
+        let done = lateness.len();
+        if !unfinished.is_empty() {
             println!(
-                "not promoted within {} s: {stuck:?} (one says: {why:?})",
+                "not finished within {} s, by last phase: {unfinished:?}",
                 deadline.as_secs()
             );
-            if let Some((name, _)) = last.iter().find(|(_, (p, _))| p.0 != CanaryPhase::Succeeded) {
+        }
+        if failed > 0 {
+            println!("{failed} rollouts failed");
+            if let Some((name, _)) = outcomes
+                .iter()
+                .find(|(_, o)| matches!(o, Ok((CanaryPhase::Failed, _))))
+            {
                 let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), NS);
                 let lp = kube::api::ListParams::default().fields(&format!("involvedObject.name={name}"));
                 for e in events.list(&lp).await.map(|l| l.items).unwrap_or_default() {
@@ -450,18 +508,11 @@ async fn main() {
                 }
             }
         }
-        let mut by_kind: Vec<_> = tb
-            .requests()
-            .await
-            .expect("requests")
-            .into_iter()
-            .filter(|r| r.verb != "watch")
-            .collect();
-        by_kind.sort_by_key(|r| std::cmp::Reverse(r.count));
-        let requests: u64 = by_kind.iter().map(|r| r.count).sum();
+        let (requests, by_kind) = requests(&tb).await;
         lateness.sort();
         println!(
-            "{progressing} Canaries progressing at once (interval 10s): {done} promoted in {:.1} s; each rollout's lateness against the one alone: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            "{progressing} Canaries progressing at once (interval 10s; all patched in {:.1} s): {done} promoted in {:.1} s; each rollout's lateness against the one alone: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            patched.as_secs_f64(),
             took.as_secs_f64(),
             lateness
                 .first()

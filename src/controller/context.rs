@@ -4,13 +4,10 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::{
-    apps::v1::Deployment,
-    core::v1::{ConfigMap, Secret},
-};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{Client, core::DeserializeGuard, runtime::reflector::Store};
 
-use super::{alerts, metrics};
+use super::{alerts, metrics, slim::PackedDeployment};
 use crate::api::{Canary, istio::VirtualService};
 
 /// How the controller runs (the `serin run` flags).
@@ -40,7 +37,7 @@ pub const DEFAULT_CONCURRENCY: u16 = 64;
 /// The caches reconciles read from.
 #[derive(Clone, Debug)]
 pub struct Stores {
-    pub deployments: Store<Deployment>,
+    pub deployments: Store<PackedDeployment>,
     pub configmaps: Store<ConfigMap>,
     pub secrets: Store<Secret>,
     pub virtual_services: Store<VirtualService>,
@@ -54,7 +51,7 @@ pub struct Context {
     /// The Canaries by namespace, target and apex Service.
     pub canary_index: Arc<super::index::Index<DeserializeGuard<Canary>>>,
     /// The Deployments by the ConfigMaps and Secrets they use.
-    pub deployment_index: Arc<super::index::Index<Deployment>>,
+    pub deployment_index: Arc<super::index::Index<PackedDeployment>>,
     /// The Deployments left out of the cache (shelved), and whole copies read of them.
     pub shelf: Arc<super::shelf::Shelf>,
     pub config: Config,

@@ -18,7 +18,7 @@ use kube::{
 use serde_json::{Value, json};
 use serin_runtime::api_error::Context as _;
 
-use super::{Context, Error, report};
+use super::{Context, Error, report, slim::PackedDeployment};
 use crate::{
     api::{Canary, canary::CanaryPhase},
     engine::{self, build::primary, readiness::deployment_readiness},
@@ -109,14 +109,16 @@ async fn scale_up(ctx: &Context, ns: &str, name: &str, replicas: i32) -> Result<
 /// Targets at 0 replicas that serin scaled down for a Canary that no longer exists, as
 /// `(namespace, name, canary)`. `canary_exists` answers for `(namespace, name)`.
 pub fn orphaned_targets<'a>(
-    deployments: impl IntoIterator<Item = &'a Deployment>,
+    deployments: impl IntoIterator<Item = &'a PackedDeployment>,
     canary_exists: impl Fn(&str, &str) -> bool,
 ) -> Vec<(String, String, String)> {
     deployments
         .into_iter()
-        .filter(|d| d.spec.as_ref().and_then(|s| s.replicas) == Some(0))
         .filter_map(|d| {
             let canary = d.annotations().get(SCALED_DOWN_BY)?;
+            if d.replicas() != Some(0) {
+                return None;
+            }
             let ns = d.namespace().unwrap_or_default();
             (!canary_exists(&ns, canary)).then(|| (ns, d.name_any(), canary.clone()))
         })
@@ -367,7 +369,7 @@ mod tests {
 
     #[test]
     fn targets_are_orphaned_when_the_canary_that_scaled_them_down_is_gone() {
-        let deployment = |name: &str, replicas: i32, mark: Option<&str>| -> Deployment {
+        let deployment = |name: &str, replicas: i32, mark: Option<&str>| -> PackedDeployment {
             serde_json::from_value(json!({
                 "metadata": {"name": name, "namespace": "test", "annotations": mark.map(|m| json!({SCALED_DOWN_BY: m}))},
                 "spec": {"replicas": replicas, "selector": {}, "template": {}},

@@ -9,9 +9,9 @@ use std::{
     sync::RwLock,
 };
 
-use k8s_openapi::api::apps::v1::Deployment;
 use kube::{core::DeserializeGuard, runtime::watcher};
 
+use super::slim::PackedDeployment;
 use crate::{api::Canary, engine::build::configs};
 
 /// `namespace/name` of a watched object.
@@ -172,13 +172,13 @@ pub fn canaries() -> Index<DeserializeGuard<Canary>> {
 }
 
 /// The Deployments by the ConfigMaps and Secrets their pod templates use.
-pub fn deployments() -> Index<Deployment> {
+pub fn deployments() -> Index<PackedDeployment> {
     Index {
         state: RwLock::default(),
         file: |d| {
             let ns = d.metadata.namespace.as_deref().unwrap_or_default();
             let object = key(Some(ns), d.metadata.name.as_deref())?;
-            let spec = serde_json::to_value(&d.spec.as_ref()?.template.spec).ok()?;
+            let spec = serde_json::to_value(&d.unpack().spec?.template.spec).ok()?;
             let keys: Vec<String> = configs::references(&spec)
                 .iter()
                 .map(|r| using(r.kind, ns, &r.name))
@@ -210,7 +210,7 @@ mod tests {
         .expect("canary")))
     }
 
-    fn deployment(name: &str, config: &str) -> Deployment {
+    fn deployment(name: &str, config: &str) -> PackedDeployment {
         serde_json::from_value(json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": name, "namespace": "test"},

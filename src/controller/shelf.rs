@@ -14,12 +14,12 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::{Api, core::DeserializeGuard, runtime::reflector::ObjectRef, runtime::watcher};
 use serin_runtime::api_error::{Context as _, Failure};
 
-use super::{Context, finalize::SCALED_DOWN_BY, index, slim};
+use super::{Context, finalize::SCALED_DOWN_BY, index, slim::PackedDeployment};
 use crate::api::Canary;
 
 /// Whether serin needs a Deployment whole: a Canary targets it or its base name, or serin
 /// scaled it down for a Canary.
-pub fn wanted(canaries: &index::Index<DeserializeGuard<Canary>>, d: &Deployment) -> bool {
+pub fn wanted(canaries: &index::Index<DeserializeGuard<Canary>>, d: &PackedDeployment) -> bool {
     let ns = d.metadata.namespace.as_deref().unwrap_or_default();
     let name = d.metadata.name.as_deref().unwrap_or_default();
     let targeted = |n: &str| canaries.count(&index::targeting(ns, n)) > 0;
@@ -31,7 +31,7 @@ pub fn wanted(canaries: &index::Index<DeserializeGuard<Canary>>, d: &Deployment)
             .is_some_and(|a| a.contains_key(SCALED_DOWN_BY))
 }
 
-fn key(d: &Deployment) -> String {
+fn key(d: &PackedDeployment) -> String {
     format!(
         "{}/{}",
         d.metadata.namespace.as_deref().unwrap_or_default(),
@@ -59,10 +59,10 @@ impl Shelf {
     /// (`Delete`) when `cached` says the cache holds it.
     pub fn sort(
         &self,
-        event: watcher::Event<Deployment>,
-        wanted: impl Fn(&Deployment) -> bool,
-        cached: impl Fn(&Deployment) -> bool,
-    ) -> Option<watcher::Event<Deployment>> {
+        event: watcher::Event<PackedDeployment>,
+        wanted: impl Fn(&PackedDeployment) -> bool,
+        cached: impl Fn(&PackedDeployment) -> bool,
+    ) -> Option<watcher::Event<PackedDeployment>> {
         let mut shelved = self.shelved.lock().unwrap_or_else(|p| p.into_inner());
         match event {
             watcher::Event::Init => {
@@ -142,7 +142,7 @@ fn not_older(copy: Option<&str>, cached: Option<&str>) -> bool {
 /// `unshelve` has read it).
 pub fn cached(ctx: &Context, ns: &str, name: &str) -> Option<Arc<Deployment>> {
     if let Some(d) = ctx.stores.deployments.get(&ObjectRef::new(name).within(ns)) {
-        return Some(d);
+        return Some(Arc::new(d.unpack()));
     }
     let key = format!("{ns}/{name}");
     let version = ctx.shelf.version(&key)?;
@@ -166,16 +166,15 @@ pub async fn deployment(ctx: &Context, ns: &str, name: &str) -> Result<Option<Ar
     let Some(version) = ctx.shelf.version(&format!("{ns}/{name}")) else {
         return Ok(None);
     };
-    let Some(mut live) = Api::<Deployment>::namespaced(ctx.client.clone(), ns)
+    let Some(packed) = Api::<PackedDeployment>::namespaced(ctx.client.clone(), ns)
         .get_opt(name)
         .await
         .doing(|| format!("deployment {name}.{ns} get query error"))?
     else {
         return Ok(None);
     };
-    slim::deployment(&mut live);
-    ctx.deployment_index.apply(&watcher::Event::Apply(live.clone()));
-    let live = Arc::new(live);
+    let live = Arc::new(packed.unpack());
+    ctx.deployment_index.apply(&watcher::Event::Apply(packed));
     // The cache may have moved on meanwhile; the copy is used only while it matches.
     tracing::debug!(deployment = %format!("{name}.{ns}"), shelved = %version, read = ?live.metadata.resource_version, "read a shelved Deployment");
     let mut fetched = ctx.shelf.fetched.lock().unwrap_or_else(|p| p.into_inner());
@@ -189,7 +188,7 @@ mod tests {
 
     use super::*;
 
-    fn deployment(name: &str, version: &str) -> Deployment {
+    fn deployment(name: &str, version: &str) -> PackedDeployment {
         serde_json::from_value(json!({
             "metadata": {"name": name, "namespace": "test", "uid": "u1", "resourceVersion": version},
             "spec": {"selector": {}, "template": {"spec": {"containers": [{"name": "app"}]}}},
@@ -197,7 +196,7 @@ mod tests {
         .expect("deployment")
     }
 
-    fn kind(event: &Option<watcher::Event<Deployment>>) -> &'static str {
+    fn kind(event: &Option<watcher::Event<PackedDeployment>>) -> &'static str {
         match event {
             None => "none",
             Some(watcher::Event::Init) => "init",
@@ -211,8 +210,8 @@ mod tests {
     #[test]
     fn shelved_deployments_stay_out_of_the_cache_and_are_remembered_by_version() {
         let shelf = Shelf::default();
-        let wanted = |d: &Deployment| d.metadata.name.as_deref() == Some("web");
-        let not_cached = |_: &Deployment| false;
+        let wanted = |d: &PackedDeployment| d.metadata.name.as_deref() == Some("web");
+        let not_cached = |_: &PackedDeployment| false;
         let sort = |e| kind(&shelf.sort(e, wanted, not_cached));
         assert_eq!(sort(watcher::Event::Init), "init");
         assert_eq!(
@@ -255,7 +254,7 @@ mod tests {
             .fetched
             .lock()
             .expect("lock")
-            .insert("test/web".into(), Arc::new(deployment("web", "7")));
+            .insert("test/web".into(), Arc::new(deployment("web", "7").unpack()));
         assert!(shelf.get("test/web", Some("7")).is_some());
         assert!(
             shelf.get("test/web", Some("6")).is_some(),
@@ -265,7 +264,7 @@ mod tests {
             shelf.get("test/web", Some("8")).is_none(),
             "a copy older than the shelved version is not used"
         );
-        let shelved = |_: &Deployment| false;
+        let shelved = |_: &PackedDeployment| false;
         shelf.sort(watcher::Event::Apply(deployment("web", "8")), shelved, |_| false);
         assert!(
             shelf.get("test/web", Some("7")).is_some(),
@@ -290,7 +289,7 @@ mod tests {
         }))
         .expect("canary");
         canaries.apply(&watcher::Event::Apply(DeserializeGuard(Ok(canary))));
-        let deployment = |name: &str, annotations: serde_json::Value| -> Deployment {
+        let deployment = |name: &str, annotations: serde_json::Value| -> PackedDeployment {
             serde_json::from_value(
                 json!({"metadata": {"name": name, "namespace": "test", "annotations": annotations}}),
             )

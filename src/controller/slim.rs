@@ -4,15 +4,19 @@
 //! `-primary` copy is current), so a cluster full of Helm release Secrets and large ConfigMaps
 //! costs serin their identity and the digests (their labels and other annotations are dropped
 //! too); the data of a tracked config is read from the API server when serin copies it.
-//! `managedFields` are dropped from every cached object. Pure.
+//! `managedFields` are dropped from every cached object. A Deployment is kept packed
+//! ([`PackedDeployment`]): its metadata, and its spec and status as JSON text. Pure.
 
 use std::collections::BTreeMap;
 
+use std::borrow::Cow;
+
 use k8s_openapi::api::{
-    apps::v1::Deployment,
+    apps::v1::{Deployment, DeploymentSpec, DeploymentStatus},
     core::v1::{ConfigMap, Secret},
 };
 use kube::{api::ObjectMeta, core::DeserializeGuard};
+use serde::{Deserialize, Serialize};
 
 use crate::{
     api::{Canary, istio::VirtualService},
@@ -93,6 +97,108 @@ pub fn deployment(d: &mut Deployment) {
     d.metadata.managed_fields = None;
 }
 
+/// A Deployment as the cache keeps it: its metadata (without `managedFields`) as is, its spec
+/// and status as JSON text. A `k8s-openapi` Deployment with one container takes about 8 KiB in
+/// memory, most of it optional fields that are absent (the `Deployment` struct alone is
+/// 2.4 KB, a `Container` 1.5 KB); as text it takes what it says, about 1 KiB for that
+/// Deployment. serin caches two per Canary (the target and its `-primary`), so this is the
+/// largest part of its memory at size. A reader unpacks a copy ([`PackedDeployment::unpack`],
+/// a few microseconds). Read from the API server as a Deployment.
+#[derive(Clone, Debug)]
+pub struct PackedDeployment {
+    pub metadata: ObjectMeta,
+    body: Box<str>,
+}
+
+/// A Deployment's spec and status, as packed.
+#[derive(Serialize)]
+struct Body<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spec: Option<&'a DeploymentSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'a DeploymentStatus>,
+}
+
+/// A Deployment's spec and status, unpacked.
+#[derive(Deserialize)]
+struct Unpacked {
+    spec: Option<DeploymentSpec>,
+    status: Option<DeploymentStatus>,
+}
+
+impl PackedDeployment {
+    pub fn pack(mut d: Deployment) -> Self {
+        deployment(&mut d);
+        let body = serde_json::to_string(&Body {
+            spec: d.spec.as_ref(),
+            status: d.status.as_ref(),
+        })
+        // Serializing a typed Deployment does not fail (string keys, no non-finite floats).
+        .unwrap_or_else(|_| "{}".to_owned());
+        Self {
+            metadata: d.metadata,
+            body: body.into_boxed_str(),
+        }
+    }
+
+    /// The Deployment, whole.
+    pub fn unpack(&self) -> Deployment {
+        // What `pack` wrote from a typed Deployment reads back as one.
+        let Unpacked { spec, status } = serde_json::from_str(&self.body).unwrap_or(Unpacked {
+            spec: None,
+            status: None,
+        });
+        Deployment {
+            metadata: self.metadata.clone(),
+            spec,
+            status,
+        }
+    }
+
+    /// `spec.replicas`, read without unpacking the rest.
+    pub fn replicas(&self) -> Option<i32> {
+        #[derive(Deserialize)]
+        struct Replicas {
+            spec: Option<SpecReplicas>,
+        }
+        #[derive(Deserialize)]
+        struct SpecReplicas {
+            replicas: Option<i32>,
+        }
+        serde_json::from_str::<Replicas>(&self.body).ok()?.spec?.replicas
+    }
+}
+
+impl<'de> Deserialize<'de> for PackedDeployment {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Deployment::deserialize(deserializer).map(Self::pack)
+    }
+}
+
+impl kube::Resource for PackedDeployment {
+    type DynamicType = ();
+    type Scope = k8s_openapi::NamespaceResourceScope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        Deployment::kind(dt)
+    }
+    fn group(dt: &()) -> Cow<'_, str> {
+        Deployment::group(dt)
+    }
+    fn version(dt: &()) -> Cow<'_, str> {
+        Deployment::version(dt)
+    }
+    fn plural(dt: &()) -> Cow<'_, str> {
+        Deployment::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
 /// A VirtualService as the cache keeps it.
 pub fn virtual_service(vs: &mut VirtualService) {
     vs.metadata.managed_fields = None;
@@ -120,6 +226,7 @@ pub fn same_content(a: &ObjectMeta, b: &ObjectMeta) -> bool {
 #[cfg(test)]
 mod tests {
     use k8s_openapi::ByteString;
+    use serde_json::json;
 
     use super::*;
 
@@ -186,5 +293,40 @@ mod tests {
         assert_eq!(checksum(&s.metadata), Some(expected.as_str()));
         secret(&mut other);
         assert!(same_content(&s.metadata, &other.metadata));
+    }
+
+    #[test]
+    fn a_packed_deployment_unpacks_as_it_was_read() {
+        let live = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "test", "uid": "u1", "generation": 3,
+                         "labels": {"app": "web"}, "annotations": {"a": "b"},
+                         "managedFields": [{"manager": "kubectl", "operation": "Update"}]},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}},
+                                  "spec": {"containers": [{"name": "app", "image": "podinfo:6.0.0",
+                                                           "env": [{"name": "A", "value": "1"}]}]}}},
+            "status": {"observedGeneration": 3, "replicas": 2, "readyReplicas": 1,
+                       "conditions": [{"type": "Available", "status": "False"}]}
+        });
+        let packed: PackedDeployment = serde_json::from_value(live.clone()).expect("packs");
+        let mut expected: Deployment = serde_json::from_value(live).expect("deployment");
+        expected.metadata.managed_fields = None;
+        assert_eq!(packed.unpack(), expected);
+        assert_eq!(packed.replicas(), Some(2));
+        assert_eq!(packed.metadata.managed_fields, None);
+        type Packed = PackedDeployment;
+        assert_eq!(
+            <Packed as kube::Resource>::api_version(&()),
+            "apps/v1",
+            "read and watched as Deployments"
+        );
+        assert_eq!(<Packed as kube::Resource>::kind(&()), "Deployment");
+        assert_eq!(<Packed as kube::Resource>::plural(&()), "deployments");
+
+        let bare: PackedDeployment =
+            serde_json::from_value(json!({"metadata": {"name": "bare"}})).expect("packs");
+        assert_eq!(bare.unpack().spec, None);
+        assert_eq!(bare.replicas(), None);
     }
 }

@@ -6,10 +6,7 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
-use k8s_openapi::api::{
-    apps::v1::Deployment,
-    core::v1::{ConfigMap, Secret},
-};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{
     Api, Client, ResourceExt,
     core::DeserializeGuard,
@@ -69,26 +66,24 @@ pub async fn run(
             canary_index.clone(),
             deployments.clone(),
         );
-        let deployments = api::<Deployment>(&client, ns.as_deref());
+        let deployments = api::<slim::PackedDeployment>(&client, ns.as_deref());
         let wc = wc.clone();
         let mut listed_rx = listed_rx;
         futures::stream::once(async move {
             let _ = listed_rx.wait_for(|listed| *listed).await;
-            let sorted = watcher(deployments, wc)
-                .modify(slim::deployment)
-                .filter_map(move |event| {
-                    let event = match event {
-                        Ok(event) => shelf
-                            .sort(
-                                event,
-                                |d| shelf::wanted(&canary_index, d),
-                                |d| cache.get(&ObjectRef::from_obj(d)).is_some(),
-                            )
-                            .map(Ok),
-                        Err(err) => Some(Err(err)),
-                    };
-                    futures::future::ready(event)
-                });
+            let sorted = watcher(deployments, wc).filter_map(move |event| {
+                let event = match event {
+                    Ok(event) => shelf
+                        .sort(
+                            event,
+                            |d| shelf::wanted(&canary_index, d),
+                            |d| cache.get(&ObjectRef::from_obj(d)).is_some(),
+                        )
+                        .map(Ok),
+                    Err(err) => Some(Err(err)),
+                };
+                futures::future::ready(event)
+            });
             reflector::reflector(dep_writer, sorted)
         })
         .flatten()
@@ -180,7 +175,7 @@ pub async fn run(
     // Which Canaries a change concerns: index lookups, no scan of the Canaries.
     let by_target = {
         let index = canary_index.clone();
-        move |d: Deployment| {
+        move |d: slim::PackedDeployment| {
             let name = d.name_any();
             let ns = d.namespace().unwrap_or_default();
             let mut found = canaries_in(&index, &ns, &index::targeting(&ns, &name));
