@@ -1,5 +1,6 @@
 //! The Prometheus provider: instant queries with a 5 s timeout, optional headers and
-//! bearer/basic auth, and Flagger's result rules (no value or NaN is "no values found"), except
+//! bearer/basic auth, over the controller's shared HTTP clients (one connection pool, not a
+//! client per query), and Flagger's result rules (no value or NaN is "no values found"), except
 //! that several series are an error naming how many came back instead of silently taking the
 //! last one. Does I/O (HTTP).
 
@@ -34,15 +35,21 @@ pub struct Auth {
     pub insecure_skip_verify: bool,
 }
 
+/// The HTTP clients queries go through: one that verifies TLS certificates and one for
+/// providers that skip the verification (`insecureSkipVerify`). Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Clients {
+    pub verifying: reqwest::Client,
+    pub insecure: reqwest::Client,
+}
+
 /// The value of an instant query.
-pub async fn query(address: &str, promql: &str, auth: &Auth) -> Result<f64, QueryError> {
-    let mut builder = reqwest::Client::builder().timeout(QUERY_TIMEOUT);
-    if auth.insecure_skip_verify {
-        builder = builder.danger_accept_invalid_certs(true);
-    }
-    let http = builder
-        .build()
-        .map_err(|e| QueryError::Request(format!("building the HTTP client failed: {e}")))?;
+pub async fn query(clients: &Clients, address: &str, promql: &str, auth: &Auth) -> Result<f64, QueryError> {
+    let http = if auth.insecure_skip_verify {
+        clients.insecure.clone()
+    } else {
+        clients.verifying.clone()
+    };
     let client = prometheus_http_query::Client::from(http, address)
         .map_err(|e| QueryError::Request(format!("invalid Prometheus address {address:?}: {e}")))?;
     let mut request = client.query(promql);
@@ -70,9 +77,9 @@ pub async fn query(address: &str, promql: &str, auth: &Auth) -> Result<f64, Quer
             reqwest::header::HeaderValue::from_str(value).map_err(|e| QueryError::Request(e.to_string()))?,
         );
     }
-    let result = request
-        .get()
+    let result = tokio::time::timeout(QUERY_TIMEOUT, request.get())
         .await
+        .map_err(|_| QueryError::Request(format!("no answer within {} s", QUERY_TIMEOUT.as_secs())))?
         .map_err(|e| QueryError::Request(serin_runtime::error_chain(&e)))?;
     value_of(result.data())
 }

@@ -359,7 +359,7 @@ async fn check_metric(
         }
     };
     let query = analysis::render::collapse_whitespace(&query);
-    let value = match prometheus::query(&address, &query, &auth).await {
+    let value = match prometheus::query(&ctx.prometheus(), &address, &query, &auth).await {
         Ok(v) => v,
         Err(prometheus::QueryError::NoValues) if builtin => {
             // Flagger adds the query error to the success rate's text only.
@@ -459,7 +459,7 @@ async fn template_auth(
 async fn metric_providers(ctx: &Context, canary: &Canary) -> Result<(), String> {
     const ONLINE_QUERY: &str = "vector(1)";
     let online = |address: String, auth: prometheus::Auth| async move {
-        match prometheus::query(&address, ONLINE_QUERY, &auth).await {
+        match prometheus::query(&ctx.prometheus(), &address, ONLINE_QUERY, &auth).await {
             Ok(1.0) => Ok(()),
             Ok(_) => Err(format!("value is not 1 for query: {ONLINE_QUERY}")),
             Err(e) => Err(format!("running query failed: {e}")),

@@ -227,6 +227,16 @@ pub enum Error {
     Panicked(String),
 }
 
+impl Context {
+    /// The HTTP clients for Prometheus queries (the webhooks' clients, shared).
+    pub fn prometheus(&self) -> crate::analysis::prometheus::Clients {
+        crate::analysis::prometheus::Clients {
+            verifying: self.http.clone(),
+            insecure: self.insecure_http.clone(),
+        }
+    }
+}
+
 impl Error {
     /// Bounded name for logs and metrics.
     pub fn category(&self) -> &'static str {
@@ -243,6 +253,16 @@ impl Error {
         match self {
             Self::Act(failure) => Some(failure.kind),
             Self::Status(err) => Some(serin_runtime::api_error::Kind::of(err)),
+            Self::Decide(_) | Self::Panicked(_) => None,
+        }
+    }
+
+    /// How long the API server asked serin to wait, when the reconcile ended on a request it
+    /// refused with a `retryAfterSeconds` (a 429).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Act(failure) => failure.retry_after,
+            Self::Status(err) => serin_runtime::api_error::retry_after(err),
             Self::Decide(_) | Self::Panicked(_) => None,
         }
     }

@@ -72,8 +72,9 @@ pub(super) fn error_policy(
     err: &Error,
     ctx: Arc<Context>,
 ) -> RequeueAction {
-    // Per Canary, from 1 s doubling to 5 min with jitter; a success resets it.
-    let delay = ctx.backoffs.next(&guard_key(&guard));
+    // Per Canary, from 1 s doubling to 5 min with jitter; a success resets it. Never sooner
+    // than the API server asked (a 429's `retryAfterSeconds`).
+    let delay = retry_delay(ctx.backoffs.next(&guard_key(&guard)), err);
     let kind = err.api_kind().map(serin_runtime::api_error::Kind::as_str);
     tracing::warn!(category = err.category(), kind, error = %err, retry_in = ?delay, "reconcile failed; retrying");
     if let (Error::Panicked(_), Ok(canary)) = (err, &guard.0) {
@@ -85,6 +86,12 @@ pub(super) fn error_policy(
         });
     }
     RequeueAction::requeue(delay)
+}
+
+/// The delay before a failed reconcile runs again: the backoff, or what the API server asked
+/// for when that is longer. Pure.
+fn retry_delay(backoff: Duration, err: &Error) -> Duration {
+    err.retry_after().map_or(backoff, |asked| backoff.max(asked))
 }
 
 /// The key of a Canary's retry delays.
@@ -269,6 +276,30 @@ mod tests {
     use kube::api::ObjectMeta;
 
     use super::*;
+
+    #[test]
+    fn a_throttled_reconcile_waits_as_long_as_the_api_server_asked() {
+        let throttled = |asked: Option<u64>| {
+            Error::Act(serin_runtime::api_error::Failure {
+                kind: serin_runtime::api_error::Kind::Throttled,
+                message: "patching the status: too many requests".into(),
+                retry_after: asked.map(Duration::from_secs),
+            })
+        };
+        let backoff = Duration::from_secs(2);
+        assert_eq!(retry_delay(backoff, &throttled(Some(9))), Duration::from_secs(9));
+        assert_eq!(
+            retry_delay(backoff, &throttled(Some(1))),
+            backoff,
+            "the longer wins"
+        );
+        assert_eq!(retry_delay(backoff, &throttled(None)), backoff);
+        assert_eq!(
+            retry_delay(backoff, &Error::Decide("twice".into())),
+            backoff,
+            "no API error"
+        );
+    }
 
     #[test]
     fn routes_wait_for_the_cache_to_show_serins_own_write() {

@@ -252,14 +252,21 @@ pub async fn write_status(
             .await
         {
             Ok(_) => break,
-            Err(kube::Error::Api(e)) if matches!(e.code, 404 | 422) => {
-                return Err(Error::Status(kube::Error::Api(e)));
+            // Gone, refused or invalid: sending it again would fail the same way.
+            Err(e) if !serin_runtime::api_error::Kind::of(&e).retriable() => {
+                return Err(Error::Status(e));
             }
             Err(e) if attempt >= 2 => return Err(Error::Status(e)),
             Err(e) => {
-                tracing::debug!(error = %e, attempt, "writing the status failed; retrying");
                 attempt += 1;
-                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                // As long as the API server asked (a 429), for at most 5 s here; longer waits
+                // go through the reconcile's retry, which honours them whole.
+                let wait = serin_runtime::api_error::retry_after(&e)
+                    .map_or(Duration::from_millis(200 * attempt), |asked| {
+                        asked.min(Duration::from_secs(5))
+                    });
+                tracing::debug!(error = %e, attempt, ?wait, "writing the status failed; retrying");
+                tokio::time::sleep(wait).await;
             }
         }
     }

@@ -79,6 +79,9 @@ impl fmt::Display for Kind {
 pub struct Failure {
     pub kind: Kind,
     pub message: String,
+    /// How long the API server asked the client to wait (`details.retryAfterSeconds` of a 429
+    /// or a 5xx), if it did.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl Failure {
@@ -87,6 +90,7 @@ impl Failure {
         Self {
             kind: Kind::Other,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -95,7 +99,23 @@ impl Failure {
         Self {
             kind: Kind::of(err),
             message: format!("{doing}: {err}"),
+            retry_after: retry_after(err),
         }
+    }
+}
+
+/// How long the API server asked the client to wait before sending the request again
+/// (`details.retryAfterSeconds` of its Status, which it sets on 429 "too many requests" and
+/// on some 5xx such as a server timeout); `None` when it did not say.
+pub fn retry_after(err: &kube::Error) -> Option<std::time::Duration> {
+    match err {
+        kube::Error::Api(status) => status
+            .details
+            .as_ref()
+            .map(|d| d.retry_after_seconds)
+            .filter(|s| *s > 0)
+            .map(|s| std::time::Duration::from_secs(u64::from(s))),
+        _ => None,
     }
 }
 
@@ -120,6 +140,23 @@ mod tests {
                 .with_code(code)
                 .boxed(),
         )
+    }
+
+    #[test]
+    fn the_servers_retry_after_is_kept() {
+        let mut status = kube::core::Status::failure("too many requests", "TooManyRequests").with_code(429);
+        status.details =
+            Some(serde_json::from_value(serde_json::json!({"retryAfterSeconds": 7})).expect("details"));
+        let throttled = kube::Error::Api(status.boxed());
+        let failure = Failure::api("patching the status", &throttled);
+        assert_eq!(failure.kind, Kind::Throttled);
+        assert_eq!(failure.retry_after, Some(std::time::Duration::from_secs(7)));
+        assert_eq!(
+            Failure::api("reading", &api_error(429)).retry_after,
+            None,
+            "not said"
+        );
+        assert_eq!(Failure::other("no").retry_after, None);
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! waits in ErrImagePull, then ImagePullBackOff. PersistentVolumeClaims of the default
 //! StorageClass [`STORAGE_CLASS`] are provisioned and bound at once, so StatefulSets with volume
 //! claim templates become ready. A pod template annotated `testbed.serin.dev/ready-after: 3s`
-//! becomes Ready that long after its Pods are created. Pure: text only.
+//! becomes Ready that long after its Pods are created. The fake nodes take 100,000 Pods each
+//! (a kubelet's default is 110): the benchmarks run thousands of Deployments on one node, and
+//! the emulator has no capacity limit either. Pure: text only.
 
 /// The cluster's default StorageClass, whose claims kwok provisions.
 pub const STORAGE_CLASS: &str = "testbed-volume";
@@ -72,11 +74,11 @@ spec:
       allocatable:
         cpu: "64"
         memory: 256Gi
-        pods: "1000"
+        pods: "100000"
       capacity:
         cpu: "64"
         memory: 256Gi
-        pods: "1000"
+        pods: "100000"
       nodeInfo:
         architecture: amd64
         kubeletVersion: kwok
