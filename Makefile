@@ -2,7 +2,7 @@
 CARGO ?= cargo
 NEXTEST_PROFILE ?= default
 
-.PHONY: all build deps deps-base cluster test check fmt fmt-check clippy dup-check crds ci demo testbed bench fuzz chaos
+.PHONY: all build deps deps-base cluster test check fmt fmt-check clippy dup-check crds ci demo testbed bench analysis-bench fuzz chaos
 
 all: build
 
@@ -96,6 +96,12 @@ bench:
 	$(CARGO) bench -p serin-testbed --bench apiserver
 	$(CARGO) bench -p serin --bench controller
 	$(CARGO) bench -p serin-sync --bench sync
+
+## The canary analysis simulator: serin's sequential comparison and Flagger's fixed thresholds on
+## the same synthetic request streams (false rollbacks, detection, time to rollback); writes its
+## tables into docs/analysis.md. No cluster.
+analysis-bench:
+	$(CARGO) bench -p serin --bench analysis
 
 ## libFuzzer over serin's untrusted inputs (fuzz/fuzz_targets), FUZZ_SECONDS per target, seeded
 ## from examples/; not part of CI. Installs cargo-fuzz and a nightly toolchain when missing.

@@ -7,8 +7,8 @@ use std::fmt;
 use crate::api::{
     AlertProviderSpec, CanarySpec, MetricTemplateSpec,
     canary::{
-        CanaryAnalysis, DeploymentStrategy, METRIC_REQUEST_DURATION, METRIC_REQUEST_SUCCESS_RATE, PROVIDERS,
-        parse_duration,
+        CanaryAnalysis, CanaryMetric, DeploymentStrategy, METRIC_REQUEST_DURATION,
+        METRIC_REQUEST_SUCCESS_RATE, MetricComparison, NO_DATA_POLICIES, PROVIDERS, parse_duration,
     },
 };
 
@@ -351,6 +351,10 @@ fn check_analysis(out: &mut Findings, spec: &CanarySpec, analysis: &CanaryAnalys
                 ),
             );
         }
+        if let Some(compare) = &metric.compare {
+            check_comparison(out, &mp, metric, compare);
+        }
+        // A comparison will bound the metric once the controller applies it.
         let bounded = has_range || metric.threshold.is_some();
         if !bounded && builtin && metric.template_ref.is_none() {
             let runs_as = if metric.name == METRIC_REQUEST_SUCCESS_RATE {
@@ -462,6 +466,67 @@ fn check_analysis(out: &mut Findings, spec: &CanarySpec, analysis: &CanaryAnalys
 }
 
 /// Validates a MetricTemplate spec.
+/// `metrics[].compare` (serin's comparison with the primary).
+fn check_comparison(out: &mut Findings, mp: &str, metric: &CanaryMetric, compare: &MetricComparison) {
+    let cp = format!("{mp}.compare");
+    out.warning(
+        &cp,
+        "not applied yet: this version of serin checks the field but judges the metric by its thresholdRange alone (docs/analysis.md)",
+    );
+    let builtin = metric.template_ref.is_none() && metric.query.as_deref().is_none_or(str::is_empty);
+    if !builtin
+        || !matches!(
+            metric.name.as_str(),
+            METRIC_REQUEST_SUCCESS_RATE | METRIC_REQUEST_DURATION
+        )
+    {
+        out.error(
+            &cp,
+            format!(
+                "comparison with the primary is available for the builtin metrics {METRIC_REQUEST_SUCCESS_RATE} and {METRIC_REQUEST_DURATION} (without templateRef or query)"
+            ),
+        );
+    }
+    if let Some(alpha) = compare.alpha
+        && !(alpha > 0.0 && alpha < 1.0)
+    {
+        out.error(format!("{cp}.alpha"), format!("{alpha} is not between 0 and 1"));
+    }
+    if let Some(tolerance) = compare.tolerance
+        && !(tolerance.is_finite() && tolerance >= 1.0)
+    {
+        out.error(
+            format!("{cp}.tolerance"),
+            format!("{tolerance} is below 1 (1: the canary may not be worse than the primary)"),
+        );
+    }
+    if let Some(min) = compare.min_requests
+        && min < 0
+    {
+        out.error(format!("{cp}.minRequests"), format!("{min} is negative"));
+    }
+    if let Some(policy) = compare.no_data.as_deref()
+        && !NO_DATA_POLICIES.contains(&policy)
+    {
+        out.error(
+            format!("{cp}.noData"),
+            format!("{policy:?} is not one of {}", NO_DATA_POLICIES.join(", ")),
+        );
+    }
+    check_duration(out, &format!("{cp}.slowerThan"), compare.slower_than.as_deref());
+    match (metric.name.as_str(), compare.slower_than.as_deref()) {
+        (METRIC_REQUEST_DURATION, None) => out.error(
+            format!("{cp}.slowerThan"),
+            "required for request-duration: the latency above which a request counts as slow (a bucket bound, such as 250ms)",
+        ),
+        (METRIC_REQUEST_SUCCESS_RATE, Some(_)) => out.warning(
+            format!("{cp}.slowerThan"),
+            "ignored: request-success-rate compares 5xx responses",
+        ),
+        _ => {}
+    }
+}
+
 pub fn metric_template(spec: &MetricTemplateSpec) -> Vec<Finding> {
     let mut out = Findings::default();
     let provider = spec.provider.type_.as_str();
@@ -507,8 +572,8 @@ pub fn alert_provider(spec: &AlertProviderSpec) -> Vec<Finding> {
 mod tests {
     use super::*;
     use crate::api::canary::{
-        CanaryMetric, CanaryService, CanaryWebhook, CrossNamespaceRef, SessionAffinity, TargetRef,
-        ThresholdRange,
+        CanaryMetric, CanaryService, CanaryWebhook, CrossNamespaceRef, MetricComparison, SessionAffinity,
+        TargetRef, ThresholdRange,
     };
 
     fn spec(analysis: CanaryAnalysis) -> CanarySpec {
@@ -782,6 +847,109 @@ mod tests {
             assert!(
                 got.iter().any(|g| g.starts_with(want)),
                 "{name}: want {want:?}, got {got:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn comparisons_with_the_primary_are_checked_field_by_field() {
+        let with = |metric: &str, compare: MetricComparison| {
+            let mut a = progressive();
+            a.metrics = Some(vec![CanaryMetric {
+                name: metric.into(),
+                threshold_range: Some(ThresholdRange {
+                    min: None,
+                    max: Some(500.0),
+                }),
+                compare: Some(compare),
+                ..Default::default()
+            }]);
+            spec(a)
+        };
+        let good = MetricComparison {
+            alpha: Some(0.01),
+            tolerance: Some(1.5),
+            min_requests: Some(200),
+            no_data: Some("hold".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            errors(&with(METRIC_REQUEST_SUCCESS_RATE, good.clone())),
+            Vec::<String>::new()
+        );
+        let warnings: Vec<String> = canary(&with(METRIC_REQUEST_SUCCESS_RATE, good.clone()), "istio")
+            .into_iter()
+            .filter(|f| f.severity == Severity::Warning)
+            .map(|f| f.to_string())
+            .collect();
+        assert!(
+            warnings.iter().any(|w| w.contains("compare: not applied yet")),
+            "{warnings:#?}"
+        );
+        let slow = MetricComparison {
+            slower_than: Some("250ms".into()),
+            ..Default::default()
+        };
+        assert_eq!(errors(&with(METRIC_REQUEST_DURATION, slow)), Vec::<String>::new());
+
+        let p = "spec.analysis.metrics[0].compare";
+        let cases: Vec<(&str, MetricComparison, String)> = vec![
+            (
+                METRIC_REQUEST_SUCCESS_RATE,
+                MetricComparison {
+                    alpha: Some(1.0),
+                    ..good.clone()
+                },
+                format!("{p}.alpha: 1 is not between 0 and 1"),
+            ),
+            (
+                METRIC_REQUEST_SUCCESS_RATE,
+                MetricComparison {
+                    tolerance: Some(0.5),
+                    ..good.clone()
+                },
+                format!("{p}.tolerance: 0.5 is below 1"),
+            ),
+            (
+                METRIC_REQUEST_SUCCESS_RATE,
+                MetricComparison {
+                    min_requests: Some(-1),
+                    ..good.clone()
+                },
+                format!("{p}.minRequests: -1 is negative"),
+            ),
+            (
+                METRIC_REQUEST_SUCCESS_RATE,
+                MetricComparison {
+                    no_data: Some("wait".into()),
+                    ..good.clone()
+                },
+                format!("{p}.noData: \"wait\" is not one of hold, fail, pass"),
+            ),
+            (
+                METRIC_REQUEST_DURATION,
+                good.clone(),
+                format!("{p}.slowerThan: required for request-duration"),
+            ),
+            (
+                METRIC_REQUEST_DURATION,
+                MetricComparison {
+                    slower_than: Some("soon".into()),
+                    ..good.clone()
+                },
+                format!("{p}.slowerThan:"),
+            ),
+            (
+                "error-rate",
+                good.clone(),
+                format!("{p}: comparison with the primary is available for the builtin metrics"),
+            ),
+        ];
+        for (metric, compare, want) in cases {
+            let got = errors(&with(metric, compare.clone()));
+            assert!(
+                got.iter().any(|g| g.starts_with(&want)),
+                "{compare:?}: want {want:?}, got {got:#?}"
             );
         }
     }

@@ -3,6 +3,7 @@
 
 pub mod prometheus;
 pub mod render;
+pub mod sequential;
 
 use crate::api::canary::{CanaryMetric, METRIC_REQUEST_DURATION, METRIC_REQUEST_SUCCESS_RATE};
 

@@ -107,7 +107,45 @@ pub struct CanaryMetric {
     /// Values for `{{ variables.* }}` in the template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_variables: Option<BTreeMap<String, String>>,
+    /// serin: judge the canary against the primary over the same traffic with an anytime-valid
+    /// sequential test (builtin metrics; docs/analysis.md). With a `thresholdRange` too, both
+    /// apply. Not in Flagger's schema: Flagger ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare: Option<MetricComparison>,
 }
+
+/// How a metric compares the canary with the primary (a serin extension).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricComparison {
+    /// The probability of rolling back a canary no worse than the primary, over the whole
+    /// analysis however often it is looked at (default 0.05).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
+    /// How many times the primary's error rate (or share of slow requests) the canary may
+    /// reach before it counts as worse (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<f64>,
+    /// Canary requests served before a verdict counts (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::number")]
+    pub min_requests: Option<i64>,
+    /// What a check without enough data does: `hold` (default: wait, within
+    /// `progressDeadlineSeconds`), `fail` or `pass`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "no_data_enum")]
+    pub no_data: Option<String>,
+    /// `request-duration`: requests slower than this count as bad (a bucket bound of
+    /// `istio_request_duration_milliseconds`, such as `250ms`); required for that metric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::duration")]
+    pub slower_than: Option<String>,
+}
+
+/// The no-data policies.
+pub const NO_DATA_POLICIES: [&str; 3] = ["hold", "fail", "pass"];
+
+string_enum!(no_data_enum, NO_DATA_POLICIES);
 
 /// Accepted range of a metric value.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
