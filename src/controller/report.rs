@@ -233,6 +233,9 @@ pub async fn reconcile_failed(ctx: &Context, canary: &Canary, message: &str) {
     }
 }
 
+/// The longest a status write waits for the API server before trying again itself.
+const STATUS_RETRY_WAIT_MAX: Duration = Duration::from_secs(5);
+
 /// Writes the status an update leads to through the status subresource; returns it.
 pub async fn write_status(
     ctx: &Context,
@@ -258,13 +261,14 @@ pub async fn write_status(
             }
             Err(e) if attempt >= 2 => return Err(Error::Status(e)),
             Err(e) => {
+                // As long as the API server asked (a 429); a wait longer than 5 s goes through
+                // the reconcile's retry instead, which honours it whole.
+                let asked = serin_runtime::api_error::retry_after(&e);
+                if asked.is_some_and(|a| a > STATUS_RETRY_WAIT_MAX) {
+                    return Err(Error::Status(e));
+                }
                 attempt += 1;
-                // As long as the API server asked (a 429), for at most 5 s here; longer waits
-                // go through the reconcile's retry, which honours them whole.
-                let wait = serin_runtime::api_error::retry_after(&e)
-                    .map_or(Duration::from_millis(200 * attempt), |asked| {
-                        asked.min(Duration::from_secs(5))
-                    });
+                let wait = asked.unwrap_or(Duration::from_millis(200 * attempt));
                 tracing::debug!(error = %e, attempt, ?wait, "writing the status failed; retrying");
                 tokio::time::sleep(wait).await;
             }
