@@ -76,11 +76,17 @@ async fn walk_through(workloads: &Path, canary: &Path, container: &str) {
     for field in ["ports", "env", "readinessProbe", "livenessProbe"] {
         assert_eq!(c0(&after)[field], c0(&before)[field], "set image changed {field}");
     }
-    assert_eq!(
-        after["metadata"]["generation"].as_i64(),
-        before["metadata"]["generation"].as_i64().map(|g| g + 1),
-        "set image bumps generation"
-    );
+    let generation = |d: &serde_json::Value| d["metadata"]["generation"].as_i64().unwrap_or_default();
+    let bumped = generation(&after) - generation(&before);
+    assert!(bumped >= 1, "set image bumps generation");
+    // On the real control plane a HorizontalPodAutoscaler of the workloads (Flagger's podinfo has
+    // one) may scale the Deployment to its minimum meanwhile, which bumps it once more.
+    if bumped > 1 {
+        assert_ne!(
+            after["spec"]["replicas"], before["spec"]["replicas"],
+            "only set image and an autoscaler's scaling changed the spec"
+        );
+    }
     ok(
         &tb,
         &[
