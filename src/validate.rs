@@ -354,8 +354,8 @@ fn check_analysis(out: &mut Findings, spec: &CanarySpec, analysis: &CanaryAnalys
         if let Some(compare) = &metric.compare {
             check_comparison(out, &mp, metric, compare);
         }
-        // A comparison will bound the metric once the controller applies it.
-        let bounded = has_range || metric.threshold.is_some();
+        // A comparison with the primary judges a metric without a bound of its own.
+        let bounded = has_range || metric.threshold.is_some() || metric.compare.is_some();
         if !bounded && builtin && metric.template_ref.is_none() {
             let runs_as = if metric.name == METRIC_REQUEST_SUCCESS_RATE {
                 "the check passes whatever the rate"
@@ -469,10 +469,6 @@ fn check_analysis(out: &mut Findings, spec: &CanarySpec, analysis: &CanaryAnalys
 /// `metrics[].compare` (serin's comparison with the primary).
 fn check_comparison(out: &mut Findings, mp: &str, metric: &CanaryMetric, compare: &MetricComparison) {
     let cp = format!("{mp}.compare");
-    out.warning(
-        &cp,
-        "not applied yet: this version of serin checks the field but judges the metric by its thresholdRange alone (docs/analysis.md)",
-    );
     let builtin = metric.template_ref.is_none() && metric.query.as_deref().is_none_or(str::is_empty);
     if !builtin
         || !matches!(
@@ -857,10 +853,6 @@ mod tests {
             let mut a = progressive();
             a.metrics = Some(vec![CanaryMetric {
                 name: metric.into(),
-                threshold_range: Some(ThresholdRange {
-                    min: None,
-                    max: Some(500.0),
-                }),
                 compare: Some(compare),
                 ..Default::default()
             }]);
@@ -875,16 +867,8 @@ mod tests {
         };
         assert_eq!(
             errors(&with(METRIC_REQUEST_SUCCESS_RATE, good.clone())),
-            Vec::<String>::new()
-        );
-        let warnings: Vec<String> = canary(&with(METRIC_REQUEST_SUCCESS_RATE, good.clone()), "istio")
-            .into_iter()
-            .filter(|f| f.severity == Severity::Warning)
-            .map(|f| f.to_string())
-            .collect();
-        assert!(
-            warnings.iter().any(|w| w.contains("compare: not applied yet")),
-            "{warnings:#?}"
+            Vec::<String>::new(),
+            "a comparison judges a builtin metric without a thresholdRange"
         );
         let slow = MetricComparison {
             slower_than: Some("250ms".into()),

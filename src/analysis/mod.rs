@@ -34,6 +34,47 @@ pub fn duration_query(namespace: &str, target: &str, interval: &str) -> String {
     )
 }
 
+/// The four counts a comparison with the primary reads per window of `window` seconds, in order:
+/// canary requests, canary bad requests, primary requests, primary bad requests. Bad requests
+/// are 5xx responses for `request-success-rate`, and for `request-duration` those slower than
+/// `slower_than_ms` (a bucket bound of `istio_request_duration_milliseconds`). `None` for other
+/// metrics.
+pub fn comparison_queries(
+    metric: &str,
+    namespace: &str,
+    target: &str,
+    window: i64,
+    slower_than_ms: Option<f64>,
+) -> Option<[String; 4]> {
+    let side = |workload: &str| -> Option<(String, String)> {
+        let labels = format!(
+            r#"reporter="destination",destination_workload_namespace="{namespace}",destination_workload="{workload}""#
+        );
+        match metric {
+            METRIC_REQUEST_SUCCESS_RATE => Some((
+                format!("sum(increase(istio_requests_total{{{labels}}}[{window}s]))"),
+                format!(r#"sum(increase(istio_requests_total{{{labels},response_code=~"5.*"}}[{window}s]))"#),
+            )),
+            METRIC_REQUEST_DURATION => {
+                let le = slower_than_ms?;
+                let all = format!(
+                    "sum(increase(istio_request_duration_milliseconds_count{{{labels}}}[{window}s]))"
+                );
+                Some((
+                    all.clone(),
+                    format!(
+                        r#"{all} - sum(increase(istio_request_duration_milliseconds_bucket{{{labels},le="{le}"}}[{window}s]))"#
+                    ),
+                ))
+            }
+            _ => None,
+        }
+    };
+    let (canary, canary_bad) = side(target)?;
+    let (primary, primary_bad) = side(&format!("{target}-primary"))?;
+    Some([canary, canary_bad, primary, primary_bad])
+}
+
 /// The verdict on one metric value: `None` passes, `Some(message)` halts with Flagger's text.
 ///
 /// As in Flagger, a `thresholdRange` decides alone; without one the legacy `threshold` (0 when

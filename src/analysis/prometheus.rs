@@ -43,45 +43,109 @@ pub struct Clients {
     pub insecure: reqwest::Client,
 }
 
-/// The value of an instant query.
-pub async fn query(clients: &Clients, address: &str, promql: &str, auth: &Auth) -> Result<f64, QueryError> {
+fn client(
+    clients: &Clients,
+    address: &str,
+    auth: &Auth,
+) -> Result<prometheus_http_query::Client, QueryError> {
     let http = if auth.insecure_skip_verify {
         clients.insecure.clone()
     } else {
         clients.verifying.clone()
     };
-    let client = prometheus_http_query::Client::from(http, address)
-        .map_err(|e| QueryError::Request(format!("invalid Prometheus address {address:?}: {e}")))?;
-    let mut request = client.query(promql);
+    prometheus_http_query::Client::from(http, address)
+        .map_err(|e| QueryError::Request(format!("invalid Prometheus address {address:?}: {e}")))
+}
+
+/// The headers a provider's credentials and settings add to a request.
+fn headers(
+    auth: &Auth,
+) -> Result<Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>, QueryError> {
+    use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
+    let value = |v: &str| HeaderValue::from_str(v).map_err(|e| QueryError::Request(e.to_string()));
+    let mut out = Vec::new();
     if let Some(token) = &auth.bearer {
-        request = request.header(
-            reqwest::header::AUTHORIZATION,
-            reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|e| QueryError::Request(e.to_string()))?,
-        );
+        out.push((AUTHORIZATION, value(&format!("Bearer {token}"))?));
     }
     if let Some((user, password)) = &auth.basic {
         use base64::Engine;
         let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-        request = request.header(
-            reqwest::header::AUTHORIZATION,
-            reqwest::header::HeaderValue::from_str(&format!("Basic {encoded}"))
-                .map_err(|e| QueryError::Request(e.to_string()))?,
-        );
+        out.push((AUTHORIZATION, value(&format!("Basic {encoded}"))?));
     }
-    for (name, value) in &auth.headers {
-        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
-            .map_err(|e| QueryError::Request(e.to_string()))?;
-        request = request.header(
-            name,
-            reqwest::header::HeaderValue::from_str(value).map_err(|e| QueryError::Request(e.to_string()))?,
-        );
+    for (name, v) in &auth.headers {
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| QueryError::Request(e.to_string()))?;
+        out.push((name, value(v)?));
     }
-    let result = tokio::time::timeout(QUERY_TIMEOUT, request.get())
+    Ok(out)
+}
+
+async fn answer(
+    request: impl std::future::Future<
+        Output = Result<prometheus_http_query::response::PromqlResult, prometheus_http_query::Error>,
+    >,
+) -> Result<prometheus_http_query::response::PromqlResult, QueryError> {
+    tokio::time::timeout(QUERY_TIMEOUT, request)
         .await
         .map_err(|_| QueryError::Request(format!("no answer within {} s", QUERY_TIMEOUT.as_secs())))?
-        .map_err(|e| QueryError::Request(serin_runtime::error_chain(&e)))?;
+        .map_err(|e| QueryError::Request(serin_runtime::error_chain(&e)))
+}
+
+/// The value of an instant query.
+pub async fn query(clients: &Clients, address: &str, promql: &str, auth: &Auth) -> Result<f64, QueryError> {
+    let mut request = client(clients, address, auth)?.query(promql);
+    for (name, value) in headers(auth)? {
+        request = request.header(name, value);
+    }
+    let result = answer(request.get()).await?;
     value_of(result.data())
+}
+
+/// The values of a range query of one series (aggregate it, e.g. with `sum()`) at `start`,
+/// `start + step`, ... up to `end` (Unix seconds), in order; a time without a value (no series
+/// at all, or none at that time) is `None`.
+pub async fn query_range(
+    clients: &Clients,
+    address: &str,
+    promql: &str,
+    auth: &Auth,
+    (start, end, step): (i64, i64, i64),
+) -> Result<Vec<Option<f64>>, QueryError> {
+    let mut request = client(clients, address, auth)?.query_range(promql, start, end, step as f64);
+    for (name, value) in headers(auth)? {
+        request = request.header(name, value);
+    }
+    let result = answer(request.get()).await?;
+    values_at(result.data(), (start, end, step))
+}
+
+/// The one series of a range result, at each time from `start` to `end` by `step`.
+pub fn values_at(data: &Data, (start, end, step): (i64, i64, i64)) -> Result<Vec<Option<f64>>, QueryError> {
+    let times: Vec<i64> = (0..)
+        .map(|i| start + i * step.max(1))
+        .take_while(|t| *t <= end)
+        .collect();
+    let samples = match data {
+        Data::Matrix(series) => match series.len() {
+            0 => return Ok(vec![None; times.len()]),
+            1 => series[0].samples(),
+            n => return Err(QueryError::MultipleSeries(n)),
+        },
+        _ => {
+            return Err(QueryError::Request(
+                "a range query answered without a range".into(),
+            ));
+        }
+    };
+    Ok(times
+        .iter()
+        .map(|t| {
+            samples
+                .iter()
+                .find(|s| s.timestamp().round() as i64 == *t)
+                .map(|s| s.value())
+                .filter(|v| v.is_finite())
+        })
+        .collect())
 }
 
 /// The one value of a result, by Flagger's rules (and serin's for several series).
@@ -119,6 +183,27 @@ mod tests {
         assert_eq!(
             value_of(&data(json!({"resultType": "scalar", "result": [1.0, "3"]}))),
             Ok(3.0)
+        );
+    }
+
+    #[test]
+    fn a_range_answers_every_step_in_order() {
+        let one = data(json!({"resultType": "matrix", "result": [
+            {"metric": {}, "values": [[100.0, "3"], [120.0, "NaN"], [130.0, "5"]]}
+        ]}));
+        assert_eq!(
+            values_at(&one, (100, 130, 10)),
+            Ok(vec![Some(3.0), None, None, Some(5.0)]),
+            "a missing step and NaN are no value"
+        );
+        let none = data(json!({"resultType": "matrix", "result": []}));
+        assert_eq!(values_at(&none, (100, 120, 10)), Ok(vec![None, None, None]));
+        let two = data(json!({"resultType": "matrix", "result": [
+            {"metric": {"a": "1"}, "values": [[100.0, "1"]]}, {"metric": {"a": "2"}, "values": [[100.0, "1"]]}
+        ]}));
+        assert_eq!(
+            values_at(&two, (100, 100, 10)),
+            Err(QueryError::MultipleSeries(2))
         );
     }
 

@@ -30,18 +30,7 @@
 //! clump counts. No verdict is given before [`MIN_INTERVALS_WITH_BAD`] intervals had bad
 //! events, so that a single clump cannot decide before φ can be estimated.
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-
-/// One interval's counts: requests and bad events on each side.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Counts {
-    pub canary_requests: f64,
-    pub canary_bad: f64,
-    pub primary_requests: f64,
-    pub primary_bad: f64,
-}
+pub use crate::api::canary::{Counts, Evidence, Scrape};
 
 impl Counts {
     /// The canary's share of the requests, when both sides served some.
@@ -88,38 +77,6 @@ impl Default for Settings {
 
 /// Intervals with bad events (on either side) before the test gives a verdict.
 pub const MIN_INTERVALS_WITH_BAD: usize = 6;
-
-/// The evidence gathered so far: one log likelihood ratio per grid alternative (at dispersion
-/// 1), the largest evidence a look has seen, and every counted interval.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Evidence {
-    /// `ℓj` for each alternative of [`GRID`], from the raw counts.
-    pub log_ratios: Vec<f64>,
-    /// The largest `ln E` a look has seen once verdicts were allowed (the anytime p-value is
-    /// `exp(−max)`).
-    pub max_log_evidence: f64,
-    /// The intervals counted.
-    pub intervals: Vec<Scrape>,
-    /// Raw totals over the counted intervals.
-    pub totals: Counts,
-    /// Intervals skipped because one side served no request.
-    pub skipped: u32,
-}
-
-/// One counted interval: the canary's share of the requests and the requests and bad events
-/// of each side.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct Scrape {
-    /// The canary's share of the requests (`q`).
-    pub q: f64,
-    /// Canary requests and bad events (`m`, `a`).
-    pub m: f64,
-    pub a: f64,
-    /// Primary requests and bad events (`k`, `b`).
-    pub k: f64,
-    pub b: f64,
-}
 
 /// What the test says now.
 #[derive(Clone, Debug, PartialEq)]

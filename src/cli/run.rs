@@ -31,6 +31,10 @@ pub struct RunArgs {
     /// Prometheus URL for builtin metrics and inline queries.
     #[arg(long, env = "METRICS_SERVER", default_value = "http://prometheus:9090")]
     pub metrics_server: String,
+    /// The windows a comparison with the primary (`metrics[].compare`) counts requests in: at
+    /// least twice Prometheus's scrape interval (a Go duration).
+    #[arg(long, env = "COMPARISON_WINDOW", default_value = "30s", value_parser = comparison_window)]
+    pub comparison_window: std::time::Duration,
     /// Pod selector label keys, the first one present is used (comma-separated).
     #[arg(
         long,
@@ -136,6 +140,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let config = controller::Config {
         mesh_provider: args.mesh_provider.clone(),
         metrics_server: args.metrics_server.clone(),
+        comparison_window: args.comparison_window,
         selector_labels: args
             .selector_labels
             .iter()
@@ -171,6 +176,15 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
 }
 
 /// The global notifier from the flags: Teams wins when both URLs are set, as in Flagger.
+/// `--comparison-window`: a Go duration of at least one second.
+fn comparison_window(text: &str) -> Result<std::time::Duration, String> {
+    let window = crate::api::canary::parse_duration(text).map_err(|e| e.to_string())?;
+    if window < std::time::Duration::from_secs(1) {
+        return Err(format!("{text} is shorter than 1s"));
+    }
+    Ok(window)
+}
+
 fn notifier(args: &RunArgs) -> Option<controller::alerts::Notifier> {
     let set = |u: &Option<String>| u.clone().filter(|u| !u.is_empty());
     let (kind, url, proxy, token) = match (set(&args.msteams_url), set(&args.slack_url)) {

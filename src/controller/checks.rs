@@ -255,12 +255,35 @@ async fn analysis_check(ctx: &Context, canary: &Canary) -> CheckResult {
         .unwrap_or_default();
     let (templated, direct): (Vec<&CanaryMetric>, Vec<&CanaryMetric>) =
         metrics.iter().partition(|m| m.template_ref.is_some());
+    let mut held = Vec::new();
     for metric in direct.into_iter().chain(templated) {
+        if let Some(compare) = &metric.compare {
+            let now = jiff::Timestamp::now().as_second();
+            match super::compare::look(ctx, canary, metric, compare, now).await {
+                Ok(super::compare::Outcome::Pass(_)) => {}
+                Ok(super::compare::Outcome::Hold(message)) => held.push(Event::normal(message)),
+                Ok(super::compare::Outcome::Worse(message)) => {
+                    return CheckResult::Worse(vec![Event::warning(message)]);
+                }
+                Ok(super::compare::Outcome::Fail(message)) | Err(message) => {
+                    return CheckResult::Failed(vec![Event::warning(message)]);
+                }
+            }
+            // Without a bound of its own, the comparison alone judges the metric.
+            let bounded = metric.threshold_range.is_some() || metric.threshold.is_some();
+            if !bounded {
+                continue;
+            }
+        }
         if let Err(event) = check_metric(ctx, canary, &name, metric).await {
             return CheckResult::Failed(vec![event]);
         }
     }
-    CheckResult::Passed(Vec::new())
+    if held.is_empty() {
+        CheckResult::Passed(Vec::new())
+    } else {
+        CheckResult::Held(held)
+    }
 }
 
 async fn check_metric(

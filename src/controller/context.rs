@@ -15,6 +15,8 @@ use crate::api::{Canary, istio::VirtualService};
 pub struct Config {
     pub mesh_provider: String,
     pub metrics_server: String,
+    /// The windows comparisons with the primary count in (`--comparison-window`).
+    pub comparison_window: std::time::Duration,
     pub selector_labels: Vec<String>,
     pub include_label_prefixes: Vec<String>,
     pub config_tracking: bool,
@@ -75,6 +77,8 @@ pub struct Context {
     /// The Services and DestinationRules serin applied recently: one unchanged is not applied
     /// again on every step.
     pub applied: Applied,
+    /// The comparisons with the primary, by `uid/metric`.
+    pub comparisons: super::compare::States,
     /// Retry delays of the Canaries whose last reconcile failed (by UID).
     pub backoffs: serin_runtime::backoff::Backoffs,
     pub insecure_http: reqwest::Client,

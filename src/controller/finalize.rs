@@ -320,6 +320,7 @@ pub async fn finalize(ctx: &Context, canary: &Canary) -> Result<RequeueAction, E
     }
     if let Some(uid) = canary.metadata.uid.as_deref() {
         ctx.applied.forget_canary(uid);
+        ctx.comparisons.forget(uid);
     }
     revert_service(ctx, canary).await?;
     if let Some(warning) = revert_virtual_service(ctx, canary).await? {
@@ -347,6 +348,7 @@ pub async fn deleted(ctx: &Context, canary: &Canary) {
     if let Some(uid) = canary.metadata.uid.as_deref() {
         ctx.written.remove(uid);
         ctx.applied.forget_canary(uid);
+        ctx.comparisons.forget(uid);
     }
     if canary.spec.reverts_on_deletion() {
         return;

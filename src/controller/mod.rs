@@ -2,12 +2,14 @@
 //! those use, and the VirtualServices serin writes (`watches`), and reconciles each Canary
 //! (`reconcile`) as `engine::admit` (pure) -> `observe` (caches) -> `engine::decide` (pure, with
 //! the `checks` it asks for) -> `act` -> `report` (status, events, metrics) and `alerts`.
-//! `finalize` restores the target when a Canary is deleted; `context` holds what reconciles
+//! `compare` judges metrics against the primary. `finalize` restores the target when a Canary
+//! is deleted; `context` holds what reconciles
 //! share.
 
 pub mod act;
 pub mod alerts;
 pub mod checks;
+pub mod compare;
 mod context;
 pub mod finalize;
 mod index;

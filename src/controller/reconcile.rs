@@ -158,7 +158,11 @@ pub(super) async fn reconcile(
         }
     };
     // decide (pure), running the checks it asks for.
-    let decision = decide(&ctx, &canary, &world.observed).await?;
+    let mut decision = decide(&ctx, &canary, &world.observed).await?;
+    // The comparisons with the primary this reconcile looked at go into the status with it.
+    if let Some(compared) = ctx.comparisons.take_changed(&canary) {
+        decision.status.get_or_insert_with(Default::default).comparisons = Some(compared);
+    }
     // act, then report.
     let (acting, events) = act_on(&ctx, &canary, &world, &decision).await?;
     let analysis_took = decision.analysis_tick.then(|| started.elapsed());

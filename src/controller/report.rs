@@ -156,6 +156,9 @@ pub fn next_status(
             *field = Some(v.clone());
         }
     }
+    if let Some(c) = &update.comparisons {
+        s.comparisons = Some(c.clone());
+    }
     let time = Time(now);
     s.last_transition_time = Some(time.clone());
     // A decision carried out: a failed reconcile is behind.

@@ -168,6 +168,7 @@ pub async fn run(
         deployment_generations: Default::default(),
         route_generations: Default::default(),
         applied: Default::default(),
+        comparisons: Default::default(),
         backoffs: Default::default(),
         test_hooks: serin_runtime::hooks::enabled_by_env(),
     });

@@ -13,7 +13,8 @@ pub(super) fn canary_step(input: &Input, routes: Routes, mirror: bool, mut d: De
     if !routes.mirrored && input.status.phase != CanaryPhase::WaitingPromotion {
         match input.check(Check::ConfirmTrafficIncrease, Some("confirm-traffic-increase")) {
             None => return Decision::need(Check::ConfirmTrafficIncrease),
-            Some(CheckResult::Failed(events)) => {
+            // A gate (webhooks): anything but a pass keeps it shut.
+            Some(CheckResult::Failed(events) | CheckResult::Held(events) | CheckResult::Worse(events)) => {
                 let d = d.events(events).requeue(input.interval());
                 return if input.muted("confirm-traffic-increase", events) {
                     d

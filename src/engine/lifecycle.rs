@@ -22,7 +22,12 @@ pub(super) fn initialize(input: &Input) -> Decision {
         } else {
             match input.checks.get(&Check::MetricProviders) {
                 None => return Decision::need(Check::MetricProviders),
-                Some(CheckResult::Passed(events) | CheckResult::Failed(events)) => waiting.events(events),
+                Some(
+                    CheckResult::Passed(events)
+                    | CheckResult::Failed(events)
+                    | CheckResult::Held(events)
+                    | CheckResult::Worse(events),
+                ) => waiting.events(events),
             }
         };
         return waiting.status(update).requeue(Duration::ZERO);
@@ -87,7 +92,7 @@ pub(super) fn start(input: &Input) -> Decision {
     }
     match input.check(Check::ConfirmRollout, Some("confirm-rollout")) {
         None => Decision::need(Check::ConfirmRollout),
-        Some(CheckResult::Failed(events)) => {
+        Some(CheckResult::Failed(events) | CheckResult::Held(events) | CheckResult::Worse(events)) => {
             let d = Decision::default().events(events).requeue(input.interval());
             if phase == CanaryPhase::Waiting {
                 d
@@ -314,7 +319,7 @@ pub(super) fn analysis_tick(input: &Input, routes: Routes, mirror: bool, first_s
         let starting = Event::normal(format!("Starting canary analysis for {}", input.target()));
         match input.check(Check::PreRollout, Some("pre-rollout")) {
             None => return Decision::need(Check::PreRollout),
-            Some(CheckResult::Failed(events)) => {
+            Some(CheckResult::Failed(events) | CheckResult::Held(events) | CheckResult::Worse(events)) => {
                 let mut events = events.clone();
                 events.insert(0, starting);
                 return failed_check(input, &events);
@@ -327,6 +332,12 @@ pub(super) fn analysis_tick(input: &Input, routes: Routes, mirror: bool, first_s
         match input.check(Check::Analysis, None) {
             None => return Decision::need(Check::Analysis),
             Some(CheckResult::Failed(events)) => return failed_check(input, events),
+            Some(CheckResult::Worse(events)) => {
+                return rollback(input, Decision::default().events(events), false);
+            }
+            Some(CheckResult::Held(events)) => {
+                return Decision::default().events(events).requeue(input.interval());
+            }
             Some(CheckResult::Passed(events)) => d = d.events(events),
         }
     }

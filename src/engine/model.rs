@@ -70,6 +70,12 @@ pub enum CheckResult {
     Passed(Vec<Event>),
     /// Failed; the events that say why (Flagger's `Halt ...` texts).
     Failed(Vec<Event>),
+    /// The analysis waits for data (a comparison with the primary under the `hold` policy):
+    /// no step and no failed check.
+    Held(Vec<Event>),
+    /// A comparison with the primary showed the canary worse: roll back now, whatever the
+    /// failed checks.
+    Worse(Vec<Event>),
 }
 
 /// An event to record (reason `Synced`).
@@ -181,6 +187,8 @@ pub struct StatusUpdate {
     pub session_affinity_cookie: Option<String>,
     pub primary_session_affinity_cookie: Option<String>,
     pub previous_session_affinity_cookie: Option<String>,
+    /// The comparisons with the primary after this reconcile's look (set by the controller).
+    pub comparisons: Option<BTreeMap<String, crate::api::canary::MetricComparisonStatus>>,
 }
 
 /// What to do.

@@ -17,7 +17,7 @@ pub(super) enum Gate {
 pub(super) fn confirm_promotion(input: &Input, d: Decision) -> Gate {
     match input.check(Check::ConfirmPromotion, Some("confirm-promotion")) {
         None => Gate::Closed(Decision::need(Check::ConfirmPromotion)),
-        Some(CheckResult::Failed(events)) => {
+        Some(CheckResult::Failed(events) | CheckResult::Held(events) | CheckResult::Worse(events)) => {
             let d = d.events(events).requeue(input.interval());
             let iterations = match input.spec.deployment_strategy() {
                 DeploymentStrategy::Canary => None,

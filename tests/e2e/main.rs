@@ -221,6 +221,103 @@ async fn a_failing_revision_is_rolled_back() {
     support::assert_event(&events, "Canary failed! Scaling down podinfo.test");
 }
 
+/// `metrics[].compare`: the canary judged against the primary serving the same traffic. The
+/// primary fails 10 % of its requests: a revision failing as many is promoted, one failing three
+/// times as many is rolled back at once, before `threshold: 10` failed checks could.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_is_compared_with_the_primary_and_rolled_back_when_worse() {
+    let mut s = Scenario::start().await;
+    s.apply(&repo().join("examples/canary"));
+    let error_rate = |rate: &str, image: &str| {
+        format!(
+            r#"{{"spec":{{"template":{{"metadata":{{"annotations":{{"testbed.serin.dev/error-rate":"{rate}"}}}},"spec":{{"containers":[{{"name":"podinfod","image":"{image}"}}]}}}}}}}}"#
+        )
+    };
+    s.patch_target(&error_rate("0.1", "ghcr.io/stefanprodan/podinfo:6.0.0"));
+    // Only the comparison judges (no bound of its own); α low enough that an identical canary
+    // is not rolled back by chance in this test.
+    s.kubectl(&[
+        "-n",
+        NS,
+        "patch",
+        "canary",
+        "podinfo",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"analysis":{"threshold":10,"metrics":[{"name":"request-success-rate","interval":"30s","compare":{"alpha":0.001,"minRequests":50}}]}}}"#,
+    ]);
+    s.start_serin_with(&["--comparison-window", "5s"]);
+    s.wait_canary("Initialized", Duration::from_secs(60), |c| {
+        phase(c) == CanaryPhase::Initialized
+    })
+    .await;
+
+    // As bad as the primary: promoted.
+    s.patch_target(&error_rate("0.1", "ghcr.io/stefanprodan/podinfo:6.0.1"));
+    let promoted = s
+        .wait_canary("Succeeded", Duration::from_secs(150), |c| {
+            assert!(
+                phase(c) != CanaryPhase::Failed,
+                "an identical canary was rolled back: {:?}",
+                c.status
+            );
+            phase(c) == CanaryPhase::Succeeded
+        })
+        .await;
+    let comparison = promoted
+        .status
+        .as_ref()
+        .and_then(|st| st.comparisons.as_ref())
+        .and_then(|c| c.get("request-success-rate"))
+        .cloned()
+        .expect("the comparison is in the status");
+    assert_eq!(comparison.verdict, "pass", "{comparison:?}");
+    assert!(
+        comparison.evidence.totals.canary_requests >= 50.0 && comparison.evidence.totals.primary_bad > 0.0,
+        "{comparison:?}"
+    );
+    assert!(
+        comparison
+            .message
+            .starts_with("request-success-rate of podinfo.test compared with the primary: canary "),
+        "{comparison:?}"
+    );
+
+    // Three times as bad: rolled back on the evidence, not on failed checks.
+    s.patch_target(&error_rate("0.3", "ghcr.io/stefanprodan/podinfo:6.0.2"));
+    let started = std::time::Instant::now();
+    let failed = s.wait_failed(Duration::from_secs(150)).await;
+    let status = failed.status.clone().unwrap_or_default();
+    assert!(
+        status.failed_checks < 10,
+        "rolled back before the threshold: {status:?}"
+    );
+    let events = s.events();
+    let worse = events
+        .iter()
+        .find(|e| e.starts_with("Rolling back podinfo.test: request-success-rate of the canary is worse than the primary's: canary "))
+        .unwrap_or_else(|| panic!("no comparison event in {events:#?}"));
+    assert!(worse.contains("evidence "), "{worse}");
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.starts_with("Rolling back podinfo.test failed checks threshold reached")),
+        "{events:#?}"
+    );
+    let comparison = status
+        .comparisons
+        .as_ref()
+        .and_then(|c| c.get("request-success-rate"))
+        .cloned()
+        .expect("the comparison is in the status");
+    assert_eq!(comparison.verdict, "worse", "{comparison:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(100),
+        "within the 10 failed checks of 10 s Flagger's method would need: {:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_controller_continues_the_rollout() {
     let mut s = initialized().await;

@@ -139,7 +139,11 @@ impl Scenario {
             .env("http_proxy", self.tb.proxy_url().expect("proxy"))
             .env("NO_PROXY", "127.0.0.1,localhost")
             .env("no_proxy", "127.0.0.1,localhost")
-            .env("RUST_LOG", "info,kube=warn")
+            // `SERIN_E2E_LOG` sets serin's log filter (default `info,kube=warn`).
+            .env(
+                "RUST_LOG",
+                std::env::var("SERIN_E2E_LOG").unwrap_or_else(|_| "info,kube=warn".to_owned()),
+            )
             .env(serin::controller::TEST_HOOKS_ENV, "1")
             .env("POD_NAME", &name)
             .env_remove("KUBERNETES_SERVICE_HOST")

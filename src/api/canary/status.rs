@@ -142,6 +142,9 @@ pub struct CanaryStatus {
     pub previous_session_affinity_cookie: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conditions: Option<Vec<CanaryCondition>>,
+    /// serin: the metrics compared with the primary (`metrics[].compare`), by metric name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comparisons: Option<BTreeMap<String, MetricComparisonStatus>>,
 }
 
 /// A status condition. Flagger writes one type, `Promoted`, with `reason` set to the phase.
@@ -161,3 +164,72 @@ pub struct CanaryCondition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
+
+/// The counts of a comparison with the primary (serin): one interval's, or totals: requests and bad events on each side.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Counts {
+    pub canary_requests: f64,
+    pub canary_bad: f64,
+    pub primary_requests: f64,
+    pub primary_bad: f64,
+}
+
+/// The evidence gathered so far: one log likelihood ratio per grid alternative (at dispersion
+/// 1), the largest evidence a look has seen, and every counted interval.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Evidence {
+    /// `ℓj` for each alternative of the grid of alternatives (`analysis::sequential::GRID`), from the raw counts.
+    pub log_ratios: Vec<f64>,
+    /// The largest `ln E` a look has seen once verdicts were allowed (the anytime p-value is
+    /// `exp(−max)`).
+    pub max_log_evidence: f64,
+    /// The intervals counted.
+    pub intervals: Vec<Scrape>,
+    /// Raw totals over the counted intervals.
+    pub totals: Counts,
+    /// Intervals skipped because one side served no request.
+    pub skipped: u32,
+}
+
+/// One counted interval: the canary's share of the requests and the requests and bad events
+/// of each side.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Scrape {
+    /// The canary's share of the requests (`q`).
+    pub q: f64,
+    /// Canary requests and bad events (`m`, `a`).
+    pub m: f64,
+    pub a: f64,
+    /// Primary requests and bad events (`k`, `b`).
+    pub k: f64,
+    pub b: f64,
+}
+
+/// serin: a metric compared with the primary (`metrics[].compare`) in the current revision's
+/// analysis: the test's state and what its last look said.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricComparisonStatus {
+    /// The revision (`lastAppliedSpec`) the evidence is about.
+    pub revision: String,
+    /// Unix time in seconds up to which the windows are counted.
+    #[schemars(schema_with = "schema::number")]
+    pub counted_until: i64,
+    /// Unix time in seconds since the check holds for lack of data. Written as `null` when it
+    /// does not hold, so that the status's merge patch removes it.
+    #[serde(default)]
+    #[schemars(schema_with = "schema::number")]
+    pub held_since: Option<i64>,
+    pub evidence: Evidence,
+    /// The last look, in one sentence with its numbers.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// The last look's verdict: `pass`, `worse`, `hold` or `no data`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub verdict: String,
+}
+
+// The comparison's numbers are finite: counts are checked before they are added.
+impl Eq for MetricComparisonStatus {}
