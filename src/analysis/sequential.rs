@@ -33,6 +33,16 @@
 pub use crate::api::canary::{Counts, Evidence, Scrape};
 
 impl Counts {
+    /// Canary requests and bad ones, primary requests and bad ones.
+    pub fn new(canary_requests: f64, canary_bad: f64, primary_requests: f64, primary_bad: f64) -> Self {
+        Self {
+            canary_requests,
+            canary_bad,
+            primary_requests,
+            primary_bad,
+        }
+    }
+
     /// The canary's share of the requests, when both sides served some.
     fn share(&self) -> Option<f64> {
         (self.canary_requests > 0.0 && self.primary_requests > 0.0)
@@ -275,12 +285,7 @@ mod tests {
     use super::*;
 
     fn counts(m: f64, a: f64, k: f64, b: f64) -> Counts {
-        Counts {
-            canary_requests: m,
-            canary_bad: a,
-            primary_requests: k,
-            primary_bad: b,
-        }
+        Counts::new(m, a, k, b)
     }
 
     /// The counts split over `parts` equal intervals (the evidence of a constant split is the

@@ -327,12 +327,7 @@ mod tests {
     }
 
     fn counts(m: f64, a: f64, k: f64, b: f64) -> Counts {
-        Counts {
-            canary_requests: m,
-            canary_bad: a,
-            primary_requests: k,
-            primary_bad: b,
-        }
+        Counts::new(m, a, k, b)
     }
 
     #[test]

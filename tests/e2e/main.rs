@@ -236,16 +236,9 @@ async fn a_canary_is_compared_with_the_primary_and_rolled_back_when_worse() {
     s.patch_target(&error_rate("0.1", "ghcr.io/stefanprodan/podinfo:6.0.0"));
     // Only the comparison judges (no bound of its own); α low enough that an identical canary
     // is not rolled back by chance in this test.
-    s.kubectl(&[
-        "-n",
-        NS,
-        "patch",
-        "canary",
-        "podinfo",
-        "--type=merge",
-        "-p",
+    s.patch_canary(
         r#"{"spec":{"analysis":{"threshold":10,"metrics":[{"name":"request-success-rate","interval":"30s","compare":{"alpha":0.001,"minRequests":50}}]}}}"#,
-    ]);
+    );
     s.start_serin_with(&["--comparison-window", "5s"]);
     s.wait_canary("Initialized", Duration::from_secs(60), |c| {
         phase(c) == CanaryPhase::Initialized
