@@ -680,6 +680,7 @@ async fn helm_installs_serin_sync_and_every_value_given() {
     for flag in [
         "run",
         "--metrics-server=http://prometheus.istio-system:9090",
+        "--comparison-window=20s",
         "--selector-labels=app.kubernetes.io/name,app",
         "--include-label-prefix=app.kubernetes.io,team",
         "--namespace=apps",

@@ -140,6 +140,30 @@ pub fn verdict(canary: &str, metric: &CanaryMetric, value: f64) -> Option<String
     }
 }
 
+/// The bound a metric's value is held to, as the checks in [`verdict`] apply it: `>= 99`,
+/// `<= 500`, `>= 1, <= 5` (empty when the metric has none).
+pub fn bound(metric: &CanaryMetric) -> String {
+    let builtin = metric.template_ref.is_none() && metric.query.as_deref().is_none_or(str::is_empty);
+    match &metric.threshold_range {
+        Some(range) => [
+            range.min.map(|m| format!(">= {m}")),
+            range.max.map(|m| format!("<= {m}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(", "),
+        None => {
+            let threshold = metric.threshold.unwrap_or(0.0);
+            if builtin && metric.name == METRIC_REQUEST_SUCCESS_RATE {
+                format!(">= {threshold}")
+            } else {
+                format!("<= {threshold}")
+            }
+        }
+    }
+}
+
 /// Milliseconds as Go prints a `time.Duration` (`1.515s`, `500ms`).
 pub fn go_duration(ms: f64) -> String {
     if ms >= 1000.0 {
@@ -154,6 +178,23 @@ pub fn go_duration(ms: f64) -> String {
 mod tests {
     use super::*;
     use crate::api::canary::ThresholdRange;
+
+    #[test]
+    fn bounds_read_as_the_checks_apply_them() {
+        assert_eq!(
+            bound(&metric(METRIC_REQUEST_SUCCESS_RATE, Some(99.0), None)),
+            ">= 99"
+        );
+        assert_eq!(bound(&metric("latency", Some(1.0), Some(5.5))), ">= 1, <= 5.5");
+        let legacy = |name: &str| CanaryMetric {
+            name: name.into(),
+            threshold: Some(500.0),
+            ..Default::default()
+        };
+        assert_eq!(bound(&legacy(METRIC_REQUEST_SUCCESS_RATE)), ">= 500");
+        assert_eq!(bound(&legacy(METRIC_REQUEST_DURATION)), "<= 500");
+        assert_eq!(bound(&legacy("errors")), "<= 500");
+    }
 
     fn metric(name: &str, min: Option<f64>, max: Option<f64>) -> CanaryMetric {
         CanaryMetric {

@@ -14,7 +14,8 @@ use crate::{
     api::{
         Canary, MetricTemplate,
         canary::{
-            CanaryMetric, CanaryPhase, CanaryWebhook, METRIC_REQUEST_DURATION, METRIC_REQUEST_SUCCESS_RATE,
+            CanaryMetric, CanaryPhase, CanaryWebhook, CheckStatus, METRIC_REQUEST_DURATION,
+            METRIC_REQUEST_SUCCESS_RATE,
         },
     },
     engine::{Check, CheckResult, Event, revision},
@@ -183,7 +184,7 @@ pub async fn run(ctx: &Context, canary: &Canary, check: Check) -> CheckResult {
     let phase = canary.status.as_ref().map(|s| s.phase).unwrap_or_default();
     match check {
         Check::Rollback => return rollback_hooks(ctx, canary, phase).await,
-        Check::Analysis => return analysis_check(ctx, canary).await,
+        Check::Analysis => return analysis(ctx, canary).await.0,
         Check::MetricProviders => {
             return match metric_providers(ctx, canary).await {
                 Ok(()) => {
@@ -232,20 +233,37 @@ async fn rollback_hooks(ctx: &Context, canary: &Canary, phase: CanaryPhase) -> C
 }
 
 /// Rollout webhooks, then builtin and inline metrics, then template metrics; the first failure
-/// decides.
-async fn analysis_check(ctx: &Context, canary: &Canary) -> CheckResult {
+/// decides. Each check that ran is explained for the status, in order.
+pub async fn analysis(ctx: &Context, canary: &Canary) -> (CheckResult, Vec<CheckStatus>) {
     let name = format!(
         "{}.{}",
         canary.metadata.name.as_deref().unwrap_or_default(),
         canary.metadata.namespace.as_deref().unwrap_or_default()
     );
+    let now = jiff::Timestamp::now();
+    let time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
+    let mut explained = Vec::new();
+    let record = |name: String, check: &str, verdict: &str, message: String| CheckStatus {
+        name,
+        check: check.into(),
+        verdict: verdict.into(),
+        message,
+        time: time.clone(),
+        ..Default::default()
+    };
     for hook in hooks(canary, "rollout") {
-        if let Err(err) = call(ctx, canary, hook, CanaryPhase::Progressing).await {
-            return CheckResult::Failed(vec![Event::warning(format!(
+        let called = call(ctx, canary, hook, CanaryPhase::Progressing).await;
+        let hook_name = format!("webhook/{}", hook.name);
+        if let Err(err) = called {
+            let message = format!(
                 "Halt {name} advancement external check {} failed {err}",
                 hook.name
-            ))]);
+            );
+            explained.push(record(hook_name, "webhook", "fail", message.clone()));
+            return (CheckResult::Failed(vec![Event::warning(message)]), explained);
         }
+        let message = format!("External check {} passed", hook.name);
+        explained.push(record(hook_name, "webhook", "pass", message));
     }
     let metrics = canary
         .spec
@@ -258,15 +276,25 @@ async fn analysis_check(ctx: &Context, canary: &Canary) -> CheckResult {
     let mut held = Vec::new();
     for metric in direct.into_iter().chain(templated) {
         if let Some(compare) = &metric.compare {
-            let now = jiff::Timestamp::now().as_second();
-            match super::compare::look(ctx, canary, metric, compare, now).await {
-                Ok(super::compare::Outcome::Pass(_)) => {}
-                Ok(super::compare::Outcome::Hold(message)) => held.push(Event::normal(message)),
-                Ok(super::compare::Outcome::Worse(message)) => {
-                    return CheckResult::Worse(vec![Event::warning(message)]);
+            match super::compare::look(ctx, canary, metric, compare, now.as_second()).await {
+                Ok((outcome, looked)) => {
+                    explained.push(looked);
+                    match outcome {
+                        super::compare::Outcome::Pass(_) => {}
+                        super::compare::Outcome::Hold(message) => held.push(Event::normal(message)),
+                        super::compare::Outcome::Worse(message) => {
+                            return (CheckResult::Worse(vec![Event::warning(message)]), explained);
+                        }
+                        super::compare::Outcome::Fail(message) => {
+                            return (CheckResult::Failed(vec![Event::warning(message)]), explained);
+                        }
+                    }
                 }
-                Ok(super::compare::Outcome::Fail(message)) | Err(message) => {
-                    return CheckResult::Failed(vec![Event::warning(message)]);
+                Err(message) => {
+                    let mut failed = record(metric.name.clone(), "comparison", "error", message.clone());
+                    failed.bound = "the primary".into();
+                    explained.push(failed);
+                    return (CheckResult::Failed(vec![Event::warning(message)]), explained);
                 }
             }
             // Without a bound of its own, the comparison alone judges the metric.
@@ -275,23 +303,38 @@ async fn analysis_check(ctx: &Context, canary: &Canary) -> CheckResult {
                 continue;
             }
         }
-        if let Err(event) = check_metric(ctx, canary, &name, metric).await {
-            return CheckResult::Failed(vec![event]);
+        let mut explanation = record(metric.name.clone(), "threshold", "pass", String::new());
+        explanation.bound = analysis::bound(metric);
+        let value = match measure(ctx, canary, metric).await {
+            Ok(value) => value,
+            Err(event) => {
+                explanation.verdict = "error".into();
+                explanation.message = event.message.clone();
+                explained.push(explanation);
+                return (CheckResult::Failed(vec![event]), explained);
+            }
+        };
+        explanation.canary = Some(value).filter(|v| v.is_finite());
+        if let Some(halt) = analysis::verdict(&name, metric, value) {
+            explanation.verdict = "fail".into();
+            explanation.message = halt.clone();
+            explained.push(explanation);
+            return (CheckResult::Failed(vec![Event::warning(halt)]), explained);
         }
+        explanation.message = format!("{} of {name} is {value:.2} ({})", metric.name, explanation.bound);
+        explained.push(explanation);
     }
-    if held.is_empty() {
+    let result = if held.is_empty() {
         CheckResult::Passed(Vec::new())
     } else {
         CheckResult::Held(held)
-    }
+    };
+    (result, explained)
 }
 
-async fn check_metric(
-    ctx: &Context,
-    canary: &Canary,
-    name: &str,
-    metric: &CanaryMetric,
-) -> Result<(), Event> {
+/// A metric's value from its Prometheus (recorded in `flagger_canary_metric_analysis`), or the
+/// event saying why there is none, in Flagger's words.
+async fn measure(ctx: &Context, canary: &Canary, metric: &CanaryMetric) -> Result<f64, Event> {
     let namespace = canary.metadata.namespace.clone().unwrap_or_default();
     let target = canary.spec.target_ref.name.clone();
     let server = canary
@@ -429,10 +472,7 @@ async fn check_metric(
             metric: metric.name.clone(),
         })
         .set(recorded);
-    match analysis::verdict(name, metric, value) {
-        Some(halt) => Err(Event::warning(halt)),
-        None => Ok(()),
-    }
+    Ok(value)
 }
 
 async fn template_auth(

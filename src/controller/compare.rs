@@ -18,7 +18,8 @@ use crate::{
     api::{
         Canary,
         canary::{
-            CanaryMetric, METRIC_REQUEST_DURATION, MetricComparison, MetricComparisonStatus, parse_duration,
+            CanaryMetric, CheckStatus, METRIC_REQUEST_DURATION, MetricComparison, MetricComparisonStatus,
+            parse_duration,
         },
     },
 };
@@ -131,14 +132,15 @@ fn settings(compare: &MetricComparison) -> Settings {
 }
 
 /// Looks at a compared metric: counts the windows since the last look, adds them to the
-/// evidence and judges. `Err` is a query failure, said as a failed check.
+/// evidence and judges, with the check explained for the status. `Err` is a query failure, said
+/// as a failed check.
 pub async fn look(
     ctx: &Context,
     canary: &Canary,
     metric: &CanaryMetric,
     compare: &MetricComparison,
     now: i64,
-) -> Result<Outcome, String> {
+) -> Result<(Outcome, CheckStatus), String> {
     let ns = canary.namespace().unwrap_or_default();
     let name = format!("{}.{ns}", canary.name_any());
     let target = canary.spec.target_ref.name.clone();
@@ -225,8 +227,53 @@ pub async fn look(
     };
     state.verdict = verdict.to_owned();
     state.message = message.clone();
+    let record = explain(metric, compare, &state, now);
+    if let Some(evidence) = record.evidence {
+        ctx.metrics
+            .evidence
+            .get_or_create(&super::metrics::MetricLabels {
+                name: target.clone(),
+                namespace: ns.clone(),
+                metric: metric.name.clone(),
+            })
+            .set(evidence);
+    }
     ctx.comparisons.put(key, state);
-    Ok(outcome)
+    Ok((outcome, record))
+}
+
+/// A comparison's look as a check of the tick: each side's share of bad requests, the test, the
+/// counts, the e-value and the verdict. Pure.
+fn explain(
+    metric: &CanaryMetric,
+    compare: &MetricComparison,
+    state: &MetricComparisonStatus,
+    now: i64,
+) -> CheckStatus {
+    let settings = settings(compare);
+    let t = &state.evidence.totals;
+    let share = |bad: f64, requests: f64| (requests > 0.0).then(|| bad / requests);
+    CheckStatus {
+        name: metric.name.clone(),
+        check: "comparison".into(),
+        canary: share(t.canary_bad, t.canary_requests),
+        primary: share(t.primary_bad, t.primary_requests),
+        bound: format!(
+            "canary/primary <= {} (alpha {})",
+            settings.tolerance, settings.alpha
+        ),
+        canary_requests: Some(t.canary_requests),
+        primary_requests: Some(t.primary_requests),
+        evidence: Some(state.evidence.judge(&settings).log_evidence.exp()).filter(|e| e.is_finite()),
+        verdict: match state.verdict.as_str() {
+            "no data" => "fail".into(),
+            v => v.into(),
+        },
+        message: state.message.clone(),
+        time: jiff::Timestamp::from_second(now)
+            .ok()
+            .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
+    }
 }
 
 /// A number for a sentence: 3 significant digits, in powers of ten when very large or small.
@@ -359,6 +406,40 @@ mod tests {
             judge("web.test", &m, &compare, &mut same, 600, 1_000),
             Outcome::Pass(_)
         ));
+    }
+
+    #[test]
+    fn a_look_is_explained_with_both_sides_and_the_evidence() {
+        let compare = MetricComparison::default();
+        let m = metric(compare.clone());
+        let mut state = MetricComparisonStatus::default();
+        for _ in 0..6 {
+            state
+                .evidence
+                .add(&settings(&compare), &counts(100.0, 6.0, 900.0, 18.0));
+        }
+        let Outcome::Worse(message) = judge("web.test", &m, &compare, &mut state, 600, 1_000) else {
+            panic!("worse: {state:?}");
+        };
+        state.verdict = "worse".into();
+        state.message = message.clone();
+        let check = explain(&m, &compare, &state, 1_000);
+        assert_eq!(
+            (check.name.as_str(), check.check.as_str(), check.verdict.as_str()),
+            ("request-success-rate", "comparison", "worse")
+        );
+        assert_eq!((check.canary, check.primary), (Some(0.06), Some(0.02)));
+        assert_eq!(
+            (check.canary_requests, check.primary_requests),
+            (Some(600.0), Some(5400.0))
+        );
+        assert_eq!(check.bound, "canary/primary <= 1 (alpha 0.05)");
+        assert!(check.evidence.is_some_and(|e| e >= 20.0), "{check:?}");
+        assert_eq!(check.message, message);
+        assert_eq!(check.time.map(|t| t.0.as_second()), Some(1_000));
+
+        state.verdict = "no data".into();
+        assert_eq!(explain(&m, &compare, &state, 1_000).verdict, "fail");
     }
 
     #[test]

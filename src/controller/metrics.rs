@@ -67,6 +67,9 @@ pub struct Metrics {
     pub weight: Family<WeightLabels, Gauge>,
     pub duration: Family<CanaryLabels, Histogram, fn() -> Histogram>,
     pub analysis: Family<MetricLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// serin: a comparison with the primary's e-value against the canary (it rolls back at
+    /// `1/alpha`).
+    pub evidence: Family<MetricLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub successes: Family<OutcomeLabels, Counter>,
     pub failures: Family<OutcomeLabels, Counter>,
     pub alerts_sent: Family<AlertLabels, Counter>,
@@ -83,6 +86,7 @@ impl Metrics {
             weight: Family::default(),
             duration: Family::new_with_constructor(duration_histogram),
             analysis: Family::default(),
+            evidence: Family::default(),
             successes: Family::default(),
             failures: Family::default(),
             alerts_sent: Family::default(),
@@ -117,6 +121,11 @@ impl Metrics {
             "flagger_canary_metric_analysis",
             "Last canary analysis result per metric",
             m.analysis.clone(),
+        );
+        registry.register(
+            "serin_canary_comparison_evidence",
+            "Evidence (e-value) that the canary is worse than the primary, per compared metric; the canary is rolled back at 1/alpha",
+            m.evidence.clone(),
         );
         registry.register(
             "flagger_canary_successes",
@@ -185,6 +194,13 @@ mod tests {
                 metric: "request-success-rate".into(),
             })
             .set(99.5);
+        m.evidence
+            .get_or_create(&MetricLabels {
+                name: "podinfo".into(),
+                namespace: "test".into(),
+                metric: "request-success-rate".into(),
+            })
+            .set(2.5);
         let mut text = String::new();
         encode(&mut text, &registry).expect("encodes");
         for line in [
@@ -193,6 +209,7 @@ mod tests {
             r#"flagger_canary_weight{workload="podinfo-primary",namespace="test"} 90"#,
             r#"flagger_canary_successes_total{name="podinfo",namespace="test",deployment_strategy="canary",analysis_status="completed"} 1"#,
             r#"flagger_canary_metric_analysis{name="podinfo",namespace="test",metric="request-success-rate"} 99.5"#,
+            r#"serin_canary_comparison_evidence{name="podinfo",namespace="test",metric="request-success-rate"} 2.5"#,
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");
         }

@@ -213,6 +213,7 @@ fn admission<'a>(ctx: &'a Context, canary: &'a Canary, same_target: &'a [String]
 async fn decide(ctx: &Context, canary: &Canary, observed: &engine::Observed) -> Result<Decision, Error> {
     let status = canary.status.clone().unwrap_or_default();
     let mut results = BTreeMap::new();
+    let mut explained = None;
     loop {
         let input = Input {
             name: canary.metadata.name.as_deref().unwrap_or_default(),
@@ -224,11 +225,22 @@ async fn decide(ctx: &Context, canary: &Canary, observed: &engine::Observed) -> 
         };
         let d = engine::decide(&input);
         match d.need {
-            None => return Ok(d),
+            None => {
+                let mut d = d;
+                if let Some(checks) = explained {
+                    d.status.get_or_insert_with(Default::default).checks = Some(checks);
+                }
+                return Ok(d);
+            }
             Some(check) if results.contains_key(&check) => {
                 return Err(Error::Decide(format!(
                     "the engine asked for the {check:?} check twice in one reconcile"
                 )));
+            }
+            Some(engine::Check::Analysis) => {
+                let (result, checks) = checks::analysis(ctx, canary).await;
+                explained = Some(checks);
+                results.insert(engine::Check::Analysis, result);
             }
             Some(check) => {
                 let result = checks::run(ctx, canary, check).await;

@@ -159,6 +159,9 @@ pub fn next_status(
     if let Some(c) = &update.comparisons {
         s.comparisons = Some(c.clone());
     }
+    if let Some(c) = &update.checks {
+        s.checks = Some(c.clone());
+    }
     let time = Time(now);
     s.last_transition_time = Some(time.clone());
     // A decision carried out: a failed reconcile is behind.

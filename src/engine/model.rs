@@ -189,6 +189,8 @@ pub struct StatusUpdate {
     pub previous_session_affinity_cookie: Option<String>,
     /// The comparisons with the primary after this reconcile's look (set by the controller).
     pub comparisons: Option<BTreeMap<String, crate::api::canary::MetricComparisonStatus>>,
+    /// The checks of this reconcile's analysis tick, explained (set by the controller).
+    pub checks: Option<Vec<crate::api::canary::CheckStatus>>,
 }
 
 /// What to do.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service};
 use kube::Api;
-use serin::api::CanaryPhase;
+use serin::api::{Canary, CanaryPhase};
 use support::{NS, Scenario, phase, repo};
 
 async fn initialized() -> Scenario {
@@ -145,6 +145,19 @@ async fn a_new_image_is_analysed_and_promoted() {
     for w in [10, 20, 30] {
         assert!(weights.contains(&w), "weight {w} seen: {weights:?}");
     }
+    // The last analysis tick, explained: the load test, then each metric against its bound.
+    let promoted = s.canaries().get("podinfo").await.expect("canary");
+    assert_eq!(
+        explained(&promoted),
+        [
+            ("webhook/load-test", "webhook", "pass", String::new()),
+            ("request-success-rate", "threshold", "pass", ">= 99".into()),
+            ("latency", "threshold", "pass", "<= 500".into()),
+        ]
+        .map(|(n, c, v, b)| (n.to_owned(), c.to_owned(), v.to_owned(), b)),
+        "{:#?}",
+        promoted.status
+    );
     let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), NS);
     let primary = deployments.get("podinfo-primary").await.expect("primary");
     let image = primary
@@ -219,6 +232,43 @@ async fn a_failing_revision_is_rolled_back() {
         "Rolling back podinfo.test failed checks threshold reached 2",
     );
     support::assert_event(&events, "Canary failed! Scaling down podinfo.test");
+    // The tick that failed, explained: the success rate below its bound, with its value.
+    let checks = c
+        .status
+        .as_ref()
+        .and_then(|st| st.checks.clone())
+        .unwrap_or_default();
+    let failed = checks
+        .iter()
+        .find(|check| check.name == "request-success-rate")
+        .unwrap_or_else(|| panic!("no success rate check in {checks:#?}"));
+    assert_eq!(
+        (failed.verdict.as_str(), failed.bound.as_str()),
+        ("fail", ">= 99"),
+        "{failed:?}"
+    );
+    assert!(
+        failed.canary.is_some_and(|v| v < 99.0) && failed.time.is_some(),
+        "{failed:?}"
+    );
+    assert!(
+        failed
+            .message
+            .starts_with("Halt podinfo.test advancement success rate"),
+        "{failed:?}"
+    );
+}
+
+/// A Canary's last analysis tick as (name, check, verdict, bound), in order.
+fn explained(canary: &Canary) -> Vec<(String, String, String, String)> {
+    canary
+        .status
+        .as_ref()
+        .and_then(|st| st.checks.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| (c.name, c.check, c.verdict, c.bound))
+        .collect()
 }
 
 /// `metrics[].compare`: the canary judged against the primary serving the same traffic. The
@@ -304,6 +354,37 @@ async fn a_canary_is_compared_with_the_primary_and_rolled_back_when_worse() {
         .cloned()
         .expect("the comparison is in the status");
     assert_eq!(comparison.verdict, "worse", "{comparison:?}");
+    let checks = status.checks.clone().unwrap_or_default();
+    let [hook, check] = checks.as_slice() else {
+        panic!("two checks, the load test and the comparison: {checks:#?}");
+    };
+    assert_eq!(
+        (hook.name.as_str(), hook.verdict.as_str()),
+        ("webhook/load-test", "pass")
+    );
+    assert_eq!(
+        (check.name.as_str(), check.check.as_str(), check.verdict.as_str()),
+        ("request-success-rate", "comparison", "worse"),
+        "{check:?}"
+    );
+    assert!(
+        check.canary.unwrap_or_default() > check.primary.unwrap_or(1.0)
+            && check.evidence.is_some_and(|e| e >= 1000.0)
+            && check.canary_requests.is_some_and(|n| n >= 50.0),
+        "the canary's share of errors above the primary's, with evidence past 1/alpha: {check:?}"
+    );
+    let metrics = s.controller_metrics().await;
+    let evidence = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with(r#"serin_canary_comparison_evidence{name="podinfo",namespace="test",metric="request-success-rate"}"#)
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no evidence gauge in\n{metrics}"));
+    assert!(
+        evidence >= 1000.0,
+        "the gauge holds the e-value that rolled back: {evidence}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(100),
         "within the 10 failed checks of 10 s Flagger's method would need: {:?}",

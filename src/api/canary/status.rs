@@ -145,7 +145,52 @@ pub struct CanaryStatus {
     /// serin: the metrics compared with the primary (`metrics[].compare`), by metric name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comparisons: Option<BTreeMap<String, MetricComparisonStatus>>,
+    /// serin: every check of the last analysis tick, in the order they ran, with its numbers and
+    /// verdict (a check after a failed one does not run, as in Flagger).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<Vec<CheckStatus>>,
 }
+
+/// serin: one check of an analysis tick, explained: what was measured on each side, against
+/// what, on how many requests, with what evidence, and the verdict in one sentence.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckStatus {
+    /// The metric's name, or `webhook/<name>` for a rollout webhook.
+    pub name: String,
+    /// `threshold` (a value against a bound), `comparison` (the canary against the primary) or
+    /// `webhook`.
+    pub check: String,
+    /// The canary's value: the metric's value, or for a comparison the canary's share of bad
+    /// requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<f64>,
+    /// For a comparison, the primary's share of bad requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<f64>,
+    /// The bound or the test the value is held to, such as `>= 99` or `canary/primary <= 1 (alpha 0.05)`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub bound: String,
+    /// For a comparison, the requests counted on the canary and on the primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_requests: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_requests: Option<f64>,
+    /// For a comparison, the e-value against the canary (it rolls back at `1/alpha`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<f64>,
+    /// `pass`, `fail`, `hold`, `worse` or `error` (the check could not be made).
+    pub verdict: String,
+    /// The verdict in one sentence, with its numbers.
+    pub message: String,
+    /// When the check ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::date_time")]
+    pub time: Option<Time>,
+}
+
+// A check's numbers are finite (Prometheus's NaN and infinities are errors before a record).
+impl Eq for CheckStatus {}
 
 /// A status condition. Flagger writes one type, `Promoted`, with `reason` set to the phase.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
