@@ -11,11 +11,19 @@
 //! 10 s scrape feeds the sequential test, which rolls back the moment its evidence crosses
 //! 1/α; Flagger's method checks the canary's success rate over each 1-minute interval against
 //! its bound, and rolls back at the fifth failed check. Both promote when the weights run out.
+//!
+//! A MetricTemplate (here Istio's P99 latency query) compared with the primary runs the sign
+//! test of `serin::analysis::paired` on each 30 s window's P99 of each side, computed from
+//! log-normal latencies; Flagger's method checks the canary's P99 of each interval against a
+//! fixed bound.
 
 use std::fmt::Write as _;
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use serin::analysis::sequential::{Counts, Evidence, Settings};
+use serin::analysis::{
+    paired::{Paired, Worse},
+    sequential::{Counts, Evidence, Settings},
+};
 
 const SCRAPE_SECONDS: f64 = 10.0;
 const SCRAPES_PER_INTERVAL: usize = 6;
@@ -161,6 +169,74 @@ fn flagger(rng: &mut StdRng, s: &Scenario) -> (Outcome, f64) {
             failed += 1;
             if failed >= THRESHOLD {
                 return (Outcome::RolledBack, t);
+            }
+        }
+    }
+}
+
+/// The P99 of `n` log-normal latencies (median 100 ms × `factor`, σ = 0.5), by linear
+/// interpolation between order statistics; `None` without requests (no value).
+fn p99(rng: &mut StdRng, n: f64, factor: f64) -> Option<f64> {
+    let n = n as usize;
+    if n == 0 {
+        return None;
+    }
+    let mut v: Vec<f64> = (0..n)
+        .map(|_| 100.0 * factor * (0.5 * normal(rng)).exp())
+        .collect();
+    v.sort_by(f64::total_cmp);
+    let rank = 0.99 * (n - 1) as f64;
+    let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
+    Some(v[lo] + (v[hi] - v[lo]) * (rank - lo as f64))
+}
+
+/// The seconds of a MetricTemplate comparison's window.
+const WINDOW_SECONDS: f64 = 30.0;
+
+/// A rollout whose P99 template is compared with the primary's by serin's sign test, a look
+/// per window: its outcome and the seconds it took.
+fn template_sign_test(rng: &mut StdRng, rps: f64, factor: f64, alpha: f64) -> (Outcome, f64) {
+    let mut paired = Paired::default();
+    let mut t = 0.0;
+    let windows = (SCRAPE_SECONDS * SCRAPES_PER_INTERVAL as f64 / WINDOW_SECONDS) as usize;
+    for w in WEIGHTS {
+        for _ in 0..windows {
+            let (m, k) = (
+                poisson(rng, rps * WINDOW_SECONDS * w),
+                poisson(rng, rps * WINDOW_SECONDS * (1.0 - w)),
+            );
+            let canary = p99(rng, m, factor);
+            let primary = p99(rng, k, 1.0);
+            paired.add(canary, primary, Worse::Higher, 1.0);
+            t += WINDOW_SECONDS;
+            if paired.shown_worse(alpha) {
+                return (Outcome::RolledBack, t);
+            }
+        }
+    }
+    (Outcome::Promoted, t)
+}
+
+/// The same rollout judged by Flagger's method: the canary's P99 over each interval against
+/// `bound` ms, rolled back at the fifth failed check.
+fn template_flagger(rng: &mut StdRng, rps: f64, factor: f64, bound: f64) -> (Outcome, f64) {
+    let (mut step, mut failed, mut t) = (0, 0, 0.0);
+    let interval = SCRAPE_SECONDS * SCRAPES_PER_INTERVAL as f64;
+    loop {
+        t += interval;
+        let requests = poisson(rng, rps * interval * WEIGHTS[step]);
+        match p99(rng, requests, factor) {
+            Some(value) if value <= bound => {
+                step += 1;
+                if step == WEIGHTS.len() {
+                    return (Outcome::Promoted, t);
+                }
+            }
+            _ => {
+                failed += 1;
+                if failed >= THRESHOLD {
+                    return (Outcome::RolledBack, t);
+                }
             }
         }
     }
@@ -334,6 +410,48 @@ fn main() {
             rate(common.seq_rollbacks, runs),
             rate(common.fl_rollbacks, runs),
             rate(budget.fl_rollbacks, runs),
+        );
+    }
+    // The true P99 of the primary's latencies: 100 ms · e^(0.5 · 2.326).
+    let true_p99 = 100.0 * (0.5f64 * 2.326).exp();
+    let _ = writeln!(
+        out,
+        "\n### MetricTemplate: P99 latency compared by the sign test (30 s windows)\n"
+    );
+    let _ = writeln!(
+        out,
+        "Log-normal latencies (median 100 ms, σ = 0.5, true P99 {true_p99:.0} ms); Flagger's bound at 1.5 × the primary's P99 ({:.0} ms).\n",
+        1.5 * true_p99
+    );
+    let _ = writeln!(
+        out,
+        "| canary | traffic | serin rolls back | serin's median time | Flagger rolls back | Flagger's median time |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    for (label, rps, factor) in [
+        ("identical", 20.0, 1.0),
+        ("identical", 200.0, 1.0),
+        ("P99 +20 %", 200.0, 1.2),
+        ("P99 +100 %", 200.0, 2.0),
+    ] {
+        seed += 1;
+        let (mut serin_times, mut flagger_times) = (Vec::new(), Vec::new());
+        for i in 0..runs as u64 {
+            let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(i));
+            if let (Outcome::RolledBack, t) = template_sign_test(&mut rng, rps, factor, alpha) {
+                serin_times.push(t);
+            }
+            if let (Outcome::RolledBack, t) = template_flagger(&mut rng, rps, factor, 1.5 * true_p99) {
+                flagger_times.push(t);
+            }
+        }
+        let _ = writeln!(
+            out,
+            "| {label} | {rps} rps | {} | {} | {} | {} |",
+            rate(serin_times.len(), runs),
+            median(&mut serin_times),
+            rate(flagger_times.len(), runs),
+            median(&mut flagger_times),
         );
     }
     print!("{out}");

@@ -131,6 +131,7 @@ fn decide_everywhere(canary: &Canary) {
                     random: "abcdefghijklmnopqrst".into(),
                     routing_drift: !pass,
                     primary_current: false,
+                    look_every: (!pass).then_some(std::time::Duration::from_secs(5)),
                 };
                 let mut checks = BTreeMap::new();
                 for _ in 0..8 {

@@ -8,7 +8,8 @@ use crate::api::{
     AlertProviderSpec, CanarySpec, MetricTemplateSpec,
     canary::{
         CanaryAnalysis, CanaryMetric, DeploymentStrategy, METRIC_REQUEST_DURATION,
-        METRIC_REQUEST_SUCCESS_RATE, MetricComparison, NO_DATA_POLICIES, PROVIDERS, parse_duration,
+        METRIC_REQUEST_SUCCESS_RATE, MetricComparison, NO_DATA_POLICIES, PROVIDERS, WORSE_VALUES,
+        parse_duration,
     },
 };
 
@@ -465,22 +466,41 @@ fn check_analysis(out: &mut Findings, spec: &CanarySpec, analysis: &CanaryAnalys
     }
 }
 
-/// Validates a MetricTemplate spec.
 /// `metrics[].compare` (serin's comparison with the primary).
 fn check_comparison(out: &mut Findings, mp: &str, metric: &CanaryMetric, compare: &MetricComparison) {
     let cp = format!("{mp}.compare");
-    let builtin = metric.template_ref.is_none() && metric.query.as_deref().is_none_or(str::is_empty);
-    if !builtin
-        || !matches!(
+    let templated = metric.template_ref.is_some();
+    let builtin = !templated
+        && metric.query.as_deref().is_none_or(str::is_empty)
+        && matches!(
             metric.name.as_str(),
             METRIC_REQUEST_SUCCESS_RATE | METRIC_REQUEST_DURATION
-        )
-    {
+        );
+    if !builtin && !templated {
         out.error(
             &cp,
             format!(
-                "comparison with the primary is available for the builtin metrics {METRIC_REQUEST_SUCCESS_RATE} and {METRIC_REQUEST_DURATION} (without templateRef or query)"
+                "comparison with the primary is available for the builtin metrics {METRIC_REQUEST_SUCCESS_RATE} and {METRIC_REQUEST_DURATION} and for metrics with a templateRef (not for an inline query)"
             ),
+        );
+    }
+    if let Some(worse) = compare.worse.as_deref() {
+        if !WORSE_VALUES.contains(&worse) {
+            out.error(
+                format!("{cp}.worse"),
+                format!("{worse:?} is not one of {}", WORSE_VALUES.join(", ")),
+            );
+        } else if !templated {
+            out.warning(
+                format!("{cp}.worse"),
+                "ignored: only a MetricTemplate's values need a direction (errors and slow requests are worse)",
+            );
+        }
+    }
+    if templated && compare.min_requests.is_some() {
+        out.warning(
+            format!("{cp}.minRequests"),
+            "ignored for a MetricTemplate: its comparison counts windows with a value on both sides, not requests",
         );
     }
     if let Some(alpha) = compare.alpha
@@ -523,6 +543,7 @@ fn check_comparison(out: &mut Findings, mp: &str, metric: &CanaryMetric, compare
     }
 }
 
+/// Validates a MetricTemplate spec.
 pub fn metric_template(spec: &MetricTemplateSpec) -> Vec<Finding> {
     let mut out = Findings::default();
     let provider = spec.provider.type_.as_str();
@@ -936,6 +957,53 @@ mod tests {
                 "{compare:?}: want {want:?}, got {got:#?}"
             );
         }
+
+        // A MetricTemplate compares by its values, in the direction `worse` says.
+        let templated = |compare: MetricComparison| {
+            let mut s = with("latency", compare);
+            let metric = &mut s.analysis.as_mut().unwrap().metrics.as_mut().unwrap()[0];
+            metric.template_ref = Some(crate::api::canary::CrossNamespaceRef {
+                name: "latency".into(),
+                namespace: None,
+            });
+            s
+        };
+        let lower = MetricComparison {
+            worse: Some("lower".into()),
+            ..Default::default()
+        };
+        assert_eq!(errors(&templated(lower.clone())), Vec::<String>::new());
+        let sideways = MetricComparison {
+            worse: Some("sideways".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            errors(&templated(sideways)),
+            [format!("{p}.worse: \"sideways\" is not one of higher, lower")]
+        );
+        let warnings = |spec: &CanarySpec| -> Vec<String> {
+            canary(spec, "istio")
+                .into_iter()
+                .filter(|f| f.severity == Severity::Warning)
+                .map(|f| f.to_string())
+                .collect()
+        };
+        let counted = MetricComparison {
+            min_requests: Some(10),
+            ..Default::default()
+        };
+        assert!(
+            warnings(&templated(counted))
+                .iter()
+                .any(|w| w.starts_with(&format!("{p}.minRequests: ignored for a MetricTemplate"))),
+            "minRequests counts requests of the builtin metrics only"
+        );
+        assert!(
+            warnings(&with(METRIC_REQUEST_SUCCESS_RATE, lower))
+                .iter()
+                .any(|w| w.starts_with(&format!("{p}.worse: ignored"))),
+            "errors are always worse when higher"
+        );
     }
 
     #[test]

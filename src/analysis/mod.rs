@@ -1,6 +1,7 @@
 //! Metric analysis: Flagger's builtin Istio queries, MetricTemplate rendering, verdicts with
 //! Flagger's messages (pure), and the Prometheus provider (I/O).
 
+pub mod paired;
 pub mod prometheus;
 pub mod render;
 pub mod sequential;

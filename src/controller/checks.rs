@@ -185,6 +185,7 @@ pub async fn run(ctx: &Context, canary: &Canary, check: Check) -> CheckResult {
     match check {
         Check::Rollback => return rollback_hooks(ctx, canary, phase).await,
         Check::Analysis => return analysis(ctx, canary).await.0,
+        Check::Comparisons => return comparisons(ctx, canary).await.0,
         Check::MetricProviders => {
             return match metric_providers(ctx, canary).await {
                 Ok(()) => {
@@ -230,6 +231,25 @@ async fn rollback_hooks(ctx: &Context, canary: &Canary, phase: CanaryPhase) -> C
         )));
     }
     CheckResult::Failed(events)
+}
+
+/// The comparisons with the primary alone, between analysis ticks: `Worse` (with the check
+/// explained) as soon as one shows the canary worse; anything else, a hold or a failed query
+/// included, waits for the next tick, which judges it.
+pub async fn comparisons(ctx: &Context, canary: &Canary) -> (CheckResult, Vec<CheckStatus>) {
+    let now = jiff::Timestamp::now().as_second();
+    for (metric, compare) in super::compare::compared(canary) {
+        match super::compare::look(ctx, canary, metric, compare, now).await {
+            Ok((super::compare::Outcome::Worse(message), looked)) => {
+                return (CheckResult::Worse(vec![Event::warning(message)]), vec![looked]);
+            }
+            Ok(_) => {}
+            Err(message) => {
+                tracing::debug!(canary = %canary.metadata.name.as_deref().unwrap_or_default(), %message, "a comparison between ticks failed; the next tick retries it");
+            }
+        }
+    }
+    (CheckResult::Passed(Vec::new()), Vec::new())
 }
 
 /// Rollout webhooks, then builtin and inline metrics, then template metrics; the first failure
@@ -347,59 +367,9 @@ async fn measure(ctx: &Context, canary: &Canary, metric: &CanaryMetric) -> Resul
         .clone()
         .unwrap_or_else(|| analysis::DEFAULT_INTERVAL.to_owned());
     let (address, query, auth, builtin) = if let Some(template_ref) = &metric.template_ref {
-        let template_ns = template_ref
-            .namespace
-            .clone()
-            .unwrap_or_else(|| namespace.clone());
-        let api: Api<MetricTemplate> = Api::namespaced(ctx.client.clone(), &template_ns);
-        let template = api.get(&template_ref.name).await.map_err(|e| {
-            Event::warning(format!(
-                "Metric template {}.{template_ns} error: {e}",
-                template_ref.name
-            ))
-        })?;
-        if template.spec.provider.type_ != "prometheus" {
-            return Err(Event::warning(format!(
-                "Metric template {}.{template_ns} uses provider {:?}, which serin does not implement (it implements prometheus)",
-                template_ref.name, template.spec.provider.type_
-            )));
-        }
-        let model = analysis::render::Model {
-            name: canary.metadata.name.clone().unwrap_or_default(),
-            namespace: namespace.clone(),
-            target: target.clone(),
-            service: canary.service_names().apex,
-            ingress: canary
-                .spec
-                .ingress_ref
-                .as_ref()
-                .map_or_else(|| target.clone(), |r| r.name.clone()),
-            route: canary
-                .spec
-                .route_ref
-                .as_ref()
-                .map_or_else(|| target.clone(), |r| r.name.clone()),
-            interval: interval.clone(),
-            variables: metric.template_variables.clone().unwrap_or_default(),
-        };
-        let query = analysis::render::render(&template.spec.query, &model).map_err(|e| {
-            Event::warning(format!(
-                "Metric template {}.{template_ns} query render error: {e}",
-                template_ref.name
-            ))
-        })?;
-        let auth = template_auth(ctx, &template, &template_ns).await.map_err(|e| {
-            Event::warning(format!(
-                "Metric template {}.{template_ns} secret error: {e}",
-                template_ref.name
-            ))
-        })?;
-        let address = template_address(&template).map_err(|e| {
-            Event::warning(format!(
-                "Metric template {}.{template_ns} provider {} error: {e}",
-                template_ref.name, template.spec.provider.type_
-            ))
-        })?;
+        let (address, query, auth) = template_query(ctx, canary, metric, template_ref, &target, &interval)
+            .await
+            .map_err(Event::warning)?;
         (address, query, auth, false)
     } else if let Some(query) = &metric.query {
         (server.clone(), query.clone(), prometheus::Auth::default(), false)
@@ -473,6 +443,63 @@ async fn measure(ctx: &Context, canary: &Canary, metric: &CanaryMetric) -> Resul
         })
         .set(recorded);
     Ok(value)
+}
+
+/// A MetricTemplate's query rendered for `target` (the Canary's target, or its `-primary` for a
+/// comparison) over `interval`, with the Prometheus to ask and its credentials; `Err` is the
+/// event's text, in Flagger's words.
+pub(super) async fn template_query(
+    ctx: &Context,
+    canary: &Canary,
+    metric: &CanaryMetric,
+    template_ref: &crate::api::canary::CrossNamespaceRef,
+    target: &str,
+    interval: &str,
+) -> Result<(String, String, prometheus::Auth), String> {
+    let namespace = canary.metadata.namespace.clone().unwrap_or_default();
+    let own_target = &canary.spec.target_ref.name;
+    let template_ns = template_ref
+        .namespace
+        .clone()
+        .unwrap_or_else(|| namespace.clone());
+    let named = format!("Metric template {}.{template_ns}", template_ref.name);
+    let api: Api<MetricTemplate> = Api::namespaced(ctx.client.clone(), &template_ns);
+    let template = api
+        .get(&template_ref.name)
+        .await
+        .map_err(|e| format!("{named} error: {e}"))?;
+    let provider = &template.spec.provider.type_;
+    if provider != "prometheus" {
+        return Err(format!(
+            "{named} uses provider {provider:?}, which serin does not implement (it implements prometheus)"
+        ));
+    }
+    let model = analysis::render::Model {
+        name: canary.metadata.name.clone().unwrap_or_default(),
+        namespace,
+        target: target.to_owned(),
+        service: canary.service_names().apex,
+        ingress: canary
+            .spec
+            .ingress_ref
+            .as_ref()
+            .map_or_else(|| own_target.clone(), |r| r.name.clone()),
+        route: canary
+            .spec
+            .route_ref
+            .as_ref()
+            .map_or_else(|| own_target.clone(), |r| r.name.clone()),
+        interval: interval.to_owned(),
+        variables: metric.template_variables.clone().unwrap_or_default(),
+    };
+    let query = analysis::render::render(&template.spec.query, &model)
+        .map_err(|e| format!("{named} query render error: {e}"))?;
+    let auth = template_auth(ctx, &template, &template_ns)
+        .await
+        .map_err(|e| format!("{named} secret error: {e}"))?;
+    let address =
+        template_address(&template).map_err(|e| format!("{named} provider {provider} error: {e}"))?;
+    Ok((address, query, auth))
 }
 
 async fn template_auth(

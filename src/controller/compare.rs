@@ -12,7 +12,9 @@ use kube::ResourceExt;
 use super::Context;
 use crate::{
     analysis::{
-        self, prometheus,
+        self,
+        paired::Worse,
+        prometheus,
         sequential::{Counts, Settings},
     },
     api::{
@@ -173,52 +175,78 @@ pub async fn look(
     let windows = (now - state.counted_until) / window;
     tracing::debug!(canary = %name, windows, counted_until = state.counted_until, "comparison look");
     if windows > 0 {
-        let slower_than = compare
-            .slower_than
-            .as_deref()
-            .and_then(|d| parse_duration(d).ok())
-            .map(|d| d.as_secs_f64() * 1000.0);
-        let queries = analysis::comparison_queries(&metric.name, &ns, &target, window, slower_than)
-            .ok_or_else(|| format!("Metric {} cannot be compared with the primary", metric.name))?;
-        let server = canary
-            .spec
-            .metrics_server
-            .clone()
-            .unwrap_or_else(|| ctx.config.metrics_server.clone());
         let range = (
             state.counted_until + window,
             state.counted_until + windows * window,
             window,
         );
-        let mut series = Vec::new();
-        for query in &queries {
-            let values = prometheus::query_range(
-                &ctx.prometheus(),
-                &server,
-                query,
-                &prometheus::Auth::default(),
-                range,
-            )
-            .await
-            .map_err(|e| format!("Prometheus query failed for {}: {e}", metric.name))?;
-            series.push(values);
-        }
-        for i in 0..windows as usize {
-            let at = |s: usize| series[s].get(i).copied().flatten().unwrap_or(0.0).max(0.0);
-            let (canary_requests, primary_requests) = (at(0), at(2));
-            let counts = Counts {
-                canary_requests,
-                canary_bad: at(1).min(canary_requests),
-                primary_requests,
-                primary_bad: at(3).min(primary_requests),
-            };
-            state.evidence.add(&settings, &counts);
+        if let Some(template_ref) = &metric.template_ref {
+            // Each side's query over exactly one window, evaluated at the end of each.
+            let interval = format!("{window}s");
+            let mut sides = Vec::new();
+            for side in [target.clone(), format!("{target}-primary")] {
+                let (address, query, auth) =
+                    super::checks::template_query(ctx, canary, metric, template_ref, &side, &interval)
+                        .await?;
+                let query = analysis::render::collapse_whitespace(&query);
+                let values = prometheus::query_range(&ctx.prometheus(), &address, &query, &auth, range)
+                    .await
+                    .map_err(|e| format!("Metric query failed for {}: {e}", metric.name))?;
+                sides.push(values);
+            }
+            let worse = Worse::parse(compare.worse.as_deref());
+            let paired = state.paired.get_or_insert_with(Default::default);
+            for i in 0..windows as usize {
+                let at = |s: usize| sides[s].get(i).copied().flatten();
+                paired.add(at(0), at(1), worse, settings.tolerance);
+            }
+        } else {
+            let slower_than = compare
+                .slower_than
+                .as_deref()
+                .and_then(|d| parse_duration(d).ok())
+                .map(|d| d.as_secs_f64() * 1000.0);
+            let queries = analysis::comparison_queries(&metric.name, &ns, &target, window, slower_than)
+                .ok_or_else(|| format!("Metric {} cannot be compared with the primary", metric.name))?;
+            let server = canary
+                .spec
+                .metrics_server
+                .clone()
+                .unwrap_or_else(|| ctx.config.metrics_server.clone());
+            let mut series = Vec::new();
+            for query in &queries {
+                let values = prometheus::query_range(
+                    &ctx.prometheus(),
+                    &server,
+                    query,
+                    &prometheus::Auth::default(),
+                    range,
+                )
+                .await
+                .map_err(|e| format!("Prometheus query failed for {}: {e}", metric.name))?;
+                series.push(values);
+            }
+            for i in 0..windows as usize {
+                let at = |s: usize| series[s].get(i).copied().flatten().unwrap_or(0.0).max(0.0);
+                let (canary_requests, primary_requests) = (at(0), at(2));
+                let counts = Counts {
+                    canary_requests,
+                    canary_bad: at(1).min(canary_requests),
+                    primary_requests,
+                    primary_bad: at(3).min(primary_requests),
+                };
+                state.evidence.add(&settings, &counts);
+            }
         }
         state.counted_until = range.1;
     }
 
     let deadline = i64::from(canary.spec.progress_deadline_seconds());
-    let outcome = judge(&name, metric, compare, &mut state, deadline, now);
+    let outcome = if metric.template_ref.is_some() {
+        judge_paired(&name, metric, compare, &mut state, deadline, now)
+    } else {
+        judge(&name, metric, compare, &mut state, deadline, now)
+    };
     let (verdict, message) = match &outcome {
         Outcome::Pass(m) => ("pass", m),
         Outcome::Hold(m) => ("hold", m),
@@ -251,6 +279,32 @@ fn explain(
     now: i64,
 ) -> CheckStatus {
     let settings = settings(compare);
+    let verdict = match state.verdict.as_str() {
+        "no data" => "fail".to_owned(),
+        v => v.to_owned(),
+    };
+    let time = jiff::Timestamp::from_second(now)
+        .ok()
+        .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time);
+    if let Some(paired) = &state.paired {
+        return CheckStatus {
+            name: metric.name.clone(),
+            check: "comparison".into(),
+            canary: paired.canary,
+            primary: paired.primary,
+            bound: format!(
+                "sign test on windows, {} is worse, tolerance {} (alpha {})",
+                compare.worse.as_deref().unwrap_or("higher"),
+                settings.tolerance,
+                settings.alpha
+            ),
+            evidence: Some(paired.log_evidence().exp()).filter(|e| e.is_finite()),
+            verdict,
+            message: state.message.clone(),
+            time,
+            ..CheckStatus::default()
+        };
+    }
     let t = &state.evidence.totals;
     let share = |bad: f64, requests: f64| (requests > 0.0).then(|| bad / requests);
     CheckStatus {
@@ -265,14 +319,9 @@ fn explain(
         canary_requests: Some(t.canary_requests),
         primary_requests: Some(t.primary_requests),
         evidence: Some(state.evidence.judge(&settings).log_evidence.exp()).filter(|e| e.is_finite()),
-        verdict: match state.verdict.as_str() {
-            "no data" => "fail".into(),
-            v => v.into(),
-        },
+        verdict,
         message: state.message.clone(),
-        time: jiff::Timestamp::from_second(now)
-            .ok()
-            .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
+        time,
     }
 }
 
@@ -286,6 +335,80 @@ fn readable(x: f64) -> String {
         format!("{x:.1}")
     } else {
         format!("{x:.3}")
+    }
+}
+
+/// What too little data means under the metric's `noData` policy; `hold` fails once it has held
+/// beyond the progress deadline.
+fn no_data(
+    canary: &str,
+    compare: &MetricComparison,
+    state: &mut MetricComparisonStatus,
+    waiting: &str,
+    progress_deadline_seconds: i64,
+    now: i64,
+) -> Outcome {
+    match compare.no_data.as_deref().unwrap_or("hold") {
+        "fail" => Outcome::Fail(format!("Halt {canary} advancement: {waiting}")),
+        "pass" => Outcome::Pass(format!("{waiting}; passing (noData: pass)")),
+        _ => {
+            let since = *state.held_since.get_or_insert(now);
+            if now - since > progress_deadline_seconds {
+                Outcome::Fail(format!(
+                    "Halt {canary} advancement: {waiting} for {} s, beyond progressDeadlineSeconds",
+                    now - since
+                ))
+            } else {
+                Outcome::Hold(format!("Holding {canary}: {waiting}"))
+            }
+        }
+    }
+}
+
+/// The verdict of a MetricTemplate's sign test on the windows so far, with its numbers. Pure.
+fn judge_paired(
+    canary: &str,
+    metric: &CanaryMetric,
+    compare: &MetricComparison,
+    state: &mut MetricComparisonStatus,
+    progress_deadline_seconds: i64,
+    now: i64,
+) -> Outcome {
+    let alpha = settings(compare).alpha;
+    let paired = state.paired.clone().unwrap_or_default();
+    if paired.windows == 0 {
+        let waiting = format!(
+            "{} of {canary} has no window with a value on both sides yet ({} without)",
+            metric.name, paired.skipped
+        );
+        return no_data(canary, compare, state, &waiting, progress_deadline_seconds, now);
+    }
+    state.held_since = None;
+    let last = |v: Option<f64>| v.map_or_else(|| "none".to_owned(), readable);
+    let numbers = format!(
+        "the canary {} in {} of {} windows (last: canary {}, primary {}); evidence {} against {:.0} to roll back (p {})",
+        match Worse::parse(compare.worse.as_deref()) {
+            Worse::Higher => "higher",
+            Worse::Lower => "lower",
+        },
+        paired.worse,
+        paired.windows,
+        last(paired.canary),
+        last(paired.primary),
+        readable(paired.log_evidence().exp()),
+        1.0 / alpha,
+        readable((-paired.max_log_evidence.max(0.0)).exp()),
+    );
+    if paired.shown_worse(alpha) {
+        Outcome::Worse(format!(
+            "Rolling back {canary}: {} of the canary is worse than the primary's: {numbers}",
+            metric.name
+        ))
+    } else {
+        Outcome::Pass(format!(
+            "{} of {canary} compared with the primary: {numbers}",
+            metric.name
+        ))
     }
 }
 
@@ -338,21 +461,7 @@ fn judge(
             "{} of {canary} has too little data to compare with the primary ({:.0} of {min_requests:.0} canary requests)",
             metric.name, t.canary_requests
         );
-        return match compare.no_data.as_deref().unwrap_or("hold") {
-            "fail" => Outcome::Fail(format!("Halt {canary} advancement: {waiting}")),
-            "pass" => Outcome::Pass(format!("{waiting}; passing (noData: pass)")),
-            _ => {
-                let since = *state.held_since.get_or_insert(now);
-                if now - since > progress_deadline_seconds {
-                    Outcome::Fail(format!(
-                        "Halt {canary} advancement: {waiting} for {} s, beyond progressDeadlineSeconds",
-                        now - since
-                    ))
-                } else {
-                    Outcome::Hold(format!("Holding {canary}: {waiting}"))
-                }
-            }
-        };
+        return no_data(canary, compare, state, &waiting, progress_deadline_seconds, now);
     }
     state.held_since = None;
     Outcome::Pass(format!(
@@ -440,6 +549,66 @@ mod tests {
 
         state.verdict = "no data".into();
         assert_eq!(explain(&m, &compare, &state, 1_000).verdict, "fail");
+    }
+
+    #[test]
+    fn a_template_comparison_rolls_back_on_worse_windows_and_holds_without_values() {
+        let compare = MetricComparison {
+            alpha: Some(0.05),
+            ..Default::default()
+        };
+        let m = CanaryMetric {
+            name: "latency".into(),
+            compare: Some(compare.clone()),
+            template_ref: Some(crate::api::canary::CrossNamespaceRef {
+                name: "latency".into(),
+                namespace: None,
+            }),
+            ..Default::default()
+        };
+        let mut state = MetricComparisonStatus::default();
+        let paired = state.paired.get_or_insert_with(Default::default);
+        paired.add(None, Some(90.0), Worse::Higher, 1.0);
+        assert_eq!(
+            judge_paired("web.test", &m, &compare, &mut state, 600, 1_000),
+            Outcome::Hold(
+                "Holding web.test: latency of web.test has no window with a value on both sides yet (1 without)"
+                    .into()
+            )
+        );
+        let paired = state.paired.get_or_insert_with(Default::default);
+        for _ in 0..5 {
+            paired.add(Some(180.0), Some(90.0), Worse::Higher, 1.0);
+        }
+        match judge_paired("web.test", &m, &compare, &mut state, 600, 1_010) {
+            Outcome::Pass(message) => assert!(
+                message.starts_with("latency of web.test compared with the primary: the canary higher in 5 of 5 windows (last: canary 180, primary 90.0); evidence "),
+                "{message}"
+            ),
+            other => panic!("five windows cannot reach 20: {other:?}"),
+        }
+        assert_eq!(state.held_since, None);
+        state
+            .paired
+            .get_or_insert_with(Default::default)
+            .add(Some(181.0), Some(90.0), Worse::Higher, 1.0);
+        let Outcome::Worse(message) = judge_paired("web.test", &m, &compare, &mut state, 600, 1_020) else {
+            panic!("six worse windows of six reach 1/alpha: {state:?}");
+        };
+        assert!(
+            message.starts_with("Rolling back web.test: latency of the canary is worse than the primary's: the canary higher in 6 of 6 windows"),
+            "{message}"
+        );
+        state.verdict = "worse".into();
+        state.message = message;
+        let check = explain(&m, &compare, &state, 1_020);
+        assert_eq!((check.canary, check.primary), (Some(181.0), Some(90.0)));
+        assert_eq!(check.canary_requests, None);
+        assert!(check.evidence.is_some_and(|e| e >= 20.0), "{check:?}");
+        assert_eq!(
+            check.bound,
+            "sign test on windows, higher is worse, tolerance 1 (alpha 0.05)"
+        );
     }
 
     #[test]

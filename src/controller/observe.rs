@@ -204,6 +204,9 @@ pub fn observe(ctx: &Context, canary: &Canary, now: i64) -> Result<World, String
             last_transition: status.last_transition_time.map(|t| t.0.as_second()),
             routing_drift,
             primary_current,
+            look_every: super::compare::compared(canary)
+                .next()
+                .map(|_| ctx.config.comparison_window),
             random: (0..20)
                 .map(|_| char::from(b'a' + rand::random::<u8>() % 26))
                 .collect(),

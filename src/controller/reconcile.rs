@@ -159,8 +159,12 @@ pub(super) async fn reconcile(
     };
     // decide (pure), running the checks it asks for.
     let mut decision = decide(&ctx, &canary, &world.observed).await?;
-    // The comparisons with the primary this reconcile looked at go into the status with it.
-    if let Some(compared) = ctx.comparisons.take_changed(&canary) {
+    // The comparisons with the primary looked at go into the status with a status write (an
+    // analysis tick, a rollback): a look between ticks alone writes nothing, since a status
+    // write would move the next tick.
+    if (decision.analysis_tick || decision.status.is_some())
+        && let Some(compared) = ctx.comparisons.take_changed(&canary)
+    {
         decision.status.get_or_insert_with(Default::default).comparisons = Some(compared);
     }
     // act, then report.
@@ -241,6 +245,14 @@ async fn decide(ctx: &Context, canary: &Canary, observed: &engine::Observed) -> 
                 let (result, checks) = checks::analysis(ctx, canary).await;
                 explained = Some(checks);
                 results.insert(engine::Check::Analysis, result);
+            }
+            Some(engine::Check::Comparisons) => {
+                // Only a rollback between ticks is explained: the last tick's checks stand.
+                let (result, checks) = checks::comparisons(ctx, canary).await;
+                if matches!(result, engine::CheckResult::Worse(_)) {
+                    explained = Some(checks);
+                }
+                results.insert(engine::Check::Comparisons, result);
             }
             Some(check) => {
                 let result = checks::run(ctx, canary, check).await;

@@ -303,7 +303,21 @@ pub(super) fn progress(input: &Input, phase: CanaryPhase, routes: Routes) -> Dec
     let first_step = is_first_step(input, routes);
     // serin takes the first step as soon as the canary is ready; later ones one interval apart.
     if !tick_due(input, routes) {
-        return Decision::default().requeue(input.until_next_step());
+        let wait = input.until_next_step();
+        // Comparisons with the primary look between ticks too, and roll back as soon as the
+        // evidence says so.
+        if let Some(every) = input.observed.look_every
+            && phase == CanaryPhase::Progressing
+        {
+            return match input.check(Check::Comparisons, None) {
+                None => Decision::need(Check::Comparisons),
+                Some(CheckResult::Worse(events)) => {
+                    rollback(input, Decision::default().events(events), false)
+                }
+                Some(_) => Decision::default().requeue(wait.min(every)),
+            };
+        }
+        return Decision::default().requeue(wait);
     }
     let mut d = analysis_tick(input, routes, mirror, first_step);
     d.analysis_tick = d.need.is_none();

@@ -41,6 +41,9 @@ pub struct Observed {
     /// The primary already runs the target's template and its config copies hold the target's
     /// configs: a promotion would change nothing.
     pub primary_current: bool,
+    /// How often the Canary's comparisons with the primary (`metrics[].compare`) look between
+    /// analysis ticks (`--comparison-window`); `None` when it has none.
+    pub look_every: Option<Duration>,
 }
 
 /// The checks the controller runs on request.
@@ -61,6 +64,9 @@ pub enum Check {
     ConfirmPromotion,
     /// `rollback` webhooks: does someone ask for a rollback?
     Rollback,
+    /// The comparisons with the primary alone, between analysis ticks: is the canary already
+    /// shown worse? Anything but [`CheckResult::Worse`] waits for the next tick.
+    Comparisons,
 }
 
 /// A check's result.

@@ -140,12 +140,22 @@ pub struct MetricComparison {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::duration")]
     pub slower_than: Option<String>,
+    /// A MetricTemplate: which of its values are worse, `higher` (default: error rates,
+    /// latencies) or `lower` (throughput, a success rate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "worse_enum")]
+    pub worse: Option<String>,
 }
 
 /// The no-data policies.
 pub const NO_DATA_POLICIES: [&str; 3] = ["hold", "fail", "pass"];
 
 string_enum!(no_data_enum, NO_DATA_POLICIES);
+
+/// Which values of a compared MetricTemplate are worse.
+pub const WORSE_VALUES: [&str; 2] = ["higher", "lower"];
+
+string_enum!(worse_enum, WORSE_VALUES);
 
 /// Accepted range of a metric value.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

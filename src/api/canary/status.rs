@@ -252,6 +252,26 @@ pub struct Scrape {
     pub b: f64,
 }
 
+/// The windows of a MetricTemplate compared with the primary: how many had a value on both
+/// sides, in how many the canary was worse, the last values, and the largest evidence seen.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Paired {
+    #[schemars(schema_with = "schema::number")]
+    pub windows: u32,
+    #[schemars(schema_with = "schema::number")]
+    pub worse: u32,
+    /// Windows in which a side had no value.
+    #[schemars(schema_with = "schema::number")]
+    pub skipped: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<f64>,
+    /// The largest `ln E` seen.
+    pub max_log_evidence: f64,
+}
+
 /// serin: a metric compared with the primary (`metrics[].compare`) in the current revision's
 /// analysis: the test's state and what its last look said.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -268,6 +288,9 @@ pub struct MetricComparisonStatus {
     #[schemars(schema_with = "schema::number")]
     pub held_since: Option<i64>,
     pub evidence: Evidence,
+    /// A MetricTemplate's comparison: the sign test on paired windows (`analysis::paired`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paired: Option<Paired>,
     /// The last look, in one sentence with its numbers.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,

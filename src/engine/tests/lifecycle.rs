@@ -437,6 +437,72 @@ fn analysis_ticks_are_the_start_and_each_checked_step_whatever_the_result() {
 }
 
 #[test]
+fn comparisons_look_between_ticks_and_roll_back_at_once_when_worse() {
+    let between = Observed {
+        last_transition: Some(NOW - 10),
+        look_every: Some(Duration::from_secs(5)),
+        ..observed("rev2", 90, 10)
+    };
+    let d = run(&spec(), &progressing(10, 0), &between, &[]);
+    assert_eq!(d.need, Some(Check::Comparisons), "{d:?}");
+    // No evidence yet: the next look after one window, no status written, no event.
+    let d = run(
+        &spec(),
+        &progressing(10, 0),
+        &between,
+        &[(Check::Comparisons, passed())],
+    );
+    assert_eq!(
+        (d.status.clone(), d.events.len(), d.requeue_after),
+        (None, 0, Some(Duration::from_secs(5)))
+    );
+    // A failure between ticks is the next tick's to judge.
+    let d = run(
+        &spec(),
+        &progressing(10, 0),
+        &between,
+        &[(Check::Comparisons, failed("Prometheus query failed"))],
+    );
+    assert_eq!(
+        (d.status.clone(), d.requeue_after),
+        (None, Some(Duration::from_secs(5)))
+    );
+    // Shown worse: rolled back now, whatever the failed checks.
+    let worse = CheckResult::Worse(vec![Event::warning("Rolling back podinfo.test: worse")]);
+    let d = run(
+        &spec(),
+        &progressing(10, 0),
+        &between,
+        &[(Check::Comparisons, worse)],
+    );
+    assert_eq!(phase(&d), Some(CanaryPhase::Failed), "{d:?}");
+    assert!(
+        messages(&d).contains(&"Rolling back podinfo.test: worse"),
+        "{d:?}"
+    );
+    assert!(d.actions.contains(&routes(100, 0)), "{d:?}");
+    // The next tick sooner than a window: it waits for the tick alone.
+    let close = Observed {
+        last_transition: Some(NOW - 28),
+        ..between.clone()
+    };
+    let d = run(
+        &spec(),
+        &progressing(10, 0),
+        &close,
+        &[(Check::Comparisons, passed())],
+    );
+    assert_eq!(d.requeue_after, Some(Duration::from_secs(2)));
+    // Without comparisons nothing is looked at between ticks (Flagger's behaviour).
+    let plain = Observed {
+        look_every: None,
+        ..between
+    };
+    let d = run(&spec(), &progressing(10, 0), &plain, &[]);
+    assert_eq!((d.need, d.requeue_after), (None, Some(Duration::from_secs(20))));
+}
+
+#[test]
 fn steps_wait_for_the_interval_then_run_the_analysis() {
     let o = Observed {
         last_transition: Some(NOW - 10),

@@ -82,6 +82,7 @@ pub(super) fn observed(hash: &str, primary: i32, canary: i32) -> Observed {
         random: "abcdefghijklmnopqrst".into(),
         routing_drift: false,
         primary_current: false,
+        look_every: None,
     }
 }
 
