@@ -8,4 +8,5 @@ pub mod cli;
 pub mod controller;
 pub mod engine;
 pub mod inputs;
+pub mod plugin;
 pub mod validate;

@@ -575,6 +575,23 @@ async fn helm_installs_the_chart_with_default_values_and_uninstalls_it() {
     assert!(!args(&d).iter().any(|a| a == "--leader-elect"));
     assert!(args(&d).contains(&"--mesh-provider=istio".to_owned()));
 
+    // For people: the read-only role of `kubectl serin get|explain`, bound to nobody, not
+    // aggregated unless asked.
+    let viewer = Api::<ClusterRole>::all(client.clone())
+        .get("serin-canary-viewer")
+        .await
+        .expect("the viewer ClusterRole");
+    assert_eq!(
+        viewer.rules.clone().unwrap_or_default(),
+        rules_file("viewer.yaml")
+    );
+    assert!(
+        !viewer
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .contains_key("rbac.authorization.k8s.io/aggregate-to-view")
+    );
     for (role, file) in [("serin", "controller.yaml"), ("serin-crds", "crds.yaml")] {
         let cr = Api::<ClusterRole>::all(client.clone())
             .get(role)
@@ -660,6 +677,20 @@ async fn helm_installs_serin_sync_and_every_value_given() {
     let values: Value = serde_yaml::from_str(&file).expect("YAML values");
     let release = install(&tb, "serin", values).await.expect("installed");
     assert_eq!(release["info"]["status"], "deployed", "{release}");
+    let viewer = Api::<ClusterRole>::all(client.clone())
+        .get("serin-canary-viewer")
+        .await
+        .expect("the viewer ClusterRole");
+    assert_eq!(
+        viewer
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .get("rbac.authorization.k8s.io/aggregate-to-view")
+            .map(String::as_str),
+        Some("true"),
+        "rbac.aggregateToView"
+    );
     let deployments = Api::<Deployment>::namespaced(client.clone(), "istio-system");
     let d = deployments.get("serin").await.expect("serin");
     assert_eq!(d.spec.as_ref().and_then(|s| s.replicas), Some(2));

@@ -145,6 +145,79 @@ async fn a_new_image_is_analysed_and_promoted() {
     for w in [10, 20, 30] {
         assert!(weights.contains(&w), "weight {w} seen: {weights:?}");
     }
+    // kubectl serin, through real kubectl: the table, the explanation, the JSON for scripts.
+    let table = s.kubectl_serin(&["get", "-A"]);
+    let mut lines = table.lines();
+    assert!(
+        lines
+            .next()
+            .is_some_and(|h| h.split_whitespace().collect::<Vec<_>>()
+                == [
+                    "NAMESPACE",
+                    "NAME",
+                    "PHASE",
+                    "WEIGHT",
+                    "STEP",
+                    "FAILED",
+                    "NEXT",
+                    "LAST",
+                    "CHECKS"
+                ]),
+        "{table}"
+    );
+    assert!(
+        lines.any(|l| l.split_whitespace().take(6).collect::<Vec<_>>()
+            == [NS, "podinfo", "Succeeded", "0%", "0/3", "0/2"]),
+        "{table}"
+    );
+    let explanation = s.kubectl_serin(&["explain", "canary/podinfo", "-n", NS]);
+    for expected in [
+        "podinfo.test is Succeeded: its last revision was promoted; it waits for a new one.",
+        "Checks of the last analysis tick:",
+        "  request-success-rate: pass [>= 99]",
+        "  latency: pass [<= 500]",
+        "Recent events:",
+        ": Promotion completed! Scaling down podinfo.test",
+    ] {
+        assert!(explanation.contains(expected), "{expected:?} in\n{explanation}");
+    }
+    let rows: serde_json::Value =
+        serde_json::from_str(&s.kubectl_serin(&["get", "canaries", "podinfo", "-n", NS, "-o", "json"]))
+            .expect("json");
+    assert_eq!(
+        (rows[0]["name"].as_str(), rows[0]["phase"].as_str()),
+        (Some("podinfo"), Some("Succeeded")),
+        "{rows}"
+    );
+
+    // --watch: the list, then a row for each change of a Canary.
+    let mut watching = s
+        .kubectl_serin_command(&["get", "-w", "-n", NS])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl serin get -w runs");
+    let (lines, received) = std::sync::mpsc::channel::<String>();
+    let stdout = watching.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_line = |what: &str| {
+        received
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("kubectl serin get -w printed no {what}"))
+    };
+    assert!(next_line("header").starts_with("NAME"));
+    assert!(next_line("first row").starts_with("podinfo"));
+    s.kubectl(&["-n", NS, "annotate", "canary", "podinfo", "serin.test/touched=1"]);
+    assert!(next_line("row for the change").starts_with("podinfo"));
+    let _ = watching.kill();
+    let _ = watching.wait();
+
     // The last analysis tick, explained: the load test, then each metric against its bound.
     let promoted = s.canaries().get("podinfo").await.expect("canary");
     assert_eq!(

@@ -103,6 +103,38 @@ impl Scenario {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// `kubectl serin ARGS` through real kubectl's plugin mechanism: kubectl finds
+    /// `kubectl-serin` on PATH and runs it with the test bed's kubeconfig.
+    pub fn kubectl_serin(&self, args: &[&str]) -> String {
+        let output = self.kubectl_serin_command(args).output().expect("kubectl runs");
+        assert!(
+            output.status.success(),
+            "kubectl serin {} failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// The command of `kubectl serin ARGS`, to spawn (`--watch`).
+    pub fn kubectl_serin_command(&self, args: &[&str]) -> std::process::Command {
+        let plugin = Path::new(env!("CARGO_BIN_EXE_kubectl-serin"));
+        let path = std::env::join_paths(
+            std::iter::once(plugin.parent().expect("bin dir").to_path_buf()).chain(std::env::split_paths(
+                &std::env::var_os("PATH").unwrap_or_default(),
+            )),
+        )
+        .expect("PATH");
+        let mut command = std::process::Command::new(serin_testbed::kubectl_program());
+        command
+            .arg("serin")
+            .args(args)
+            .env("KUBECONFIG", self.tb.kubeconfig())
+            .env("PATH", path);
+        command
+    }
+
     /// Applies a directory or file into the test namespace.
     pub fn apply(&self, path: &Path) {
         self.kubectl(&["-n", NS, "apply", "-f", path.to_str().expect("utf8")]);

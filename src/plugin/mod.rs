@@ -1,0 +1,295 @@
+//! `kubectl serin` (the `kubectl-serin` binary, a kubectl plugin): `get` lists Canaries with
+//! their phase, weight, step, failed checks, next step and last check values (`--watch` follows
+//! them); `explain` says what a Canary is waiting for and why. Reads only. Does I/O (Kubernetes
+//! API); what it prints is [`view`]'s.
+
+pub mod view;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Event;
+use kube::{
+    Api, Client, Config,
+    api::ListParams,
+    config::{KubeConfigOptions, Kubeconfig},
+    runtime::watcher,
+};
+
+use crate::api::Canary;
+
+/// kubectl serin: see and explain serin's Canaries.
+#[derive(Parser, Debug)]
+#[command(name = "kubectl-serin", bin_name = "kubectl serin", version, long_about = None)]
+pub struct Plugin {
+    /// The namespace (default: the kubeconfig context's).
+    #[arg(short = 'n', long, global = true)]
+    pub namespace: Option<String>,
+    /// The kubeconfig context to use.
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    /// The kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, global = true)]
+    pub kubeconfig: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: PluginCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PluginCommand {
+    /// List Canaries: phase, weight, step, failed checks, next step and the last checks.
+    Get(GetArgs),
+    /// Say what a Canary is waiting for and why: its state, gates, checks, comparisons with the
+    /// primary, what happens next and its recent events.
+    Explain(ExplainArgs),
+}
+
+/// `--output` formats for scripts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Json,
+    Yaml,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct GetArgs {
+    /// `canaries` (optional), then Canary names (default: all).
+    pub names: Vec<String>,
+    /// Canaries of every namespace.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// After the list, print a row each time a Canary changes.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<Output>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExplainArgs {
+    /// `canary/NAME` or `NAME`.
+    pub canary: String,
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<Output>,
+}
+
+/// The names a `get` asks for: `canaries`, `canary` or `canaries.flagger.app` first is the kind.
+fn names(args: &[String]) -> Vec<String> {
+    let kinds = ["canary", "canaries", "canary.flagger.app", "canaries.flagger.app"];
+    let mut out: Vec<String> = args.to_vec();
+    if out.first().is_some_and(|k| kinds.contains(&k.as_str())) {
+        out.remove(0);
+    }
+    out.into_iter()
+        .map(|n| n.rsplit('/').next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+async fn client(plugin: &Plugin) -> Result<(Client, String), String> {
+    let options = KubeConfigOptions {
+        context: plugin.context.clone(),
+        ..Default::default()
+    };
+    let config = match &plugin.kubeconfig {
+        Some(path) => {
+            let file = Kubeconfig::read_from(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Config::from_custom_kubeconfig(file, &options)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        None if plugin.context.is_some() => {
+            Config::from_kubeconfig(&options).await.map_err(|e| e.to_string())
+        }
+        None => Config::infer().await.map_err(|e| e.to_string()),
+    }
+    .map_err(|e| format!("no cluster configuration: {e}"))?;
+    let namespace = plugin
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = Client::try_from(config).map_err(|e| format!("cannot build a client: {e}"))?;
+    Ok((client, namespace))
+}
+
+fn print<T: serde::Serialize>(value: &T, output: Output) -> Result<(), String> {
+    let text = match output {
+        Output::Json => serde_json::to_string_pretty(value).map_err(|e| e.to_string())? + "\n",
+        Output::Yaml => serde_yaml::to_string(value).map_err(|e| e.to_string())?,
+    };
+    print!("{text}");
+    Ok(())
+}
+
+fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+/// Runs a command; `Err` is what to print before exiting with 1.
+pub async fn run(plugin: Plugin) -> Result<(), String> {
+    let (client, namespace) = client(&plugin).await?;
+    match &plugin.command {
+        PluginCommand::Get(args) => get(client, &namespace, args).await,
+        PluginCommand::Explain(args) => explain(client, &namespace, args).await,
+    }
+}
+
+async fn get(client: Client, namespace: &str, args: &GetArgs) -> Result<(), String> {
+    let api: Api<Canary> = if args.all_namespaces {
+        Api::all(client)
+    } else {
+        Api::namespaced(client, namespace)
+    };
+    let wanted = names(&args.names);
+    let keep = |c: &Canary| wanted.is_empty() || wanted.iter().any(|n| Some(n) == c.metadata.name.as_ref());
+    let mut canaries: Vec<Canary> = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| format!("listing Canaries: {e}"))?
+        .items
+        .into_iter()
+        .filter(|c| keep(c))
+        .collect();
+    canaries.sort_by_key(|c| (c.metadata.namespace.clone(), c.metadata.name.clone()));
+    let now = now();
+    let rows: Vec<view::Row> = canaries.iter().map(|c| view::row(c, now)).collect();
+    for name in &wanted {
+        if !rows.iter().any(|r| &r.name == name) {
+            return Err(format!(
+                "canary {name:?} not found{}",
+                if args.all_namespaces {
+                    String::new()
+                } else {
+                    format!(" in namespace {namespace:?}")
+                }
+            ));
+        }
+    }
+    match args.output {
+        Some(output) => print(&rows, output)?,
+        None if rows.is_empty() && !args.watch => {
+            eprintln!(
+                "No Canaries found{}.",
+                if args.all_namespaces {
+                    String::new()
+                } else {
+                    format!(" in {namespace} namespace")
+                }
+            );
+        }
+        None => print!("{}", view::table(&rows, args.all_namespaces, true)),
+    }
+    if !args.watch {
+        return Ok(());
+    }
+    // kubectl's convention: the list, then one row (or object) per change. A restarted watch
+    // lists again: only what changed since it was printed is printed.
+    let key = |c: &Canary| (c.metadata.namespace.clone(), c.metadata.name.clone());
+    let mut printed: std::collections::HashMap<_, Option<String>> = canaries
+        .iter()
+        .map(|c| (key(c), c.metadata.resource_version.clone()))
+        .collect();
+    let mut changes = watcher(api, watcher::Config::default()).boxed();
+    while let Some(event) = changes
+        .try_next()
+        .await
+        .map_err(|e| format!("watching Canaries: {e}"))?
+    {
+        let canary = match event {
+            watcher::Event::Apply(c) | watcher::Event::InitApply(c) => {
+                let version = c.metadata.resource_version.clone();
+                if printed.insert(key(&c), version.clone()) == Some(version) {
+                    continue;
+                }
+                c
+            }
+            watcher::Event::Delete(c) => {
+                printed.remove(&key(&c));
+                c
+            }
+            watcher::Event::Init | watcher::Event::InitDone => continue,
+        };
+        if !keep(&canary) {
+            continue;
+        }
+        let row = view::row(&canary, jiff::Timestamp::now().as_second());
+        match args.output {
+            Some(output) => print(&row, output)?,
+            None => print!(
+                "{}",
+                view::table(std::slice::from_ref(&row), args.all_namespaces, false)
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// The Canary's events, oldest first (at most the last `limit`).
+async fn events(
+    client: Client,
+    namespace: &str,
+    name: &str,
+    limit: usize,
+) -> Result<Vec<view::Happened>, String> {
+    let api: Api<Event> = Api::namespaced(client, namespace);
+    let selector = format!("involvedObject.kind=Canary,involvedObject.name={name}");
+    let list = api
+        .list(&ListParams::default().fields(&selector))
+        .await
+        .map_err(|e| format!("listing the events of {name}: {e}"))?;
+    let mut out: Vec<view::Happened> = list
+        .items
+        .into_iter()
+        .map(|e| view::Happened {
+            at: e
+                .last_timestamp
+                .map(|t| t.0.as_second())
+                .or_else(|| e.event_time.map(|t| t.0.as_second()))
+                .or_else(|| e.first_timestamp.map(|t| t.0.as_second()))
+                .unwrap_or_default(),
+            warning: e.type_.as_deref() == Some("Warning"),
+            message: e.message.unwrap_or_default(),
+            count: e.count.unwrap_or(1),
+        })
+        .collect();
+    out.sort_by_key(|e| e.at);
+    let skip = out.len().saturating_sub(limit);
+    Ok(out.split_off(skip))
+}
+
+async fn explain(client: Client, namespace: &str, args: &ExplainArgs) -> Result<(), String> {
+    let name = args
+        .canary
+        .strip_prefix("canary/")
+        .or_else(|| args.canary.strip_prefix("canaries/"))
+        .unwrap_or(&args.canary);
+    let api: Api<Canary> = Api::namespaced(client.clone(), namespace);
+    let canary = api
+        .get_opt(name)
+        .await
+        .map_err(|e| format!("reading canary {name}: {e}"))?
+        .ok_or_else(|| format!("canary {name:?} not found in namespace {namespace:?}"))?;
+    let happened = events(client, namespace, name, 10).await?;
+    let explanation = view::explain(&canary, &happened, now());
+    match args.output {
+        Some(output) => print(&explanation, output),
+        None => {
+            print!("{}", view::explanation_text(&explanation));
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kind_is_optional_and_names_may_carry_it() {
+        let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(names(&args(&[])), Vec::<String>::new());
+        assert_eq!(names(&args(&["canaries"])), Vec::<String>::new());
+        assert_eq!(names(&args(&["canary", "podinfo"])), ["podinfo"]);
+        assert_eq!(names(&args(&["canary/podinfo", "web"])), ["podinfo", "web"]);
+    }
+}
