@@ -486,16 +486,22 @@ mod tests {
         Counts::new(m, a, k, b)
     }
 
-    #[test]
-    fn verdicts_say_why_with_their_numbers() {
-        let compare = MetricComparison::default();
-        let m = metric(compare.clone());
+    /// Six intervals of the canary failing three times as often as the primary.
+    fn three_times_worse(compare: &MetricComparison) -> MetricComparisonStatus {
         let mut state = MetricComparisonStatus::default();
         for _ in 0..6 {
             state
                 .evidence
-                .add(&settings(&compare), &counts(100.0, 6.0, 900.0, 18.0));
+                .add(&settings(compare), &counts(100.0, 6.0, 900.0, 18.0));
         }
+        state
+    }
+
+    #[test]
+    fn verdicts_say_why_with_their_numbers() {
+        let compare = MetricComparison::default();
+        let m = metric(compare.clone());
+        let mut state = three_times_worse(&compare);
         match judge("web.test", &m, &compare, &mut state, 600, 1_000) {
             Outcome::Worse(message) => {
                 assert!(
@@ -521,12 +527,7 @@ mod tests {
     fn a_look_is_explained_with_both_sides_and_the_evidence() {
         let compare = MetricComparison::default();
         let m = metric(compare.clone());
-        let mut state = MetricComparisonStatus::default();
-        for _ in 0..6 {
-            state
-                .evidence
-                .add(&settings(&compare), &counts(100.0, 6.0, 900.0, 18.0));
-        }
+        let mut state = three_times_worse(&compare);
         let Outcome::Worse(message) = judge("web.test", &m, &compare, &mut state, 600, 1_000) else {
             panic!("worse: {state:?}");
         };

@@ -344,34 +344,39 @@ fn explained(canary: &Canary) -> Vec<(String, String, String, String)> {
         .collect()
 }
 
-/// `metrics[].compare`: the canary judged against the primary serving the same traffic. The
-/// primary fails 10 % of its requests: a revision failing as many is promoted, one failing three
-/// times as many is rolled back at once, before `threshold: 10` failed checks could.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_canary_is_compared_with_the_primary_and_rolled_back_when_worse() {
+/// A patch of the target's pod template: a test bed annotation (`error-rate`, `latency-ms`) and
+/// the image, so each value is a new revision.
+fn revision(annotation: &str, value: &str, image: &str) -> String {
+    format!(
+        r#"{{"spec":{{"template":{{"metadata":{{"annotations":{{"testbed.serin.dev/{annotation}":"{value}"}}}},"spec":{{"containers":[{{"name":"podinfod","image":"{image}"}}]}}}}}}}}"#
+    )
+}
+
+/// The example Canary with `canary_patch`, serin comparing in 5 s windows, Initialized.
+async fn comparing(target_patch: Option<&str>, canary_patch: &str) -> Scenario {
     let mut s = Scenario::start().await;
     s.apply(&repo().join("examples/canary"));
-    let error_rate = |rate: &str, image: &str| {
-        format!(
-            r#"{{"spec":{{"template":{{"metadata":{{"annotations":{{"testbed.serin.dev/error-rate":"{rate}"}}}},"spec":{{"containers":[{{"name":"podinfod","image":"{image}"}}]}}}}}}}}"#
-        )
-    };
-    s.patch_target(&error_rate("0.1", "ghcr.io/stefanprodan/podinfo:6.0.0"));
-    // Only the comparison judges (no bound of its own); α low enough that an identical canary
-    // is not rolled back by chance in this test.
-    s.patch_canary(
-        r#"{"spec":{"analysis":{"threshold":10,"metrics":[{"name":"request-success-rate","interval":"30s","compare":{"alpha":0.001,"minRequests":50}}]}}}"#,
-    );
+    if let Some(patch) = target_patch {
+        s.patch_target(patch);
+    }
+    s.patch_canary(canary_patch);
     s.start_serin_with(&["--comparison-window", "5s"]);
     s.wait_canary("Initialized", Duration::from_secs(60), |c| {
         phase(c) == CanaryPhase::Initialized
     })
     .await;
+    s
+}
 
-    // As bad as the primary: promoted.
-    s.patch_target(&error_rate("0.1", "ghcr.io/stefanprodan/podinfo:6.0.1"));
+/// Waits for a revision as good as the primary to be promoted (never rolled back); the
+/// comparison of `metric` it ended with.
+async fn promoted_with(
+    s: &Scenario,
+    metric: &str,
+    deadline: Duration,
+) -> serin::api::canary::MetricComparisonStatus {
     let promoted = s
-        .wait_canary("Succeeded", Duration::from_secs(150), |c| {
+        .wait_canary("Succeeded", deadline, |c| {
             assert!(
                 phase(c) != CanaryPhase::Failed,
                 "an identical canary was rolled back: {:?}",
@@ -380,13 +385,32 @@ async fn a_canary_is_compared_with_the_primary_and_rolled_back_when_worse() {
             phase(c) == CanaryPhase::Succeeded
         })
         .await;
-    let comparison = promoted
+    promoted
         .status
         .as_ref()
         .and_then(|st| st.comparisons.as_ref())
-        .and_then(|c| c.get("request-success-rate"))
+        .and_then(|c| c.get(metric))
         .cloned()
-        .expect("the comparison is in the status");
+        .expect("the comparison is in the status")
+}
+
+/// `metrics[].compare`: the canary judged against the primary serving the same traffic. The
+/// primary fails 10 % of its requests: a revision failing as many is promoted, one failing three
+/// times as many is rolled back at once, before `threshold: 10` failed checks could.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_is_compared_with_the_primary_and_rolled_back_when_worse() {
+    let error_rate = |rate: &str, image: &str| revision("error-rate", rate, image);
+    // Only the comparison judges (no bound of its own); α low enough that an identical canary
+    // is not rolled back by chance in this test.
+    let s = comparing(
+        Some(&error_rate("0.1", "ghcr.io/stefanprodan/podinfo:6.0.0")),
+        r#"{"spec":{"analysis":{"threshold":10,"metrics":[{"name":"request-success-rate","interval":"30s","compare":{"alpha":0.001,"minRequests":50}}]}}}"#,
+    )
+    .await;
+
+    // As bad as the primary: promoted.
+    s.patch_target(&error_rate("0.1", "ghcr.io/stefanprodan/podinfo:6.0.1"));
+    let comparison = promoted_with(&s, "request-success-rate", Duration::from_secs(150)).await;
     assert_eq!(comparison.verdict, "pass", "{comparison:?}");
     assert!(
         comparison.evidence.totals.canary_requests >= 50.0 && comparison.evidence.totals.primary_bad > 0.0,
@@ -471,41 +495,16 @@ async fn a_canary_is_compared_with_the_primary_and_rolled_back_when_worse() {
 /// times slower is rolled back on the evidence alone, between ticks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_metric_template_is_compared_with_the_primary() {
-    let mut s = Scenario::start().await;
-    s.apply(&repo().join("examples/canary"));
-    let latency = |ms: &str, image: &str| {
-        format!(
-            r#"{{"spec":{{"template":{{"metadata":{{"annotations":{{"testbed.serin.dev/latency-ms":"{ms}"}}}},"spec":{{"containers":[{{"name":"podinfod","image":"{image}"}}]}}}}}}}}"#
-        )
-    };
-    s.patch_canary(
+    let latency = |ms: &str, image: &str| revision("latency-ms", ms, image);
+    let s = comparing(
+        None,
         r#"{"spec":{"analysis":{"interval":"30s","threshold":10,"metrics":[{"name":"latency","templateRef":{"name":"latency"},"interval":"30s","compare":{"alpha":0.001}}]}}}"#,
-    );
-    s.start_serin_with(&["--comparison-window", "5s"]);
-    s.wait_canary("Initialized", Duration::from_secs(60), |c| {
-        phase(c) == CanaryPhase::Initialized
-    })
+    )
     .await;
 
     // As fast as the primary: promoted, three steps 30 s apart.
     s.patch_target(&latency("10", "ghcr.io/stefanprodan/podinfo:6.0.1"));
-    let promoted = s
-        .wait_canary("Succeeded", Duration::from_secs(240), |c| {
-            assert!(
-                phase(c) != CanaryPhase::Failed,
-                "an identical canary was rolled back: {:?}",
-                c.status
-            );
-            phase(c) == CanaryPhase::Succeeded
-        })
-        .await;
-    let comparison = promoted
-        .status
-        .as_ref()
-        .and_then(|st| st.comparisons.as_ref())
-        .and_then(|c| c.get("latency"))
-        .cloned()
-        .expect("the comparison is in the status");
+    let comparison = promoted_with(&s, "latency", Duration::from_secs(240)).await;
     let paired = comparison.paired.clone().expect("a template compares windows");
     assert!(
         paired.windows >= serin::analysis::paired::windows_needed(0.001) && comparison.verdict == "pass",
