@@ -106,13 +106,18 @@ mod tests {
         let kubeconfig = Path::new("/nonexistent/kubeconfig");
         let sleeper = Controller::start(&["sleep"], ["30"], kubeconfig).expect("sleep starts");
         let pid = sleeper.pid();
-        let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
-        assert!(
-            environ
+        // Until the child has exec'd, /proc shows the environment it forked with: wait for it.
+        let passed_on = || {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .unwrap_or_default()
                 .split(|b| *b == 0)
-                .any(|v| v == b"KUBECONFIG=/nonexistent/kubeconfig"),
-            "the test bed's kubeconfig is passed on"
-        );
+                .any(|v| v == b"KUBECONFIG=/nonexistent/kubeconfig")
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !passed_on() && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert!(passed_on(), "the test bed's kubeconfig is passed on");
         drop(sleeper);
         assert!(
             !Path::new(&format!("/proc/{pid}")).exists(),
