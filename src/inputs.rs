@@ -133,26 +133,57 @@ fn decide_everywhere(canary: &Canary) {
                     primary_current: false,
                     look_every: (!pass).then_some(std::time::Duration::from_secs(5)),
                 };
-                let mut checks = BTreeMap::new();
-                for _ in 0..8 {
-                    let d = engine::decide(&Input {
-                        name: "podinfo",
-                        namespace: "test",
-                        spec: &canary.spec,
-                        status: &status,
-                        observed: &observed,
-                        checks: &checks,
-                    });
-                    let Some(check) = d.need else { break };
-                    let events = vec![Event::normal("check")];
-                    checks.insert(
-                        check,
-                        if pass {
-                            CheckResult::Passed(events)
-                        } else {
-                            CheckResult::Failed(events)
-                        },
-                    );
+                // The Canary's own decision, then each request people may make of it (for
+                // its revision, and an unknown action), paused or not.
+                let requests: Vec<Option<engine::Request>> = std::iter::once(None)
+                    .chain(
+                        [
+                            ("promote", false),
+                            ("promote", true),
+                            ("abort", false),
+                            ("retry", false),
+                            ("pause", false),
+                            ("resume", false),
+                            ("rewind", false),
+                        ]
+                        .into_iter()
+                        .map(|(action, full)| {
+                            Some(engine::Request {
+                                name: format!("podinfo-{action}"),
+                                action: action.into(),
+                                operation: engine::Operation::parse(action, full),
+                                revision: "rev1".into(),
+                                by: "alice".into(),
+                                created: 0,
+                                answer: None,
+                            })
+                        }),
+                    )
+                    .collect();
+                for request in &requests {
+                    let mut checks = BTreeMap::new();
+                    for _ in 0..8 {
+                        let d = engine::decide(&Input {
+                            name: "podinfo",
+                            namespace: "test",
+                            spec: &canary.spec,
+                            status: &status,
+                            observed: &observed,
+                            checks: &checks,
+                            request: request.as_ref(),
+                            paused_by: (!pass).then_some("bob"),
+                        });
+                        let Some(check) = d.need else { break };
+                        let events = vec![Event::normal("check")];
+                        checks.insert(
+                            check,
+                            if pass {
+                                CheckResult::Passed(events)
+                            } else {
+                                CheckResult::Failed(events)
+                            },
+                        );
+                    }
                 }
             }
         }

@@ -592,6 +592,13 @@ async fn helm_installs_the_chart_with_default_values_and_uninstalls_it() {
             .unwrap_or_default()
             .contains_key("rbac.authorization.k8s.io/aggregate-to-view")
     );
+    // And the role of `kubectl serin promote|abort|retry|pause|resume`: its rules only.
+    let operator = Api::<ClusterRole>::all(client.clone())
+        .get("serin-canary-operator")
+        .await
+        .expect("the operator ClusterRole");
+    assert_eq!(operator.rules.unwrap_or_default(), rules_file("operator.yaml"));
+    requesters_are_checked(&tb).await;
     for (role, file) in [("serin", "controller.yaml"), ("serin-crds", "crds.yaml")] {
         let cr = Api::<ClusterRole>::all(client.clone())
             .get(role)
@@ -628,6 +635,7 @@ async fn helm_installs_the_chart_with_default_values_and_uninstalls_it() {
         "canaries.flagger.app",
         "metrictemplates.flagger.app",
         "alertproviders.flagger.app",
+        "canaryactions.serin.dev",
     ] {
         crds.get(name).await.expect("the chart's CRDs are installed");
     }
@@ -649,6 +657,80 @@ async fn helm_installs_the_chart_with_default_values_and_uninstalls_it() {
     for name in ["canaries.flagger.app", "alertproviders.flagger.app"] {
         crds.get(name).await.expect("Helm keeps the CRDs of crds/");
     }
+}
+
+/// The chart's ValidatingAdmissionPolicy refuses a CanaryAction naming someone else as who asked
+/// (on a real API server; the emulator has no admission policies), and takes one naming the
+/// requesting user.
+async fn requesters_are_checked(tb: &Testbed) {
+    if tb.real_cluster().is_none() {
+        return;
+    }
+    let kubectl = |args: &[&str], stdin: Option<String>| {
+        let mut cmd = Command::new("kubectl");
+        cmd.args(args).env("KUBECONFIG", tb.kubeconfig());
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("kubectl runs");
+        if let Some(text) = stdin {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(text.as_bytes())
+                .expect("write");
+        }
+        let out = child.wait_with_output().expect("kubectl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, me) = kubectl(
+        &["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"],
+        None,
+    );
+    assert!(ok, "kubectl auth whoami: {me}");
+    let action = |name: &str, by: &str| {
+        format!(
+            "apiVersion: serin.dev/v1alpha1\nkind: CanaryAction\nmetadata: {{name: {name}, namespace: default}}\n\
+             spec: {{canary: podinfo, action: pause, revision: r1, requestedBy: {by:?}}}\n"
+        )
+    };
+    // The policy takes effect a moment after it is created.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ok, out) = kubectl(&["create", "-f", "-"], Some(action("impostor", "someone-else")));
+        if !ok {
+            assert!(out.contains("spec.requestedBy must be the user name"), "{out}");
+            break;
+        }
+        kubectl(&["delete", "canaryaction", "impostor", "-n", "default"], None);
+        assert!(
+            Instant::now() < deadline,
+            "a CanaryAction naming someone else was still accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (ok, out) = kubectl(&["create", "-f", "-"], Some(action("honest", &me)));
+    assert!(ok, "a CanaryAction naming its requester: {out}");
+    let (ok, out) = kubectl(
+        &[
+            "patch",
+            "canaryaction",
+            "honest",
+            "-n",
+            "default",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"action":"abort"}}"#,
+        ],
+        None,
+    );
+    assert!(!ok && out.contains("does not change once made"), "{out}");
+    kubectl(&["delete", "canaryaction", "honest", "-n", "default"], None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{Client, core::DeserializeGuard, runtime::reflector::Store};
 
 use super::{alerts, metrics, slim::PackedDeployment};
-use crate::api::{Canary, istio::VirtualService};
+use crate::api::{Canary, CanaryAction, istio::VirtualService};
 
 /// How the controller runs (the `serin run` flags).
 #[derive(Clone, Debug)]
@@ -50,6 +50,10 @@ pub struct Context {
     pub client: Client,
     /// The Canaries, for `flagger_canary_total`.
     pub canaries: Store<DeserializeGuard<Canary>>,
+    /// People's requests (`kubectl serin promote ...`).
+    pub actions: Store<CanaryAction>,
+    /// The answers to requests the cache does not show yet.
+    pub answers: super::requests::Answers,
     /// The Canaries by namespace, target and apex Service.
     pub canary_index: Arc<super::index::Index<DeserializeGuard<Canary>>>,
     /// The Deployments by the ConfigMaps and Secrets they use.

@@ -2,7 +2,8 @@
 //! those use, and the VirtualServices serin writes (`watches`), and reconciles each Canary
 //! (`reconcile`) as `engine::admit` (pure) -> `observe` (caches) -> `engine::decide` (pure, with
 //! the `checks` it asks for) -> `act` -> `report` (status, events, metrics) and `alerts`.
-//! `compare` judges metrics against the primary. `finalize` restores the target when a Canary
+//! `compare` judges metrics against the primary; `requests` reads people's requests
+//! (`CanaryAction`s) and writes serin's answers. `finalize` restores the target when a Canary
 //! is deleted; `context` holds what reconciles
 //! share.
 
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod observe;
 mod reconcile;
 pub mod report;
+mod requests;
 mod shelf;
 pub mod slim;
 mod watches;

@@ -6,7 +6,9 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use kube::{ResourceExt, core::DeserializeGuard, runtime::controller::Action as RequeueAction};
 
-use super::{Context, Error, act, alerts, checks, finalize, index, metrics, observe, report, shelf};
+use super::{
+    Context, Error, act, alerts, checks, finalize, index, metrics, observe, report, requests, shelf,
+};
 use crate::{
     api::Canary,
     engine::{self, Decision, Input},
@@ -157,8 +159,16 @@ pub(super) async fn reconcile(
             )));
         }
     };
+    // People's requests: the oldest one not answered is answered in this decision.
+    let asked = requests::of(&ctx, &canary);
+    let listed: Vec<engine::Request> = asked.iter().map(|(_, r)| r.clone()).collect();
+    let revision = canary
+        .status
+        .as_ref()
+        .and_then(|s| s.last_applied_spec.as_deref());
+    let people = engine::requests(&listed, revision);
     // decide (pure), running the checks it asks for.
-    let mut decision = decide(&ctx, &canary, &world.observed).await?;
+    let mut decision = decide(&ctx, &canary, &world.observed, people).await?;
     // The comparisons with the primary looked at go into the status with a status write (an
     // analysis tick, a rollback): a look between ticks alone writes nothing, since a status
     // write would move the next tick.
@@ -172,6 +182,12 @@ pub(super) async fn reconcile(
     let analysis_took = decision.analysis_tick.then(|| started.elapsed());
     report::report(&ctx, &canary, &world, &decision, events, analysis_took).await?;
     alerts::send(&ctx, &acting, &decision.alerts);
+    if let (Some(answer), Some(request)) = (&decision.answer, people.pending)
+        && let Some((action, _)) = asked.iter().find(|(_, r)| r.name == request.name)
+    {
+        requests::answer(&ctx, action, answer).await?;
+    }
+    requests::tidy(&ctx, &asked).await?;
     Ok(match decision.requeue_after {
         Some(d) if d.is_zero() => RequeueAction::requeue(Duration::from_millis(200)),
         Some(d) => RequeueAction::requeue(serin_runtime::duration::requeue_delay(d)),
@@ -214,7 +230,12 @@ fn admission<'a>(ctx: &'a Context, canary: &'a Canary, same_target: &'a [String]
 
 /// Calls `engine::decide` until it needs no more checks, running each check it asks for once
 /// (a second request for the same check would loop forever: it is an error).
-async fn decide(ctx: &Context, canary: &Canary, observed: &engine::Observed) -> Result<Decision, Error> {
+async fn decide(
+    ctx: &Context,
+    canary: &Canary,
+    observed: &engine::Observed,
+    people: engine::Requests<'_>,
+) -> Result<Decision, Error> {
     let status = canary.status.clone().unwrap_or_default();
     let mut results = BTreeMap::new();
     let mut explained = None;
@@ -226,12 +247,18 @@ async fn decide(ctx: &Context, canary: &Canary, observed: &engine::Observed) -> 
             status: &status,
             observed,
             checks: &results,
+            request: people.pending,
+            paused_by: people.paused_by,
         };
         let d = engine::decide(&input);
         match d.need {
             None => {
                 let mut d = d;
-                if let Some(checks) = explained {
+                // Checks run to answer a request (a promotion) go into the status only with the
+                // status write that answer makes.
+                if let Some(checks) = explained
+                    && (d.analysis_tick || d.status.is_some())
+                {
                     d.status.get_or_insert_with(Default::default).checks = Some(checks);
                 }
                 return Ok(d);

@@ -17,7 +17,7 @@ use kube::{
     },
 };
 
-use crate::api::{Canary, istio::VirtualService};
+use crate::api::{Canary, CanaryAction, istio::VirtualService};
 
 use super::{
     index,
@@ -113,6 +113,14 @@ pub async fn run(
     )
     .default_backoff()
     .touched_objects();
+    // People's requests: a new one (or one deleted) wakes its Canary.
+    let (actions, action_writer) = reflector::store();
+    let action_stream = reflector::reflector(
+        action_writer,
+        watcher(api::<CanaryAction>(&client, ns.as_deref()), wc.clone()),
+    )
+    .default_backoff()
+    .touched_objects();
 
     // Canaries, with their deletions passed on: a Canary deleted without the finalizer gets its
     // target scaled back up.
@@ -150,6 +158,8 @@ pub async fn run(
     let ctx = Arc::new(Context {
         client: client.clone(),
         canaries: canary_store.clone(),
+        actions: actions.clone(),
+        answers: Default::default(),
         canary_index: canary_index.clone(),
         deployment_index: deployment_index.clone(),
         shelf,
@@ -229,7 +239,8 @@ pub async fn run(
                 stores.deployments.wait_until_ready().await?;
                 stores.configmaps.wait_until_ready().await?;
                 stores.secrets.wait_until_ready().await?;
-                stores.virtual_services.wait_until_ready().await
+                stores.virtual_services.wait_until_ready().await?;
+                actions.wait_until_ready().await
             }
             .await;
             if let Err(err) = result {
@@ -256,6 +267,10 @@ pub async fn run(
             secret_map(s.name_any(), s.namespace())
         })
         .watches_stream(vs_stream, by_vs)
+        .watches_stream(action_stream, |a: CanaryAction| {
+            let ns = a.namespace().unwrap_or_default();
+            Some(ObjectRef::new(&a.spec.canary).within(&ns))
+        })
         .graceful_shutdown_on(shutdown.clone())
         .run(
             |guard, ctx| async move {

@@ -60,10 +60,11 @@ pub(super) fn initialize(input: &Input) -> Decision {
         )
 }
 
-/// Idle or waiting for approval: start a run when a new revision arrives.
-pub(super) fn start(input: &Input) -> Decision {
+/// Idle or waiting for approval: start a run when a new revision arrives (or, `again`, the
+/// current one once more: a retry).
+pub(super) fn start_run(input: &Input, again: bool) -> Decision {
     let phase = input.status.phase;
-    if phase != CanaryPhase::Waiting && !input.changed() {
+    if phase != CanaryPhase::Waiting && !input.changed() && !again {
         // As Flagger's `shouldAdvance`, a Failed Canary records the revision it runs now (the
         // target reverted to the promoted one by hand), so re-applying the revision that failed
         // starts a new analysis.

@@ -20,6 +20,7 @@ pub mod build;
 mod canary;
 mod lifecycle;
 mod model;
+mod operate;
 mod promotion;
 pub mod readiness;
 pub mod revision;
@@ -37,11 +38,16 @@ use blue_green::*;
 use canary::*;
 use lifecycle::*;
 pub use model::*;
+pub use operate::{Answer, Operation, Request, Requests, requests};
 use promotion::*;
 
 /// Decides the next step for a Canary.
 pub fn decide(input: &Input) -> Decision {
-    let mut d = with_session_affinity(input, decide_phase(input));
+    let decided = match input.request {
+        Some(request) => operate::operate(input, request),
+        None => decide_phase(input),
+    };
+    let mut d = with_session_affinity(input, decided);
     // Drift is corrected with the weights kept, whatever the phase.
     let routes_written = d
         .actions
@@ -71,10 +77,18 @@ fn decide_phase(input: &Input) -> Decision {
     if input.spec.is_suspended() {
         return Decision::default().event(Event::normal("skipping canary run as object is suspended"));
     }
+    // A pause holds a run of its revision: no step, no analysis, no deadline; a new revision
+    // starts over unpaused. A resume (or any other request) wakes it.
+    if input.paused_by.is_some()
+        && matches!(phase, CanaryPhase::Progressing | CanaryPhase::WaitingPromotion)
+        && !input.changed()
+    {
+        return Decision::default();
+    }
     match phase {
         CanaryPhase::Unset | CanaryPhase::Initializing => initialize(input),
         CanaryPhase::Initialized | CanaryPhase::Succeeded | CanaryPhase::Failed | CanaryPhase::Waiting => {
-            start(input)
+            start_run(input, false)
         }
         CanaryPhase::Progressing
         | CanaryPhase::WaitingPromotion

@@ -216,6 +216,8 @@ pub struct Decision {
     /// This was an analysis tick (the start of the analysis or a check of a step, whatever its
     /// result): what `flagger_canary_duration_seconds` measures.
     pub analysis_tick: bool,
+    /// The answer to [`Input::request`], once the decision is complete.
+    pub answer: Option<Answer>,
 }
 
 impl Decision {
@@ -264,6 +266,10 @@ pub struct Input<'a> {
     pub status: &'a CanaryStatus,
     pub observed: &'a Observed,
     pub checks: &'a BTreeMap<Check, CheckResult>,
+    /// A person's request to answer in this decision instead of the Canary's own step.
+    pub request: Option<&'a Request>,
+    /// Who paused the current revision's run, while a pause holds it.
+    pub paused_by: Option<&'a str>,
 }
 
 impl Input<'_> {

@@ -1,8 +1,10 @@
 //! `kubectl serin` (the `kubectl-serin` binary, a kubectl plugin): `get` lists Canaries with
 //! their phase, weight, step, failed checks, next step and last check values (`--watch` follows
-//! them); `explain` says what a Canary is waiting for and why. Reads only. Does I/O (Kubernetes
-//! API); what it prints is [`view`]'s.
+//! them); `explain` says what a Canary is waiting for and why; `promote`, `abort`, `retry`,
+//! `pause` and `resume` ask serin to act through a `CanaryAction` ([`ask`]), never by writing
+//! the Canary. Does I/O (Kubernetes API); what it prints is [`view`]'s.
 
+pub mod ask;
 pub mod view;
 
 use std::path::PathBuf;
@@ -17,9 +19,14 @@ use kube::{
     runtime::watcher,
 };
 
-use crate::api::Canary;
+use std::collections::HashMap;
 
-/// kubectl serin: see and explain serin's Canaries.
+use crate::{
+    api::{Canary, CanaryAction},
+    engine::Request,
+};
+
+/// kubectl serin: see, explain and operate serin's Canaries.
 #[derive(Parser, Debug)]
 #[command(name = "kubectl-serin", bin_name = "kubectl serin", version, long_about = None)]
 pub struct Plugin {
@@ -43,6 +50,25 @@ pub enum PluginCommand {
     /// Say what a Canary is waiting for and why: its state, gates, checks, comparisons with the
     /// primary, what happens next and its recent events.
     Explain(ExplainArgs),
+    /// Promote now: skip the remaining steps once the analysis passes (`--full`: without it).
+    Promote(PromoteArgs),
+    /// Roll back now.
+    Abort(ask::AskArgs),
+    /// Run the failed revision again, without a new commit.
+    Retry(ask::AskArgs),
+    /// Hold the rollout where it is: no step, no analysis, until `resume`.
+    Pause(ask::AskArgs),
+    /// Go on after a pause.
+    Resume(ask::AskArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PromoteArgs {
+    /// Skip the analysis too: promote without checking the metrics.
+    #[arg(long)]
+    pub full: bool,
+    #[command(flatten)]
+    pub ask: ask::AskArgs,
 }
 
 /// `--output` formats for scripts.
@@ -131,14 +157,47 @@ pub async fn run(plugin: Plugin) -> Result<(), String> {
     match &plugin.command {
         PluginCommand::Get(args) => get(client, &namespace, args).await,
         PluginCommand::Explain(args) => explain(client, &namespace, args).await,
+        PluginCommand::Promote(args) => ask::ask(client, &namespace, "promote", args.full, &args.ask).await,
+        PluginCommand::Abort(args) => ask::ask(client, &namespace, "abort", false, args).await,
+        PluginCommand::Retry(args) => ask::ask(client, &namespace, "retry", false, args).await,
+        PluginCommand::Pause(args) => ask::ask(client, &namespace, "pause", false, args).await,
+        PluginCommand::Resume(args) => ask::ask(client, &namespace, "resume", false, args).await,
     }
 }
 
-async fn get(client: Client, namespace: &str, args: &GetArgs) -> Result<(), String> {
-    let api: Api<Canary> = if args.all_namespaces {
+/// The requests (`CanaryAction`s) of the namespace (or of all), as serin reads them; none when
+/// they cannot be listed (no access, or serin's CRDs older than the plugin).
+async fn requests(client: Client, namespace: &str, all: bool) -> Vec<CanaryAction> {
+    let api: Api<CanaryAction> = if all {
         Api::all(client)
     } else {
         Api::namespaced(client, namespace)
+    };
+    api.list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+}
+
+/// The requests made on one Canary.
+fn of(asked: &[CanaryAction], canary: &Canary) -> Vec<Request> {
+    asked
+        .iter()
+        .filter(|a| {
+            a.metadata.namespace == canary.metadata.namespace
+                && Some(&a.spec.canary) == canary.metadata.name.as_ref()
+        })
+        .map(Request::of)
+        .collect()
+}
+
+type Key = (Option<String>, Option<String>);
+
+async fn get(client: Client, namespace: &str, args: &GetArgs) -> Result<(), String> {
+    let api: Api<Canary> = if args.all_namespaces {
+        Api::all(client.clone())
+    } else {
+        Api::namespaced(client.clone(), namespace)
     };
     let wanted = names(&args.names);
     let keep = |c: &Canary| wanted.is_empty() || wanted.iter().any(|n| Some(n) == c.metadata.name.as_ref());
@@ -152,7 +211,11 @@ async fn get(client: Client, namespace: &str, args: &GetArgs) -> Result<(), Stri
         .collect();
     canaries.sort_by_key(|c| (c.metadata.namespace.clone(), c.metadata.name.clone()));
     let now = now();
-    let rows: Vec<view::Row> = canaries.iter().map(|c| view::row(c, now)).collect();
+    let asked = requests(client.clone(), namespace, args.all_namespaces).await;
+    let rows: Vec<view::Row> = canaries
+        .iter()
+        .map(|c| view::row(c, &of(&asked, c), now))
+        .collect();
     for name in &wanted {
         if !rows.iter().any(|r| &r.name == name) {
             return Err(format!(
@@ -182,37 +245,85 @@ async fn get(client: Client, namespace: &str, args: &GetArgs) -> Result<(), Stri
     if !args.watch {
         return Ok(());
     }
-    // kubectl's convention: the list, then one row (or object) per change. A restarted watch
-    // lists again: only what changed since it was printed is printed.
-    let key = |c: &Canary| (c.metadata.namespace.clone(), c.metadata.name.clone());
-    let mut printed: std::collections::HashMap<_, Option<String>> = canaries
+    // kubectl's convention: the list, then one row (or object) per change: of a Canary, or of
+    // the requests made on it (a pause writes no Canary). A restarted watch lists again: only
+    // what changed since it was printed is printed.
+    let key = |m: &kube::api::ObjectMeta| (m.namespace.clone(), m.name.clone());
+    let mut shown: HashMap<Key, (Canary, Option<view::Row>)> = canaries
         .iter()
-        .map(|c| (key(c), c.metadata.resource_version.clone()))
+        .zip(rows)
+        .map(|(c, r)| (key(&c.metadata), (c.clone(), Some(r))))
         .collect();
-    let mut changes = watcher(api, watcher::Config::default()).boxed();
-    while let Some(event) = changes
+    let mut asked: HashMap<Key, CanaryAction> = asked.into_iter().map(|a| (key(&a.metadata), a)).collect();
+    let actions: Api<CanaryAction> = if args.all_namespaces {
+        Api::all(client)
+    } else {
+        Api::namespaced(client, namespace)
+    };
+    enum Change {
+        Canary(Box<watcher::Event<Canary>>),
+        Action(Box<watcher::Event<CanaryAction>>),
+    }
+    let canary_changes = watcher(api, watcher::Config::default())
+        .map_ok(|e| Change::Canary(Box::new(e)))
+        .boxed();
+    // Requests are optional: without access to them, the Canaries are followed alone.
+    let action_changes = watcher(actions, watcher::Config::default())
+        .map_ok(|e| Change::Action(Box::new(e)))
+        .take_while(|r| futures::future::ready(r.is_ok()))
+        .boxed();
+    let mut changes = futures::stream::select(canary_changes, action_changes);
+    while let Some(change) = changes
         .try_next()
         .await
         .map_err(|e| format!("watching Canaries: {e}"))?
     {
-        let canary = match event {
-            watcher::Event::Apply(c) | watcher::Event::InitApply(c) => {
-                let version = c.metadata.resource_version.clone();
-                if printed.insert(key(&c), version.clone()) == Some(version) {
-                    continue;
+        let touched: Option<Key> = match change {
+            Change::Canary(event) => match *event {
+                watcher::Event::Apply(c) | watcher::Event::InitApply(c) if keep(&c) => {
+                    let k = key(&c.metadata);
+                    match shown.get_mut(&k) {
+                        Some(entry) => entry.0 = c,
+                        None => {
+                            shown.insert(k.clone(), (c, None));
+                        }
+                    }
+                    Some(k)
                 }
-                c
-            }
-            watcher::Event::Delete(c) => {
-                printed.remove(&key(&c));
-                c
-            }
-            watcher::Event::Init | watcher::Event::InitDone => continue,
+                watcher::Event::Delete(c) => {
+                    shown.remove(&key(&c.metadata));
+                    None
+                }
+                _ => None,
+            },
+            Change::Action(event) => match *event {
+                watcher::Event::Apply(a) | watcher::Event::InitApply(a) => {
+                    let k = (a.metadata.namespace.clone(), Some(a.spec.canary.clone()));
+                    asked.insert(key(&a.metadata), a);
+                    Some(k)
+                }
+                watcher::Event::Delete(a) => {
+                    asked.remove(&key(&a.metadata));
+                    None
+                }
+                _ => None,
+            },
         };
-        if !keep(&canary) {
+        let Some((canary, printed)) = touched.and_then(|k| shown.get_mut(&k)) else {
+            continue;
+        };
+        let mine: Vec<CanaryAction> = asked.values().cloned().collect();
+        let row = view::row(canary, &of(&mine, canary), now_at());
+        // Only what a reader sees changing (a new status, a pause, a resume), not the time to
+        // the next step alone.
+        let seen = |r: &view::Row| view::Row {
+            next_step_in: None,
+            ..r.clone()
+        };
+        if printed.as_ref().map(seen) == Some(seen(&row)) {
             continue;
         }
-        let row = view::row(&canary, jiff::Timestamp::now().as_second());
+        *printed = Some(row.clone());
         match args.output {
             Some(output) => print(&row, output)?,
             None => print!(
@@ -222,6 +333,10 @@ async fn get(client: Client, namespace: &str, args: &GetArgs) -> Result<(), Stri
         }
     }
     Ok(())
+}
+
+fn now_at() -> i64 {
+    jiff::Timestamp::now().as_second()
 }
 
 /// The Canary's events, oldest first (at most the last `limit`).
@@ -269,8 +384,9 @@ async fn explain(client: Client, namespace: &str, args: &ExplainArgs) -> Result<
         .await
         .map_err(|e| format!("reading canary {name}: {e}"))?
         .ok_or_else(|| format!("canary {name:?} not found in namespace {namespace:?}"))?;
-    let happened = events(client, namespace, name, 10).await?;
-    let explanation = view::explain(&canary, &happened, now());
+    let happened = events(client.clone(), namespace, name, 10).await?;
+    let asked = requests(client, namespace, false).await;
+    let explanation = view::explain(&canary, &of(&asked, &canary), &happened, now());
     match args.output {
         Some(output) => print(&explanation, output),
         None => {

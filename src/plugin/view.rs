@@ -9,7 +9,7 @@ use crate::{
         Canary,
         canary::{CanaryPhase, CheckStatus, DeploymentStrategy},
     },
-    engine::weights::next_step_weight,
+    engine::{Answer, Request, requests, weights::next_step_weight},
 };
 
 /// One Canary in `get`: what the table shows, and what `--output json|yaml` prints.
@@ -30,6 +30,9 @@ pub struct Row {
     pub next_step_in: Option<i64>,
     /// The last analysis tick's checks, `name value verdict`.
     pub last_checks: Vec<String>,
+    /// Who paused the rollout, while a pause holds it (`kubectl serin pause`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_by: Option<String>,
 }
 
 /// The canary strategy's weights, step by step, up to the highest (Flagger's steps).
@@ -113,9 +116,24 @@ pub fn number(x: f64) -> String {
     text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
-/// A Canary's row.
-pub fn row(canary: &Canary, now: i64) -> Row {
+/// Who paused the Canary's run, while a pause holds it, from its requests (`CanaryAction`s).
+pub fn paused_by(canary: &Canary, asked: &[Request]) -> Option<String> {
+    let status = canary.status.as_ref()?;
+    if !matches!(
+        status.phase,
+        CanaryPhase::Progressing | CanaryPhase::WaitingPromotion
+    ) {
+        return None;
+    }
+    requests(asked, status.last_applied_spec.as_deref())
+        .paused_by
+        .map(str::to_owned)
+}
+
+/// A Canary's row; `asked`: its requests.
+pub fn row(canary: &Canary, asked: &[Request], now: i64) -> Row {
     let status = canary.status.clone().unwrap_or_default();
+    let paused_by = paused_by(canary, asked);
     Row {
         namespace: canary.metadata.namespace.clone().unwrap_or_default(),
         name: canary.metadata.name.clone().unwrap_or_default(),
@@ -124,8 +142,9 @@ pub fn row(canary: &Canary, now: i64) -> Row {
         step: step(canary),
         failed_checks: status.failed_checks,
         threshold: canary.spec.analysis_threshold(),
-        next_step_in: next_step_in(canary, now),
+        next_step_in: next_step_in(canary, now).filter(|_| paused_by.is_none()),
         last_checks: status.checks.iter().flatten().map(short).collect(),
+        paused_by,
     }
 }
 
@@ -156,7 +175,11 @@ pub fn table(rows: &[Row], namespaces: bool, header: bool) -> String {
     for r in rows {
         let mut cells = vec![
             r.name.clone(),
-            r.phase.clone(),
+            if r.paused_by.is_some() {
+                format!("{} (paused)", r.phase)
+            } else {
+                r.phase.clone()
+            },
             format!("{}%", r.weight),
             r.step.clone(),
             format!("{}/{}", r.failed_checks, r.threshold),
@@ -193,6 +216,17 @@ pub fn table(rows: &[Row], namespaces: bool, header: bool) -> String {
     out
 }
 
+/// serin's answer to a request as an action prints it: `Ok` with what serin did, `Err` with why
+/// it did nothing; `None` before serin answers.
+pub fn answer(action: &crate::api::CanaryAction) -> Option<Result<String, String>> {
+    let status = action.status.as_ref()?;
+    let message = status.message.clone().unwrap_or_default();
+    match status.result.as_deref()? {
+        "Done" => Some(Ok(message)),
+        _ => Some(Err(message)),
+    }
+}
+
 /// An event of the Canary, for the history in `explain`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Happened {
@@ -214,6 +248,12 @@ pub struct Explanation {
     pub checks: Vec<String>,
     pub comparisons: Vec<String>,
     pub next: String,
+    /// Who paused the rollout, while a pause holds it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_by: Option<String>,
+    /// People's requests (`kubectl serin promote ...`) and serin's answers, oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<String>,
     pub history: Vec<String>,
 }
 
@@ -226,15 +266,15 @@ const GATES: [(&str, &str); 4] = [
 ];
 
 /// Explains a Canary: its state, gates, checks of the last tick, comparisons, what comes next,
-/// and its recent events (newest last).
-pub fn explain(canary: &Canary, events: &[Happened], now: i64) -> Explanation {
+/// people's requests (`asked`) and its recent events (newest last).
+pub fn explain(canary: &Canary, asked: &[Request], events: &[Happened], now: i64) -> Explanation {
     let name = format!(
         "{}.{}",
         canary.metadata.name.as_deref().unwrap_or_default(),
         canary.metadata.namespace.as_deref().unwrap_or_default()
     );
     let status = canary.status.clone().unwrap_or_default();
-    let row = row(canary, now);
+    let row = row(canary, asked, now);
     let threshold = canary.spec.analysis_threshold();
     let interval = duration(canary.spec.analysis_interval().as_secs() as i64);
     let strategy = canary.spec.deployment_strategy();
@@ -321,7 +361,12 @@ pub fn explain(canary: &Canary, events: &[Happened], now: i64) -> Explanation {
             )
         })
         .collect();
+    let short_name = canary.metadata.name.as_deref().unwrap_or_default();
     let next = match status.phase {
+        _ if row.paused_by.is_some() => format!(
+            "Paused by {}: no step and no analysis until `kubectl serin resume {short_name}` (or a new revision, which starts over).",
+            row.paused_by.as_deref().unwrap_or_default()
+        ),
         CanaryPhase::Progressing | CanaryPhase::Waiting | CanaryPhase::WaitingPromotion => {
             let when = row
                 .next_step_in
@@ -370,6 +415,28 @@ pub fn explain(canary: &Canary, events: &[Happened], now: i64) -> Explanation {
             )
         })
         .collect();
+    let mut sorted: Vec<&Request> = asked.iter().collect();
+    sorted.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));
+    let requests = sorted
+        .into_iter()
+        .map(|r| {
+            let action = match r.operation {
+                Some(crate::engine::Operation::Promote { full: true }) => "promote --full".to_owned(),
+                _ => r.action.clone(),
+            };
+            let ago = duration(now - r.created);
+            match &r.answer {
+                // serin's answers name who asked.
+                Some(Answer::Done(m) | Answer::Ignored(m)) => {
+                    format!("{ago} ago, {action} for revision {}: {m}", r.revision)
+                }
+                None => format!(
+                    "{ago} ago, {action} by {} for revision {}: not answered yet",
+                    r.by, r.revision
+                ),
+            }
+        })
+        .collect();
     Explanation {
         canary: name,
         phase: status.phase.as_str().to_owned(),
@@ -378,6 +445,8 @@ pub fn explain(canary: &Canary, events: &[Happened], now: i64) -> Explanation {
         checks,
         comparisons,
         next,
+        paused_by: row.paused_by.clone(),
+        requests,
         history,
     }
 }
@@ -389,6 +458,7 @@ pub fn explanation_text(e: &Explanation) -> String {
         ("Gates", &e.gates),
         ("Checks of the last analysis tick", &e.checks),
         ("Comparisons with the primary", &e.comparisons),
+        ("Requests", &e.requests),
         ("Recent events", &e.history),
     ] {
         if lines.is_empty() {

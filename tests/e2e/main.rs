@@ -1,6 +1,7 @@
 //! End-to-end tests of the canary controller on the test bed, with a real Prometheus.
 
 mod chaos;
+mod operate;
 mod strategies;
 mod support;
 

@@ -7,6 +7,7 @@ mod affinity;
 mod blue_green;
 mod canary;
 mod lifecycle;
+mod operate;
 mod promotion;
 
 pub(super) use std::{collections::BTreeMap, time::Duration};
@@ -100,6 +101,8 @@ pub(super) fn run(
         status,
         observed,
         checks: &checks,
+        request: None,
+        paused_by: None,
     })
 }
 
