@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use serin::cli::{Cli, Command, crd, lint, run};
+use serin::cli::{Cli, Command, crd, lint, run, simulate};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -16,6 +16,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Lint(args) => ExitCode::from(lint::run(&args) as u8),
+        Command::Simulate(args) => serin::cli::block_on(simulate::run(&args)),
         Command::Run(args) => {
             let telemetry = args.telemetry.clone();
             serin_runtime::startup::run_controller("serin", &telemetry, run::run(*args))

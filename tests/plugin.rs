@@ -46,19 +46,11 @@ fn requests() -> Vec<CanaryAction> {
         .collect()
 }
 
+#[path = "support/golden.rs"]
+mod support;
+
 fn golden(name: &str, actual: &str) {
-    let path = dir("golden").join(name);
-    if std::env::var("SERIN_UPDATE_GOLDEN").as_deref() == Ok("1") {
-        std::fs::write(&path, actual).expect("write golden");
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (SERIN_UPDATE_GOLDEN=1 writes it)", path.display()));
-    assert!(
-        expected == actual,
-        "{} differs (SERIN_UPDATE_GOLDEN=1 rewrites it):\n--- expected\n{expected}\n--- actual\n{actual}",
-        path.display()
-    );
+    support::assert_golden("plugin", name, actual);
 }
 
 fn events() -> Vec<Happened> {

@@ -141,6 +141,33 @@ pub fn verdict(canary: &str, metric: &CanaryMetric, value: f64) -> Option<String
     }
 }
 
+/// Flagger's halt message for a metric query that found no values (`target` and `namespace`
+/// are the Canary's).
+pub fn no_values(metric: &CanaryMetric, target: &str, namespace: &str) -> String {
+    let builtin = metric.template_ref.is_none()
+        && metric.query.is_none()
+        && [METRIC_REQUEST_SUCCESS_RATE, METRIC_REQUEST_DURATION].contains(&metric.name.as_str());
+    if builtin {
+        // Flagger adds the query error to the success rate's text only.
+        let suffix = if metric.name == METRIC_REQUEST_DURATION {
+            ""
+        } else {
+            ": running query failed: no values found"
+        };
+        format!(
+            "Halt advancement no values found for istio metric {} probably {target}.{namespace} is not receiving traffic{suffix}",
+            metric.name
+        )
+    } else if metric.template_ref.is_some() {
+        format!(
+            "Halt advancement no values found for custom metric: {}: no values found",
+            metric.name
+        )
+    } else {
+        format!("Halt advancement no values found for metric: {}", metric.name)
+    }
+}
+
 /// The bound a metric's value is held to, as the checks in [`verdict`] apply it: `>= 99`,
 /// `<= 500`, `>= 1, <= 5` (empty when the metric has none).
 pub fn bound(metric: &CanaryMetric) -> String {
@@ -163,6 +190,15 @@ pub fn bound(metric: &CanaryMetric) -> String {
             }
         }
     }
+}
+
+/// A number as people read it: up to two decimals, no trailing zeros.
+pub fn number(x: f64) -> String {
+    if x != 0.0 && x.abs() < 0.01 {
+        return format!("{x:.2e}");
+    }
+    let text = format!("{x:.2}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 /// Milliseconds as Go prints a `time.Duration` (`1.515s`, `500ms`).

@@ -18,6 +18,37 @@ pub struct Model {
     pub variables: BTreeMap<String, String>,
 }
 
+impl Model {
+    /// The model of a Canary's metric, for `target` (the Canary's target, or its `-primary` for a
+    /// comparison) over `interval`.
+    pub fn of(
+        canary: &crate::api::Canary,
+        metric: &crate::api::canary::CanaryMetric,
+        target: &str,
+        interval: &str,
+    ) -> Self {
+        let own_target = &canary.spec.target_ref.name;
+        Self {
+            name: canary.metadata.name.clone().unwrap_or_default(),
+            namespace: canary.metadata.namespace.clone().unwrap_or_default(),
+            target: target.to_owned(),
+            service: canary.service_names().apex,
+            ingress: canary
+                .spec
+                .ingress_ref
+                .as_ref()
+                .map_or_else(|| own_target.clone(), |r| r.name.clone()),
+            route: canary
+                .spec
+                .route_ref
+                .as_ref()
+                .map_or_else(|| own_target.clone(), |r| r.name.clone()),
+            interval: interval.to_owned(),
+            variables: metric.template_variables.clone().unwrap_or_default(),
+        }
+    }
+}
+
 /// Renders a query template.
 pub fn render(template: &str, model: &Model) -> Result<String, String> {
     let mut out = String::new();

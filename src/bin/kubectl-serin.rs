@@ -1,4 +1,4 @@
-//! The `kubectl-serin` binary: the kubectl plugin (`kubectl serin get|explain`).
+//! The `kubectl-serin` binary: the kubectl plugin (`kubectl serin get|explain|promote|abort|retry|pause|resume`).
 
 use std::process::ExitCode;
 
@@ -6,20 +6,5 @@ use clap::Parser;
 use serin::plugin::{Plugin, run};
 
 fn main() -> ExitCode {
-    let plugin = Plugin::parse();
-    serin_runtime::tls::install_crypto_provider();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(plugin)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    serin::cli::block_on(run(Plugin::parse()))
 }

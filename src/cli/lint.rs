@@ -139,7 +139,7 @@ fn whole_file(file: &Path, message: String) -> Problem {
     }
 }
 
-fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, String> {
+pub(crate) fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, String> {
     let meta = std::fs::metadata(path).map_err(|err| format!("cannot read: {err}"))?;
     if !meta.is_dir() {
         return Ok(vec![path.to_owned()]);

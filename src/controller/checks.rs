@@ -397,29 +397,8 @@ async fn measure(ctx: &Context, canary: &Canary, metric: &CanaryMetric) -> Resul
     let query = analysis::render::collapse_whitespace(&query);
     let value = match prometheus::query(&ctx.prometheus(), &address, &query, &auth).await {
         Ok(v) => v,
-        Err(prometheus::QueryError::NoValues) if builtin => {
-            // Flagger adds the query error to the success rate's text only.
-            let suffix = if metric.name == METRIC_REQUEST_DURATION {
-                ""
-            } else {
-                ": running query failed: no values found"
-            };
-            return Err(Event::warning(format!(
-                "Halt advancement no values found for istio metric {} probably {target}.{namespace} is not receiving traffic{suffix}",
-                metric.name
-            )));
-        }
-        Err(prometheus::QueryError::NoValues) if metric.template_ref.is_some() => {
-            return Err(Event::warning(format!(
-                "Halt advancement no values found for custom metric: {}: no values found",
-                metric.name
-            )));
-        }
         Err(prometheus::QueryError::NoValues) => {
-            return Err(Event::warning(format!(
-                "Halt advancement no values found for metric: {}",
-                metric.name
-            )));
+            return Err(Event::warning(analysis::no_values(metric, &target, &namespace)));
         }
         Err(err) if builtin => return Err(Event::warning(format!("Prometheus query failed: {err}"))),
         Err(err) => {
@@ -457,7 +436,6 @@ pub(super) async fn template_query(
     interval: &str,
 ) -> Result<(String, String, prometheus::Auth), String> {
     let namespace = canary.metadata.namespace.clone().unwrap_or_default();
-    let own_target = &canary.spec.target_ref.name;
     let template_ns = template_ref
         .namespace
         .clone()
@@ -474,24 +452,7 @@ pub(super) async fn template_query(
             "{named} uses provider {provider:?}, which serin does not implement (it implements prometheus)"
         ));
     }
-    let model = analysis::render::Model {
-        name: canary.metadata.name.clone().unwrap_or_default(),
-        namespace,
-        target: target.to_owned(),
-        service: canary.service_names().apex,
-        ingress: canary
-            .spec
-            .ingress_ref
-            .as_ref()
-            .map_or_else(|| own_target.clone(), |r| r.name.clone()),
-        route: canary
-            .spec
-            .route_ref
-            .as_ref()
-            .map_or_else(|| own_target.clone(), |r| r.name.clone()),
-        interval: interval.to_owned(),
-        variables: metric.template_variables.clone().unwrap_or_default(),
-    };
+    let model = analysis::render::Model::of(canary, metric, target, interval);
     let query = analysis::render::render(&template.spec.query, &model)
         .map_err(|e| format!("{named} query render error: {e}"))?;
     let auth = template_auth(ctx, &template, &template_ns)
@@ -619,7 +580,7 @@ async fn metric_providers(ctx: &Context, canary: &Canary) -> Result<(), String> 
 
 /// The Prometheus a MetricTemplate names. As in Flagger, a template must name one:
 /// `--metrics-server` serves builtin and inline metrics only.
-fn template_address(template: &MetricTemplate) -> Result<String, String> {
+pub fn template_address(template: &MetricTemplate) -> Result<String, String> {
     let provider = &template.spec.provider;
     let address = provider.address.as_deref().unwrap_or_default();
     match url::Url::parse(address) {

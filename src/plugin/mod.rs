@@ -278,17 +278,23 @@ async fn get(client: Client, namespace: &str, args: &GetArgs) -> Result<(), Stri
         .await
         .map_err(|e| format!("watching Canaries: {e}"))?
     {
-        let touched: Option<Key> = match change {
+        // A Canary that changed prints a row (a watch restarted lists again: one already printed
+        // at that version is not printed twice); a request prints one when it pauses or resumes.
+        let touched: Option<(Key, bool)> = match change {
             Change::Canary(event) => match *event {
                 watcher::Event::Apply(c) | watcher::Event::InitApply(c) if keep(&c) => {
                     let k = key(&c.metadata);
+                    let version = c.metadata.resource_version.clone();
+                    let seen = shown
+                        .get(&k)
+                        .is_some_and(|(old, row)| row.is_some() && old.metadata.resource_version == version);
                     match shown.get_mut(&k) {
                         Some(entry) => entry.0 = c,
                         None => {
                             shown.insert(k.clone(), (c, None));
                         }
                     }
-                    Some(k)
+                    (!seen).then_some((k, true))
                 }
                 watcher::Event::Delete(c) => {
                     shown.remove(&key(&c.metadata));
@@ -300,7 +306,7 @@ async fn get(client: Client, namespace: &str, args: &GetArgs) -> Result<(), Stri
                 watcher::Event::Apply(a) | watcher::Event::InitApply(a) => {
                     let k = (a.metadata.namespace.clone(), Some(a.spec.canary.clone()));
                     asked.insert(key(&a.metadata), a);
-                    Some(k)
+                    Some((k, false))
                 }
                 watcher::Event::Delete(a) => {
                     asked.remove(&key(&a.metadata));
@@ -309,18 +315,16 @@ async fn get(client: Client, namespace: &str, args: &GetArgs) -> Result<(), Stri
                 _ => None,
             },
         };
-        let Some((canary, printed)) = touched.and_then(|k| shown.get_mut(&k)) else {
+        let Some((k, canary_changed)) = touched else {
+            continue;
+        };
+        let Some((canary, printed)) = shown.get_mut(&k) else {
             continue;
         };
         let mine: Vec<CanaryAction> = asked.values().cloned().collect();
         let row = view::row(canary, &of(&mine, canary), now_at());
-        // Only what a reader sees changing (a new status, a pause, a resume), not the time to
-        // the next step alone.
-        let seen = |r: &view::Row| view::Row {
-            next_step_in: None,
-            ..r.clone()
-        };
-        if printed.as_ref().map(seen) == Some(seen(&row)) {
+        let pause_changed = printed.as_ref().map(|p| &p.paused_by) != Some(&row.paused_by);
+        if !canary_changed && !pause_changed {
             continue;
         }
         *printed = Some(row.clone());

@@ -107,14 +107,7 @@ fn short(check: &CheckStatus) -> String {
     format!("{}{value} {}", check.name, check.verdict)
 }
 
-/// A number as people read it: up to two decimals, no trailing zeros.
-pub fn number(x: f64) -> String {
-    if x != 0.0 && x.abs() < 0.01 {
-        return format!("{x:.2e}");
-    }
-    let text = format!("{x:.2}");
-    text.trim_end_matches('0').trim_end_matches('.').to_owned()
-}
+pub use crate::analysis::number;
 
 /// Who paused the Canary's run, while a pause holds it, from its requests (`CanaryAction`s).
 pub fn paused_by(canary: &Canary, asked: &[Request]) -> Option<String> {

@@ -2,6 +2,7 @@
 
 mod chaos;
 mod operate;
+mod simulate;
 mod strategies;
 mod support;
 
@@ -108,14 +109,7 @@ async fn initialization_creates_the_primary_services_and_routing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_image_is_analysed_and_promoted() {
     let s = initialized().await;
-    s.kubectl(&[
-        "-n",
-        NS,
-        "set",
-        "image",
-        "deploy/podinfo",
-        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
-    ]);
+    s.set_image("6.0.1");
     let mut weights = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(150);
     loop {
@@ -548,14 +542,7 @@ async fn a_metric_template_is_compared_with_the_primary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_controller_continues_the_rollout() {
     let mut s = initialized().await;
-    s.kubectl(&[
-        "-n",
-        NS,
-        "set",
-        "image",
-        "deploy/podinfo",
-        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.3",
-    ]);
+    s.set_image("6.0.3");
     let c = s
         .wait_canary("weight 20", Duration::from_secs(90), |c| {
             c.status
@@ -610,26 +597,12 @@ fn primary_image(v: &serde_json::Value) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_revision_during_the_analysis_restarts_it() {
     let s = initialized().await;
-    s.kubectl(&[
-        "-n",
-        NS,
-        "set",
-        "image",
-        "deploy/podinfo",
-        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
-    ]);
+    s.set_image("6.0.1");
     s.wait_canary("weight 10", Duration::from_secs(90), |c| {
         c.status.as_ref().is_some_and(|st| st.canary_weight >= 10)
     })
     .await;
-    s.kubectl(&[
-        "-n",
-        NS,
-        "set",
-        "image",
-        "deploy/podinfo",
-        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.2",
-    ]);
+    s.set_image("6.0.2");
     s.wait_canary("Succeeded", Duration::from_secs(150), |c| {
         phase(c) == CanaryPhase::Succeeded
     })
@@ -702,14 +675,7 @@ async fn gates_hold_the_rollout_until_opened_and_kubectl_follows_it() {
         {"name":"ask-rollout","type":"confirm-rollout","url":"http://flagger-loadtester.test/gate/check"},
         {"name":"ask-promotion","type":"confirm-promotion","url":"http://flagger-loadtester.test/gate/check"}]}}}"#;
     s.patch_canary(gates);
-    s.kubectl(&[
-        "-n",
-        NS,
-        "set",
-        "image",
-        "deploy/podinfo",
-        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
-    ]);
+    s.set_image("6.0.1");
     s.wait_canary("Waiting", Duration::from_secs(30), |c| {
         phase(c) == CanaryPhase::Waiting
     })
@@ -824,14 +790,7 @@ async fn broken_canaries_do_not_stall_a_healthy_one() {
     let s = initialized().await;
     let broken = repo().join("tests/e2e/fixtures/broken-canaries.yaml");
     s.apply(&broken);
-    s.kubectl(&[
-        "-n",
-        NS,
-        "set",
-        "image",
-        "deploy/podinfo",
-        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
-    ]);
+    s.set_image("6.0.1");
     s.wait_canary("Succeeded", Duration::from_secs(150), |c| {
         phase(c) == CanaryPhase::Succeeded
     })
@@ -966,14 +925,7 @@ async fn flagger_examples_run_unchanged() {
         "10"
     );
     s.kubectl(&["-n", NS, "get", "secret", "podinfo-secret-primary"]);
-    s.kubectl(&[
-        "-n",
-        NS,
-        "set",
-        "image",
-        "deploy/podinfo",
-        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
-    ]);
+    s.set_image("6.0.1");
     s.wait_canary("Succeeded", Duration::from_secs(180), |c| {
         phase(c) == CanaryPhase::Succeeded
     })
@@ -1004,14 +956,7 @@ async fn a_prometheus_outage_fails_checks_and_the_rollout_completes_after_it() {
     let s = initialized().await;
     // Three failed checks are tolerated through the outage.
     s.patch_canary(r#"{"spec":{"analysis":{"threshold":3}}}"#);
-    s.kubectl(&[
-        "-n",
-        NS,
-        "set",
-        "image",
-        "deploy/podinfo",
-        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
-    ]);
+    s.set_image("6.0.1");
     s.wait_canary("weight 10", Duration::from_secs(60), |c| {
         c.status.as_ref().is_some_and(|st| st.canary_weight >= 10)
     })
@@ -1051,14 +996,7 @@ async fn a_template_that_does_not_render_fails_checks_with_its_error() {
         "-p",
         bad,
     ]);
-    s.kubectl(&[
-        "-n",
-        NS,
-        "set",
-        "image",
-        "deploy/podinfo",
-        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
-    ]);
+    s.set_image("6.0.1");
     s.wait_failed(Duration::from_secs(120)).await;
     let events = s.events();
     assert!(
@@ -1079,14 +1017,7 @@ async fn event_webhooks_receive_every_event() {
         r#"{{"spec":{{"analysis":{{"webhooks":[{{"name":"events","type":"event","url":"{url}","metadata":{{"team":"web"}}}}]}}}}}}"#
     );
     s.patch_canary(&hooks);
-    s.kubectl(&[
-        "-n",
-        NS,
-        "set",
-        "image",
-        "deploy/podinfo",
-        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
-    ]);
+    s.set_image("6.0.1");
     s.wait_canary("Succeeded", Duration::from_secs(150), |c| {
         phase(c) == CanaryPhase::Succeeded
     })
@@ -1146,14 +1077,7 @@ async fn skip_analysis_promotes_without_analysing() {
         phase(c) == CanaryPhase::Initialized
     })
     .await;
-    s.kubectl(&[
-        "-n",
-        NS,
-        "set",
-        "image",
-        "deploy/podinfo",
-        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
-    ]);
+    s.set_image("6.0.1");
     s.wait_canary("Succeeded", Duration::from_secs(60), |c| {
         phase(c) == CanaryPhase::Succeeded
     })
@@ -1183,14 +1107,7 @@ async fn a_webhook_that_times_out_fails_checks_and_rolls_back() {
         r#"{{"spec":{{"analysis":{{"webhooks":[{{"name":"slow-check","type":"rollout","url":"{url}","timeout":"1s"}}]}}}}}}"#
     );
     s.patch_canary(&hooks);
-    s.kubectl(&[
-        "-n",
-        NS,
-        "set",
-        "image",
-        "deploy/podinfo",
-        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
-    ]);
+    s.set_image("6.0.1");
     s.wait_failed(Duration::from_secs(90)).await;
     let events = s.events();
     assert!(
@@ -1294,14 +1211,7 @@ async fn fields_flagger_wrote_on_the_primary_are_taken_over_and_removed_at_promo
         .replace("podinfo-primary", &as_flagger, &primary)
         .await
         .expect("Flagger's update");
-    s.kubectl(&[
-        "-n",
-        NS,
-        "set",
-        "image",
-        "deploy/podinfo",
-        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
-    ]);
+    s.set_image("6.0.1");
     s.wait_canary("Succeeded", Duration::from_secs(60), |c| {
         phase(c) == CanaryPhase::Succeeded
     })

@@ -104,14 +104,7 @@ async fn people_pause_resume_abort_retry_and_promote_and_a_gitops_reapply_neithe
     assert!(!me.is_empty(), "kubectl auth whoami names the user");
 
     // A run in progress, paused.
-    s.kubectl(&[
-        "-n",
-        NS,
-        "set",
-        "image",
-        "deploy/podinfo",
-        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
-    ]);
+    s.set_image("6.0.1");
     let c = s
         .wait_canary("the first step", Duration::from_secs(90), |c| {
             phase(c) == CanaryPhase::Progressing && weight(c) >= 5
@@ -212,14 +205,7 @@ async fn people_pause_resume_abort_retry_and_promote_and_a_gitops_reapply_neithe
 
     // A new revision, promoted at once without the analysis; an action for the old revision is
     // ignored with an event naming who asked.
-    s.kubectl(&[
-        "-n",
-        NS,
-        "set",
-        "image",
-        "deploy/podinfo",
-        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.3",
-    ]);
+    s.set_image("6.0.3");
     // Its first step: the canary is ready (a promotion waits for that).
     s.wait_canary("the new revision's first step", Duration::from_secs(90), |c| {
         phase(c) == CanaryPhase::Progressing

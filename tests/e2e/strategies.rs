@@ -23,14 +23,7 @@ async fn example_initialized(example: &str) -> Scenario {
 }
 
 fn new_image(s: &Scenario) {
-    s.kubectl(&[
-        "-n",
-        NS,
-        "set",
-        "image",
-        "deploy/podinfo",
-        "podinfod=ghcr.io/stefanprodan/podinfo:6.0.1",
-    ]);
+    s.set_image("6.0.1");
 }
 
 fn virtual_service(s: &Scenario, name: &str) -> Value {

@@ -140,6 +140,20 @@ impl Scenario {
         self.kubectl(&["-n", NS, "apply", "-f", path.to_str().expect("utf8")]);
     }
 
+    /// `serin ARGS` (another subcommand than `run`) as the test runs it: with the cluster's
+    /// network (the proxy) and the test bed's kubeconfig.
+    pub fn serin_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_serin"));
+        command
+            .args(args)
+            .env("KUBECONFIG", self.tb.kubeconfig())
+            .env("HTTP_PROXY", self.tb.proxy_url().expect("proxy"))
+            .env("http_proxy", self.tb.proxy_url().expect("proxy"))
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env("no_proxy", "127.0.0.1,localhost");
+        command
+    }
+
     /// Starts `serin run`.
     pub fn start_serin(&mut self) {
         self.start_serin_with(&[]);
@@ -494,6 +508,19 @@ impl Scenario {
         self.patch_target(
             r#"{"spec":{"template":{"metadata":{"annotations":{"testbed.serin.dev/error-rate":"0.5"}},"spec":{"containers":[{"name":"podinfod","image":"ghcr.io/stefanprodan/podinfo:6.0.2"}]}}}}"#,
         );
+    }
+
+    /// Sets the target's image to podinfo `tag` with real kubectl (`kubectl set image`), as a
+    /// user releasing a new version would.
+    pub fn set_image(&self, tag: &str) {
+        self.kubectl(&[
+            "-n",
+            NS,
+            "set",
+            "image",
+            "deploy/podinfo",
+            &format!("podinfod=ghcr.io/stefanprodan/podinfo:{tag}"),
+        ]);
     }
 
     /// Patches the target Deployment `podinfo` (strategic merge patch), as a user would.
