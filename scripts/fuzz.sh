@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 targets=(canary metric_template alert_provider template_query duration prometheus_response
   sync_kustomization sync_git_repository sync_kustomization_file sync_kustomize_output source_ignore
-  emulator_requests)
+  sync_helm_release sync_helm_index emulator_requests)
 if [ -n "${FUZZ_TARGETS:-}" ]; then
   read -r -a targets <<<"$FUZZ_TARGETS"
 fi
@@ -28,11 +28,12 @@ corpus = pathlib.Path(sys.argv[1])
 kinds = {
     "Canary": "canary", "MetricTemplate": "metric_template", "AlertProvider": "alert_provider",
     "Kustomization": "sync_kustomization", "GitRepository": "sync_git_repository",
+    "HelmRelease": "sync_helm_release",
 }
 seeds = {t: [] for t in [
     "canary", "metric_template", "alert_provider", "template_query", "duration", "prometheus_response",
     "sync_kustomization", "sync_git_repository", "sync_kustomization_file", "sync_kustomize_output",
-    "source_ignore", "emulator_requests",
+    "source_ignore", "emulator_requests", "sync_helm_release", "sync_helm_index",
 ]}
 for root in ["examples", "tests/e2e/fixtures"]:
     for path in pathlib.Path(root).rglob("*.y*ml"):
@@ -56,6 +57,13 @@ seeds["emulator_requests"] += [
     "PATCH /api/v1/namespaces/test/configmaps/c\napplication/json-patch+json\n[{\"op\":\"add\",\"path\":\"/data/x\",\"value\":\"1\"}]\n===\nGET /api/v1/namespaces/test/configmaps/c\n\n",
     "PATCH /apis/apps/v1/namespaces/test/deployments/d\napplication/strategic-merge-patch+json\n{\"spec\":{\"template\":{\"spec\":{\"containers\":[{\"name\":\"c\",\"image\":\"y\"}]}}}}",
     "GET /api/v1/namespaces/test/configmaps\napplication/json;as=Table;v=v1;g=meta.k8s.io\n",
+]
+seeds["sync_helm_index"] += [
+    ">=1.0.0 <2.0.0\napiVersion: v1\nentries:\n  demo:\n  - name: demo\n    version: 1.2.3\n    urls: [demo-1.2.3.tgz]\n",
+    "1.x || ^2\nentries: {}\n",
+]
+seeds["sync_helm_release"] += [
+    "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata: {name: demo, namespace: apps}\nspec:\n  interval: 5m\n  chart:\n    spec:\n      chart: demo\n      sourceRef: {kind: HelmRepository, name: charts}\n  valuesFrom:\n  - {kind: ConfigMap, name: v, targetPath: image.tag}\n",
 ]
 seeds["duration"] += ["1m", "30s", "1h30m", "1.5h", "500ms", "0", "2562047h"]
 seeds["prometheus_response"] += [

@@ -1057,7 +1057,7 @@ fn the_dockerfile_builds_both_binaries_into_a_non_root_image() {
         })
         .collect();
     let names: Vec<&str> = stages.iter().map(|(_, n)| n.as_str()).collect();
-    assert_eq!(names, ["build", "kustomize", "runtime"]);
+    assert_eq!(names, ["build", "kustomize", "helm", "runtime"]);
     let toolchain = std::fs::read_to_string(repo().join("rust-toolchain.toml")).expect("toolchain");
     let channel = toolchain
         .lines()

@@ -2,7 +2,8 @@
 //! Kustomization and GitRepository documents (decoding, the unsupported-field checks, durations
 //! and timeouts, the spec's build fields written over a kustomization and checked by the
 //! fence), a repository's kustomization files through the fence, kustomize's output through
-//! `postBuild` substitution, and `.sourceignore` patterns. `fuzz/` feeds them to libFuzzer and
+//! `postBuild` substitution, `.sourceignore` patterns, HelmRelease documents (with their values
+//! paths) and Helm repository indexes with version ranges. `fuzz/` feeds them to libFuzzer and
 //! `tests/inputs.rs` drives them with generated cases; both check that no input panics. Pure:
 //! paths resolve against an artifact root that does not exist, so nothing is read.
 
@@ -116,6 +117,42 @@ pub fn built_objects(text: &str) -> Result<usize, String> {
             .len();
     }
     Ok(count)
+}
+
+/// A HelmRelease document: decoded, checked for unsupported fields, its durations parsed, its
+/// release name made, and each `valuesFrom[].targetPath` set in its `values`, whose digest is
+/// taken. `Err` names the field or position.
+pub fn helm_release_document(text: &str) -> Result<(), String> {
+    use crate::controller::helm_release::{plan, unsupported_field};
+    let mut hr: crate::api::HelmRelease = serin_runtime::yaml::from_str(text)?;
+    hr.metadata.namespace.get_or_insert_with(|| "default".into());
+    if let Some(why) = unsupported_field(&hr) {
+        return Err(why);
+    }
+    status::parse_duration(&hr.spec.interval).map_err(|e| format!("spec.interval: {e}"))?;
+    if let Some(timeout) = &hr.spec.timeout {
+        status::parse_duration(timeout).map_err(|e| format!("spec.timeout: {e}"))?;
+    }
+    let _ = plan::release_name(&hr.spec, hr.metadata.name.as_deref().unwrap_or_default());
+    let mut values = hr.spec.values.clone().unwrap_or_else(|| serde_json::json!({}));
+    for (i, from) in hr.spec.values_from.iter().enumerate() {
+        if let Some(path) = &from.target_path {
+            plan::set_path(&mut values, path, "1", false)
+                .map_err(|e| format!("spec.valuesFrom[{i}].targetPath: {e}"))?;
+        }
+    }
+    let _ = plan::digest(&values);
+    Ok(())
+}
+
+/// A Helm repository index: parsed, and for each of its charts the version `range` selects.
+pub fn helm_index(text: &str, range: &str) -> Result<Vec<String>, String> {
+    let index = crate::source::helm_index::Index::parse(text.as_bytes())?;
+    Ok(index
+        .entries
+        .keys()
+        .filter_map(|chart| index.select(chart, Some(range)).ok().map(|v| v.version.clone()))
+        .collect())
 }
 
 #[cfg(test)]

@@ -26,6 +26,12 @@ const INTERESTING: &[&str] = &[
     "true",
 ];
 
+/// A HelmRelease using most of what serin-sync reads.
+const HELM_RELEASE: &str = "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: demo\n  namespace: apps\nspec:\n  interval: 5m\n  timeout: 2m\n  targetNamespace: apps\n  chart:\n    spec:\n      chart: demo\n      version: '>=1.0.0 <2.0.0'\n      sourceRef:\n        kind: HelmRepository\n        name: charts\n  install:\n    remediation:\n      retries: 3\n  upgrade:\n    remediation:\n      retries: 2\n      strategy: rollback\n  valuesFrom:\n  - kind: ConfigMap\n    name: demo-values\n    targetPath: image.tag\n  values:\n    replicas: 2\n";
+
+/// A Helm repository index with two charts.
+const HELM_INDEX: &str = "apiVersion: v1\nentries:\n  demo:\n  - name: demo\n    version: 1.2.3\n    urls: [demo-1.2.3.tgz]\n  - name: demo\n    version: 2.0.0-rc.1\n    urls: [demo-2.0.0-rc.1.tgz]\n  web:\n  - name: web\n    version: 0.1.0\n    urls: [https://example.com/web-0.1.0.tgz]\n";
+
 /// The YAML files of the project's GitOps example.
 fn example_files() -> Vec<(std::path::PathBuf, String)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/gitops");
@@ -163,5 +169,32 @@ fn no_input_panics_and_every_rejection_names_its_place() {
             let _ = inputs::source_ignore(text);
         },
     );
-    assert!(total >= 7000, "{total} cases");
+    let releases = vec![HELM_RELEASE.to_owned()];
+    total += pass(
+        "HelmRelease",
+        1500,
+        |rng| mutate_one(rng, &releases, INTERESTING),
+        |text| rejection(inputs::helm_release_document(text)),
+    );
+    let indexes = vec![HELM_INDEX.to_owned()];
+    total += pass(
+        "Helm repository index and ranges",
+        1000,
+        |rng| {
+            let index = mutate_one(rng, &indexes, INTERESTING);
+            let range = pieces(
+                rng,
+                &[
+                    ">=", "<", "1", ".", "2", "x", "*", "^", "~", " - ", "||", ",", " ", "v", "-rc.1",
+                ],
+                8,
+            );
+            format!("{range}\n{index}")
+        },
+        |text| {
+            let (range, index) = text.split_once('\n').unwrap_or((text, ""));
+            let _ = inputs::helm_index(index, range);
+        },
+    );
+    assert!(total >= 9500, "{total} cases");
 }

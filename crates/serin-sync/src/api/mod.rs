@@ -1,7 +1,9 @@
-//! Flux's resource types, read unchanged: `source.toolkit.fluxcd.io/v1` GitRepository and
-//! `kustomize.toolkit.fluxcd.io/v1` Kustomization, and the CRDs serin-sync installs. No I/O.
+//! Flux's resource types, read unchanged: `source.toolkit.fluxcd.io/v1` GitRepository,
+//! HelmRepository and HelmChart, `kustomize.toolkit.fluxcd.io/v1` Kustomization and
+//! `helm.toolkit.fluxcd.io/v2` HelmRelease, and the CRDs serin-sync installs. No I/O.
 
 pub mod git_repository;
+pub mod helm;
 pub mod kustomization;
 pub mod schema;
 
@@ -11,6 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use git_repository::{Artifact, GitRepository, GitRepositoryRef, GitRepositorySpec, GitRepositoryStatus};
+pub use helm::{HelmChart, HelmRelease, HelmRepository};
 pub use kustomization::{Kustomization, KustomizationSpec, KustomizationStatus, ResourceRef};
 
 /// The finalizer Flux puts on its objects.
@@ -24,12 +27,18 @@ pub struct LocalObjectReference {
     pub name: String,
 }
 
-/// The two CRDs serin-sync serves.
+/// The CRDs serin-sync serves.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    [GitRepository::crd(), Kustomization::crd()]
-        .into_iter()
-        .map(|crd| with_status_default(serin_runtime::crd::complete(crd)))
-        .collect()
+    [
+        GitRepository::crd(),
+        Kustomization::crd(),
+        HelmRepository::crd(),
+        HelmChart::crd(),
+        HelmRelease::crd(),
+    ]
+    .into_iter()
+    .map(|crd| with_status_default(serin_runtime::crd::complete(crd)))
+    .collect()
 }
 
 /// Flux's CRDs default the status to `observedGeneration: -1`.

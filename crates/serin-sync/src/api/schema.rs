@@ -44,3 +44,38 @@ pub fn substitute_kind(_: &mut SchemaGenerator) -> Schema {
 pub fn deletion_policy(_: &mut SchemaGenerator) -> Schema {
     json_schema!({ "type": "string", "enum": ["MirrorPrune", "Delete", "WaitForTermination", "Orphan"], "nullable": true })
 }
+
+/// A Helm repository URL: `http(s)://` (an index) or `oci://`.
+pub fn helm_url(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "string", "pattern": "^(http|https|oci)://.*$" })
+}
+
+/// `default` or `oci`.
+pub fn helm_repository_type(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "string", "enum": ["default", "oci"], "nullable": true })
+}
+
+/// A HelmChart's `reconcileStrategy`.
+pub fn reconcile_strategy(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "string", "enum": ["ChartVersion", "Revision"], "nullable": true })
+}
+
+/// The sources a HelmChart is made from.
+pub fn helm_chart_source_kind(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "string", "enum": ["HelmRepository", "GitRepository", "Bucket"] })
+}
+
+/// A HelmRelease's drift detection mode.
+pub fn drift_mode(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "string", "enum": ["enabled", "warn", "disabled"], "nullable": true })
+}
+
+/// What a failed upgrade is remediated with.
+pub fn remediation_strategy(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "string", "enum": ["rollback", "uninstall"], "nullable": true })
+}
+
+/// What Helm does with a chart's `crds/`.
+pub fn crds_policy(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "string", "enum": ["Skip", "Create", "CreateReplace"], "nullable": true })
+}

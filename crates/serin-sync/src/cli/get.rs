@@ -1,4 +1,4 @@
-//! `serin-sync get kustomizations|sources git|all`: Flux's tables (NAME REVISION SUSPENDED READY
+//! `serin-sync get kustomizations|helmreleases|sources git|helm|chart|all`: Flux's tables (NAME REVISION SUSPENDED READY
 //! MESSAGE, NAMESPACE first with `-A`), hashes shortened to 8 characters, optionally only the
 //! objects a `--status-selector type=status` matches. Does I/O.
 
@@ -8,7 +8,7 @@ use kube::{Api, ResourceExt, api::ListParams};
 
 use super::ClusterArgs;
 use crate::{
-    api::{GitRepository, Kustomization},
+    api::{GitRepository, HelmChart, HelmRelease, HelmRepository, Kustomization},
     controller::status,
     source::revision::shorten_hashes,
 };
@@ -33,6 +33,9 @@ pub enum GetWhat {
     /// Kustomizations (optionally one by name).
     #[command(alias = "kustomization", alias = "ks")]
     Kustomizations { name: Option<String> },
+    /// HelmReleases (optionally one by name).
+    #[command(alias = "helmrelease", alias = "hr")]
+    Helmreleases { name: Option<String> },
     /// Sources.
     #[command(alias = "source")]
     Sources {
@@ -47,6 +50,10 @@ pub enum GetWhat {
 pub enum SourceKind {
     /// GitRepositories (optionally one by name).
     Git { name: Option<String> },
+    /// HelmRepositories (optionally one by name).
+    Helm { name: Option<String> },
+    /// HelmCharts (optionally one by name).
+    Chart { name: Option<String> },
 }
 
 /// `--status-selector TYPE=STATUS`: an object matches when its condition of that type has that
@@ -97,6 +104,18 @@ fn kustomization_conditions(k: &Kustomization) -> &[Condition] {
 
 fn source_conditions(r: &GitRepository) -> &[Condition] {
     r.status.as_ref().map_or(&[], |s| &s.conditions)
+}
+
+fn helm_repository_conditions(r: &HelmRepository) -> &[Condition] {
+    r.status.as_ref().map_or(&[], |s| &s.conditions)
+}
+
+fn helm_chart_conditions(c: &HelmChart) -> &[Condition] {
+    c.status.as_ref().map_or(&[], |s| &s.conditions)
+}
+
+fn helm_release_conditions(h: &HelmRelease) -> &[Condition] {
+    h.status.as_ref().map_or(&[], |s| &s.conditions)
 }
 
 /// One table row before formatting.
@@ -194,6 +213,68 @@ pub fn source_rows(items: &[GitRepository], prefix: &str) -> Vec<Row> {
         .collect()
 }
 
+/// Rows of HelmRepositories (an OCI repository has no revision).
+pub fn helm_repository_rows(items: &[HelmRepository], prefix: &str) -> Vec<Row> {
+    items
+        .iter()
+        .map(|r| {
+            let st = r.status.clone().unwrap_or_default();
+            let (ready, message) = ready_of(&st.conditions);
+            Row {
+                namespace: r.namespace().unwrap_or_default(),
+                name: format!("{prefix}{}", r.name_any()),
+                revision: st.artifact.map(|a| a.revision).unwrap_or_default(),
+                suspended: r.spec.suspend == Some(true),
+                ready,
+                message,
+            }
+        })
+        .collect()
+}
+
+/// Rows of HelmCharts: the chart version stored.
+pub fn helm_chart_rows(items: &[HelmChart], prefix: &str) -> Vec<Row> {
+    items
+        .iter()
+        .map(|c| {
+            let st = c.status.clone().unwrap_or_default();
+            let (ready, message) = ready_of(&st.conditions);
+            Row {
+                namespace: c.namespace().unwrap_or_default(),
+                name: format!("{prefix}{}", c.name_any()),
+                revision: st.artifact.map(|a| a.revision).unwrap_or_default(),
+                suspended: c.spec.suspend == Some(true),
+                ready,
+                message,
+            }
+        })
+        .collect()
+}
+
+/// Rows of HelmReleases: the chart version of the newest revision, else the one last attempted.
+pub fn helm_release_rows(items: &[HelmRelease], prefix: &str) -> Vec<Row> {
+    items
+        .iter()
+        .map(|h| {
+            let st = h.status.clone().unwrap_or_default();
+            let (ready, message) = ready_of(&st.conditions);
+            Row {
+                namespace: h.namespace().unwrap_or_default(),
+                name: format!("{prefix}{}", h.name_any()),
+                revision: st
+                    .history
+                    .first()
+                    .map(|s| s.chart_version.clone())
+                    .or(st.last_attempted_revision)
+                    .unwrap_or_default(),
+                suspended: h.spec.suspend == Some(true),
+                ready,
+                message,
+            }
+        })
+        .collect()
+}
+
 async fn list<K>(api: Api<K>, name: Option<&str>) -> anyhow::Result<Vec<K>>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
@@ -229,6 +310,9 @@ pub async fn run(args: &GetArgs) -> anyhow::Result<()> {
     let scope = (!args.all_namespaces).then_some(ns.as_str());
     let ks_api = || -> Api<Kustomization> { serin_runtime::scope::api(&client, scope) };
     let git_api = || -> Api<GitRepository> { serin_runtime::scope::api(&client, scope) };
+    let helm_repo_api = || -> Api<HelmRepository> { serin_runtime::scope::api(&client, scope) };
+    let chart_api = || -> Api<HelmChart> { serin_runtime::scope::api(&client, scope) };
+    let hr_api = || -> Api<HelmRelease> { serin_runtime::scope::api(&client, scope) };
     let empty = |what: &str| {
         if args.all_namespaces {
             eprintln!("✗ no {what} objects found in any namespace");
@@ -258,9 +342,46 @@ pub async fn run(args: &GetArgs) -> anyhow::Result<()> {
                 print!("{}", render(&source_rows(&items, ""), args.all_namespaces));
             }
         }
+        GetWhat::Helmreleases { name } => {
+            let items = list(hr_api(), name.as_deref()).await?;
+            if items.is_empty() {
+                empty("HelmRelease");
+            } else {
+                let items = select(items, selector, helm_release_conditions);
+                print!("{}", render(&helm_release_rows(&items, ""), args.all_namespaces));
+            }
+        }
+        GetWhat::Sources {
+            kind: SourceKind::Helm { name },
+        } => {
+            let items = list(helm_repo_api(), name.as_deref()).await?;
+            if items.is_empty() {
+                empty("HelmRepository");
+            } else {
+                let items = select(items, selector, helm_repository_conditions);
+                print!(
+                    "{}",
+                    render(&helm_repository_rows(&items, ""), args.all_namespaces)
+                );
+            }
+        }
+        GetWhat::Sources {
+            kind: SourceKind::Chart { name },
+        } => {
+            let items = list(chart_api(), name.as_deref()).await?;
+            if items.is_empty() {
+                empty("HelmChart");
+            } else {
+                let items = select(items, selector, helm_chart_conditions);
+                print!("{}", render(&helm_chart_rows(&items, ""), args.all_namespaces));
+            }
+        }
         GetWhat::All => {
             let repos = list(git_api(), None).await?;
+            let helm_repos = list(helm_repo_api(), None).await?;
+            let charts = list(chart_api(), None).await?;
             let ks = list(ks_api(), None).await?;
+            let releases = list(hr_api(), None).await?;
             let mut tables = Vec::new();
             if !repos.is_empty() {
                 let repos = select(repos, selector, source_conditions);
@@ -269,10 +390,31 @@ pub async fn run(args: &GetArgs) -> anyhow::Result<()> {
                     args.all_namespaces,
                 ));
             }
+            if !helm_repos.is_empty() {
+                let helm_repos = select(helm_repos, selector, helm_repository_conditions);
+                tables.push(render(
+                    &helm_repository_rows(&helm_repos, "helmrepository/"),
+                    args.all_namespaces,
+                ));
+            }
+            if !charts.is_empty() {
+                let charts = select(charts, selector, helm_chart_conditions);
+                tables.push(render(
+                    &helm_chart_rows(&charts, "helmchart/"),
+                    args.all_namespaces,
+                ));
+            }
             if !ks.is_empty() {
                 let ks = select(ks, selector, kustomization_conditions);
                 tables.push(render(
                     &kustomization_rows(&ks, "kustomization/"),
+                    args.all_namespaces,
+                ));
+            }
+            if !releases.is_empty() {
+                let releases = select(releases, selector, helm_release_conditions);
+                tables.push(render(
+                    &helm_release_rows(&releases, "helmrelease/"),
                     args.all_namespaces,
                 ));
             }

@@ -1,6 +1,5 @@
-//! `serin-sync run`: connects to the cluster, checks that the GitRepository and Kustomization
-//! CRDs are installed, starts the admin server (and leader election when asked), and runs the
-//! two reconcilers. Does I/O.
+//! `serin-sync run`: connects to the cluster, checks that its CRDs are installed, starts the
+//! admin server (and leader election when asked), and runs the reconcilers. Does I/O.
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -36,6 +35,9 @@ pub struct RunArgs {
     /// Poll interval of health checks.
     #[arg(long, env = "HEALTH_CHECK_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub health_check_interval: Duration,
+    /// The `helm` program HelmReleases are released with.
+    #[arg(long, env = "HELM_PROGRAM", default_value = "helm")]
+    pub helm_program: PathBuf,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     #[command(flatten)]
@@ -55,7 +57,7 @@ pub enum RunError {
     LostLeadership,
 }
 
-/// The GitRepository and Kustomization CRDs.
+/// The CRDs of every kind serin-sync reconciles.
 fn required_crds() -> Vec<RequiredCrd> {
     api::crds()
         .into_iter()
@@ -69,7 +71,9 @@ fn required_crds() -> Vec<RequiredCrd> {
 /// Connects, checks the CRDs, then serves until SIGTERM/SIGINT.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let (client, kube_config) = startup::connect(&required_crds()).await?;
-    tracing::info!("connected; the GitRepository and Kustomization CRDs are installed");
+    tracing::info!(
+        "connected; the GitRepository, Kustomization, HelmRepository, HelmChart and HelmRelease CRDs are installed"
+    );
     std::fs::create_dir_all(&args.storage_path).map_err(|source| RunError::Storage {
         path: args.storage_path.clone(),
         source,
@@ -88,6 +92,17 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         return Ok(());
     };
 
+    // `helm` talks to the cluster as serin-sync does.
+    let helm_kubeconfig = args.storage_path.join("helm-kubeconfig.yaml");
+    let written = crate::helm::kubeconfig_of(&kube_config)
+        .map_err(std::io::Error::other)
+        .and_then(|text| std::fs::write(&helm_kubeconfig, text));
+    if let Err(source) = written {
+        return Err(RunError::Storage {
+            path: helm_kubeconfig,
+            source,
+        });
+    }
     let ctx = Arc::new(controller::Context {
         client,
         kube_config: Some(kube_config),
@@ -98,6 +113,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             namespace: args.namespace.clone(),
             concurrency: args.concurrent,
             test_hooks: serin_runtime::hooks::enabled_by_env(),
+            helm: crate::helm::Helm {
+                program: args.helm_program.clone(),
+                kubeconfig: Some(helm_kubeconfig),
+            },
             ..Default::default()
         },
         metrics,

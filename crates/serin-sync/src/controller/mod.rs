@@ -5,6 +5,8 @@
 
 pub mod events;
 pub mod finalizer;
+pub mod helm_release;
+pub mod helm_source;
 pub mod kustomization;
 pub mod metrics;
 pub mod source;
@@ -34,7 +36,9 @@ use kube::{
     },
 };
 
-use crate::api::{GitRepository, Kustomization, REQUESTED_AT_ANNOTATION};
+use crate::api::{
+    GitRepository, HelmChart, HelmRelease, HelmRepository, Kustomization, REQUESTED_AT_ANNOTATION,
+};
 use status::{ConditionStatus, Progress};
 
 /// Settings of the controllers.
@@ -58,6 +62,8 @@ pub struct Config {
     pub concurrency: u16,
     /// Test hooks on (`SERIN_TEST_HOOKS`; never in production).
     pub test_hooks: bool,
+    /// The `helm` program HelmReleases are released with, and its kubeconfig.
+    pub helm: crate::helm::Helm,
 }
 
 impl Default for Config {
@@ -72,6 +78,10 @@ impl Default for Config {
             namespace: None,
             concurrency: 4,
             test_hooks: false,
+            helm: crate::helm::Helm {
+                program: "helm".into(),
+                kubeconfig: None,
+            },
         }
     }
 }
@@ -299,6 +309,91 @@ async fn reconcile_kustomization(
     }
 }
 
+/// Reconciles a Helm object that deserialized (timing it for Flux's metrics); reports one that
+/// did not.
+async fn reconcile_guarded<K, F>(
+    guard: Arc<DeserializeGuard<K>>,
+    ctx: Arc<Context>,
+    component: &'static str,
+    suspended: fn(&K) -> bool,
+    reconcile: fn(Arc<K>, Arc<Context>) -> F,
+) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    F: std::future::Future<Output = Result<Action, Error>>,
+{
+    match &guard.0 {
+        Ok(obj) => {
+            let started = std::time::Instant::now();
+            let labels = metrics::ObjectLabels::new(
+                &K::kind(&()),
+                &obj.name_any(),
+                &obj.namespace().unwrap_or_default(),
+            );
+            let result = reconcile(Arc::new(obj.clone()), ctx.clone()).await;
+            ctx.metrics
+                .observe(&labels, started.elapsed().as_secs_f64(), suspended(obj));
+            result
+        }
+        Err(invalid) => report_invalid::<K>(&ctx, invalid, component).await,
+    }
+}
+
+async fn reconcile_helm_repository(
+    guard: Arc<DeserializeGuard<HelmRepository>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    reconcile_guarded(
+        guard,
+        ctx,
+        helm_source::COMPONENT,
+        |r: &HelmRepository| r.spec.suspend == Some(true),
+        helm_source::reconcile_repository,
+    )
+    .await
+}
+
+async fn reconcile_helm_chart(
+    guard: Arc<DeserializeGuard<HelmChart>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    reconcile_guarded(
+        guard,
+        ctx,
+        helm_source::COMPONENT,
+        |c: &HelmChart| c.spec.suspend == Some(true),
+        helm_source::reconcile_chart,
+    )
+    .await
+}
+
+async fn reconcile_helm_release(
+    guard: Arc<DeserializeGuard<HelmRelease>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    reconcile_guarded(
+        guard,
+        ctx,
+        helm_release::COMPONENT,
+        |h: &HelmRelease| h.spec.suspend == Some(true),
+        helm_release::reconcile,
+    )
+    .await
+}
+
+/// A hash of a source's artifact (revision and digest): what makes its dependants reconcile.
+fn artifact_hash(artifact: Option<&crate::api::Artifact>) -> Option<u64> {
+    artifact.map(|a| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        a.revision.hash(&mut h);
+        a.digest.hash(&mut h);
+        h.finish()
+    })
+}
+
 /// A malformed object: a Warning event and Ready=False `InvalidObject`, then nothing until it
 /// changes. The other objects keep reconciling.
 async fn report_invalid<K>(
@@ -508,6 +603,152 @@ pub async fn run(
                 tracing::debug!(error = %e, "Kustomization reconcile did not complete");
             }
         });
+    let helm = run_helm(&ctx, &client, ns.as_deref(), shutdown.clone());
     ready();
-    futures::join!(sources, kustomizations);
+    futures::join!(sources, kustomizations, helm);
+}
+
+/// The Helm controllers: HelmRepositories, HelmCharts (on their own spec and their sources'
+/// artifacts) and HelmReleases (on their own spec and their HelmCharts' artifacts).
+async fn run_helm<S>(ctx: &Arc<Context>, client: &Client, ns: Option<&str>, shutdown: S)
+where
+    S: std::future::Future<Output = ()> + Clone + Send + Sync + 'static,
+{
+    use serin_runtime::scope::api;
+    let wc = watcher::Config::default();
+    let limits = kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency);
+
+    // HelmRepositories.
+    let (repo_store, repo_writer) = reflector::store();
+    let repo_stream = reflector::reflector(
+        repo_writer,
+        watcher(api::<DeserializeGuard<HelmRepository>>(client, ns), wc.clone()),
+    )
+    .default_backoff()
+    .applied_objects()
+    .predicate_filter(spec_or_request, Default::default());
+    let repositories = Controller::for_stream(repo_stream, repo_store)
+        .with_config(limits.clone())
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            |obj, ctx| with_backoff_reset(obj, ctx, reconcile_helm_repository),
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "HelmRepository reconcile did not complete");
+            }
+        });
+
+    // HelmCharts, and their sources' artifacts.
+    let (chart_store, chart_writer) = reflector::store();
+    let chart_stream = reflector::reflector(
+        chart_writer,
+        watcher(api::<DeserializeGuard<HelmChart>>(client, ns), wc.clone()),
+    )
+    .default_backoff()
+    .applied_objects()
+    .predicate_filter(spec_or_request, Default::default());
+    let helm_repo_artifacts = watcher(api::<DeserializeGuard<HelmRepository>>(client, ns), wc.clone())
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(
+            |r: &DeserializeGuard<HelmRepository>| {
+                artifact_hash(r.0.as_ref().ok()?.status.as_ref()?.artifact.as_ref())
+            },
+            Default::default(),
+        );
+    let git_artifacts = watcher(api::<DeserializeGuard<GitRepository>>(client, ns), wc.clone())
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(
+            |r: &DeserializeGuard<GitRepository>| {
+                artifact_hash(r.0.as_ref().ok()?.status.as_ref()?.artifact.as_ref())
+            },
+            Default::default(),
+        );
+    let chart_controller = Controller::for_stream(chart_stream, chart_store).with_config(limits.clone());
+    let store = chart_controller.store();
+    let charts_of = move |kind: &'static str| {
+        let store = store.clone();
+        move |source_ns: String, source_name: String| {
+            store
+                .state()
+                .into_iter()
+                .filter(|guard| {
+                    let Ok(c) = &guard.0 else { return false };
+                    c.namespace().as_deref() == Some(source_ns.as_str())
+                        && c.spec.source_ref.kind == kind
+                        && c.spec.source_ref.name == source_name
+                })
+                .map(|c| ObjectRef::from_obj(&*c))
+                .collect::<Vec<_>>()
+        }
+    };
+    let (of_helm_repo, of_git_repo) = (charts_of("HelmRepository"), charts_of("GitRepository"));
+    let charts = chart_controller
+        .watches_stream(helm_repo_artifacts, move |r: DeserializeGuard<HelmRepository>| {
+            of_helm_repo(r.namespace().unwrap_or_default(), r.name_any())
+        })
+        .watches_stream(git_artifacts, move |r: DeserializeGuard<GitRepository>| {
+            of_git_repo(r.namespace().unwrap_or_default(), r.name_any())
+        })
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            |obj, ctx| with_backoff_reset(obj, ctx, reconcile_helm_chart),
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "HelmChart reconcile did not complete");
+            }
+        });
+
+    // HelmReleases, and their charts' artifacts.
+    let (hr_store, hr_writer) = reflector::store();
+    let hr_stream = reflector::reflector(
+        hr_writer,
+        watcher(api::<DeserializeGuard<HelmRelease>>(client, ns), wc.clone()),
+    )
+    .default_backoff()
+    .applied_objects()
+    .predicate_filter(spec_or_request, Default::default());
+    let chart_artifacts = watcher(api::<DeserializeGuard<HelmChart>>(client, ns), wc)
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(
+            |c: &DeserializeGuard<HelmChart>| {
+                artifact_hash(c.0.as_ref().ok()?.status.as_ref()?.artifact.as_ref())
+            },
+            Default::default(),
+        );
+    let hr_controller = Controller::for_stream(hr_stream, hr_store).with_config(limits);
+    let store = hr_controller.store();
+    let releases = hr_controller
+        .watches_stream(chart_artifacts, move |c: DeserializeGuard<HelmChart>| {
+            let (chart_ns, chart_name) = (c.namespace().unwrap_or_default(), c.name_any());
+            store
+                .state()
+                .into_iter()
+                .filter(|guard| {
+                    let Ok(hr) = &guard.0 else { return false };
+                    helm_release::uses_chart(hr, &chart_ns, &chart_name)
+                })
+                .map(|hr| ObjectRef::from_obj(&*hr))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(
+            |obj, ctx| with_backoff_reset(obj, ctx, reconcile_helm_release),
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "HelmRelease reconcile did not complete");
+            }
+        });
+    futures::join!(repositories, charts, releases);
 }

@@ -183,6 +183,10 @@ pub fn start_controllers_with(tb: &Testbed, kube_config: Option<kube::Config>) -
             namespace: None,
             concurrency: 4,
             test_hooks: true,
+            helm: serin_sync::helm::Helm {
+                program: serin_testbed::helm_program(),
+                kubeconfig: Some(tb.kubeconfig().to_path_buf()),
+            },
         },
         metrics: metrics.clone(),
         backoffs: Default::default(),

@@ -1,0 +1,339 @@
+//! HelmReleases through the real helm program, from a chart repository served over http by the
+//! test (packages and index made by `helm package` and `helm repo index`): installed with values
+//! from a ConfigMap, upgraded when a new chart version enters the semver range, a failing
+//! upgrade rolled back until its retries are spent (then Stalled), `status.history` as
+//! `helm history` lists it, and the release uninstalled when the HelmRelease is deleted.
+
+mod support;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::{Api, api::DeleteParams};
+use serin_sync::api::{HelmChart, HelmRelease};
+use serin_testbed::Testbed;
+use support::*;
+
+fn helm(args: &[&str]) -> String {
+    let out = Command::new(serin_testbed::helm_program())
+        .args(args)
+        .output()
+        .expect("helm runs");
+    assert!(
+        out.status.success(),
+        "helm {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Packages the fixture chart as `version` into `repo` (with `image`), and indexes the repository.
+fn publish(repo: &Path, version: &str, image: &str, url: &str) {
+    let work = tempfile::tempdir().expect("tempdir");
+    let chart = work.path().join("demo");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/charts/demo");
+    for file in [
+        "Chart.yaml",
+        "values.yaml",
+        "templates/configmap.yaml",
+        "templates/deployment.yaml",
+    ] {
+        let dest = chart.join(file);
+        std::fs::create_dir_all(dest.parent().expect("parent")).expect("dir");
+        let text = std::fs::read_to_string(fixture.join(file)).expect("fixture");
+        std::fs::write(&dest, text.replace("ghcr.io/stefanprodan/podinfo:6.0.1", image)).expect("write");
+    }
+    helm(&[
+        "package",
+        chart.to_str().expect("utf8"),
+        "--version",
+        version,
+        "--destination",
+        repo.to_str().expect("utf8"),
+    ]);
+    helm(&["repo", "index", repo.to_str().expect("utf8"), "--url", url]);
+}
+
+async fn serve(root: PathBuf) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://127.0.0.1:{}", listener.local_addr().expect("addr").port());
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let root = root.clone();
+        async move {
+            match std::fs::read(root.join(uri.path().trim_start_matches('/'))) {
+                Ok(bytes) => (axum::http::StatusCode::OK, bytes),
+                Err(_) => (axum::http::StatusCode::NOT_FOUND, Vec::new()),
+            }
+        }
+    });
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, task)
+}
+
+const RELEASE: &str = r#"
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata:
+  name: demo
+  namespace: apps
+spec:
+  interval: 1m
+  chart:
+    spec:
+      chart: demo
+      version: "0.x"
+      sourceRef:
+        kind: HelmRepository
+        name: charts
+      interval: 1m
+  install:
+    timeout: 60s
+  upgrade:
+    timeout: 15s
+    remediation:
+      retries: 1
+  valuesFrom:
+    - kind: ConfigMap
+      name: demo-values
+  values:
+    replicas: 1
+"#;
+
+async fn release(client: &kube::Client) -> HelmRelease {
+    Api::<HelmRelease>::namespaced(client.clone(), "apps")
+        .get("demo")
+        .await
+        .expect("HelmRelease")
+}
+
+fn condition(hr: &HelmRelease, type_: &str) -> Option<(String, String, String)> {
+    hr.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// `helm history` of the release: (revision, status, chart), oldest first.
+fn helm_history(tb: &Testbed) -> Vec<(i64, String, String)> {
+    let out = helm(&[
+        "history",
+        "demo",
+        "--namespace",
+        "apps",
+        "--output",
+        "json",
+        "--kubeconfig",
+        tb.kubeconfig().to_str().expect("utf8"),
+    ]);
+    let list: Vec<serde_json::Value> = serde_json::from_str(&out).expect("json");
+    list.iter()
+        .map(|r| {
+            (
+                r["revision"].as_i64().unwrap_or_default(),
+                r["status"].as_str().unwrap_or_default().to_owned(),
+                r["chart"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn status_history(hr: &HelmRelease) -> Vec<(i64, String, String)> {
+    let mut out: Vec<_> = hr
+        .status
+        .iter()
+        .flat_map(|s| s.history.iter())
+        .map(|h| {
+            (
+                h.version,
+                h.status.clone(),
+                format!("{}-{}", h.chart_name, h.chart_version),
+            )
+        })
+        .collect();
+    out.reverse();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_helm_release_installs_upgrades_remediates_and_uninstalls() {
+    let tb = Testbed::start().await.expect("test bed");
+    if tb.kind() == serin_testbed::ClusterKind::Emulator {
+        eprintln!(
+            "skipped on the API emulator: helm --wait needs ReplicaSets (FIDELITY.md row 5); run it with SERIN_TESTBED_CLUSTER=real"
+        );
+        return;
+    }
+    let repo = tempfile::tempdir().expect("tempdir");
+    let (url, _server) = serve(repo.path().to_path_buf()).await;
+    publish(repo.path(), "0.1.0", "ghcr.io/stefanprodan/podinfo:6.0.1", &url);
+    install_crds(&tb).await;
+    let client = tb.client();
+    create_namespace(&client, "apps").await;
+    let _controllers = start_controllers(&tb);
+    kubectl_apply(
+        &tb,
+        &format!(
+            "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata:\n  name: charts\n  namespace: apps\nspec:\n  interval: 1m\n  url: {url}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: demo-values\n  namespace: apps\ndata:\n  values.yaml: |\n    message: from the ConfigMap\n"
+        ),
+    );
+    kubectl_apply(&tb, RELEASE);
+
+    // Installed from the repository, with the ConfigMap's values.
+    let hr = eventually(Duration::from_secs(120), "the release installed", || async {
+        let hr = release(&client).await;
+        condition(&hr, "Ready")
+            .filter(|(s, _, _)| s == "True")
+            .map(|_| hr)
+    })
+    .await;
+    let (_, reason, message) = condition(&hr, "Ready").expect("Ready");
+    assert_eq!(reason, "InstallSucceeded");
+    assert_eq!(
+        message,
+        "Helm install succeeded for release apps/demo.v1 with chart demo@0.1.0"
+    );
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "apps");
+    let rendered = configmaps
+        .get("demo-message")
+        .await
+        .expect("the chart's ConfigMap");
+    assert_eq!(
+        rendered
+            .data
+            .unwrap_or_default()
+            .get("message")
+            .map(String::as_str),
+        Some("from the ConfigMap")
+    );
+    let chart: HelmChart = Api::namespaced(client.clone(), "apps")
+        .get("apps-demo")
+        .await
+        .expect("HelmChart");
+    assert_eq!(
+        chart
+            .status
+            .and_then(|s| s.artifact)
+            .map(|a| a.revision)
+            .as_deref(),
+        Some("0.1.0")
+    );
+
+    // A new version in the range: upgraded.
+    publish(repo.path(), "0.2.0", "ghcr.io/stefanprodan/podinfo:6.0.2", &url);
+    kubectl(
+        &tb,
+        &[
+            "annotate",
+            "--overwrite",
+            "-n",
+            "apps",
+            "helmrepository",
+            "charts",
+            "reconcile.fluxcd.io/requestedAt=1",
+        ],
+    );
+    let hr = eventually(Duration::from_secs(120), "the upgrade to 0.2.0", || async {
+        let hr = release(&client).await;
+        condition(&hr, "Ready")
+            .filter(|(s, _, m)| s == "True" && m.contains("demo@0.2.0"))
+            .map(|_| hr)
+    })
+    .await;
+    assert_eq!(
+        condition(&hr, "Ready").map(|c| c.2).as_deref(),
+        Some("Helm upgrade succeeded for release apps/demo.v2 with chart demo@0.2.0")
+    );
+    assert_eq!(
+        status_history(&hr),
+        helm_history(&tb),
+        "status.history is helm history"
+    );
+
+    // A version that never gets ready: the failed upgrade is rolled back, tried once more,
+    // rolled back again, and the release stalls on 0.2.0.
+    publish(repo.path(), "0.3.0", "registry.invalid/podinfo:6.0.3", &url);
+    kubectl(
+        &tb,
+        &[
+            "annotate",
+            "--overwrite",
+            "-n",
+            "apps",
+            "helmrepository",
+            "charts",
+            "reconcile.fluxcd.io/requestedAt=2",
+        ],
+    );
+    let hr = eventually(Duration::from_secs(240), "the retries spent", || async {
+        let hr = release(&client).await;
+        condition(&hr, "Stalled")
+            .filter(|(s, _, _)| s == "True")
+            .map(|_| hr)
+    })
+    .await;
+    let (_, reason, message) = condition(&hr, "Stalled").expect("Stalled");
+    assert_eq!(
+        (reason.as_str(), message.as_str()),
+        ("RetriesExceeded", "Failed to upgrade after 2 attempt(s)")
+    );
+    assert_eq!(condition(&hr, "Ready").map(|c| c.0).as_deref(), Some("False"));
+    // Helm keeps maxHistory (5) revisions: the install is pruned by the last rollback.
+    let history = helm_history(&tb);
+    let statuses: Vec<(&str, &str)> = history.iter().map(|(_, s, c)| (s.as_str(), c.as_str())).collect();
+    assert_eq!(
+        statuses,
+        [
+            ("superseded", "demo-0.2.0"),
+            ("failed", "demo-0.3.0"),
+            ("superseded", "demo-0.2.0"),
+            ("failed", "demo-0.3.0"),
+            ("deployed", "demo-0.2.0"),
+        ],
+        "an upgrade, then two failed upgrades each rolled back"
+    );
+    assert_eq!(status_history(&hr), history);
+
+    // Deleted: the release is uninstalled and its HelmChart deleted.
+    Api::<HelmRelease>::namespaced(client.clone(), "apps")
+        .delete("demo", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually(Duration::from_secs(90), "the release uninstalled", || async {
+        let gone = Api::<HelmRelease>::namespaced(client.clone(), "apps")
+            .get_opt("demo")
+            .await
+            .expect("get")
+            .is_none();
+        let chart_gone = Api::<HelmChart>::namespaced(client.clone(), "apps")
+            .get_opt("apps-demo")
+            .await
+            .expect("get")
+            .is_none();
+        (gone && chart_gone && configmaps.get_opt("demo-message").await.expect("get").is_none()).then_some(())
+    })
+    .await;
+    let out = Command::new(serin_testbed::helm_program())
+        .args([
+            "history",
+            "demo",
+            "--namespace",
+            "apps",
+            "--kubeconfig",
+            tb.kubeconfig().to_str().expect("utf8"),
+        ])
+        .output()
+        .expect("helm runs");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("release: not found"),
+        "helm history after deletion"
+    );
+}
