@@ -4,7 +4,7 @@
 
 use clap::{Args, Subcommand};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::{Api, ResourceExt, api::ListParams};
+use kube::{Api, api::ListParams};
 
 use super::ClusterArgs;
 use crate::{
@@ -175,21 +175,38 @@ fn ready_of(conditions: &[Condition]) -> (String, String) {
     }
 }
 
+/// One object's row: its Ready condition, the revision given, whether it is suspended.
+fn row_of(
+    meta: &kube::api::ObjectMeta,
+    prefix: &str,
+    conditions: &[Condition],
+    revision: Option<String>,
+    suspend: Option<bool>,
+) -> Row {
+    let (ready, message) = ready_of(conditions);
+    Row {
+        namespace: meta.namespace.clone().unwrap_or_default(),
+        name: format!("{prefix}{}", meta.name.as_deref().unwrap_or_default()),
+        revision: revision.unwrap_or_default(),
+        suspended: suspend == Some(true),
+        ready,
+        message,
+    }
+}
+
 /// Rows of Kustomizations.
 pub fn kustomization_rows(items: &[Kustomization], prefix: &str) -> Vec<Row> {
     items
         .iter()
         .map(|k| {
             let st = k.status.clone().unwrap_or_default();
-            let (ready, message) = ready_of(&st.conditions);
-            Row {
-                namespace: k.namespace().unwrap_or_default(),
-                name: format!("{prefix}{}", k.name_any()),
-                revision: st.last_applied_revision.unwrap_or_default(),
-                suspended: k.spec.suspend == Some(true),
-                ready,
-                message,
-            }
+            row_of(
+                &k.metadata,
+                prefix,
+                &st.conditions,
+                st.last_applied_revision,
+                k.spec.suspend,
+            )
         })
         .collect()
 }
@@ -200,15 +217,13 @@ pub fn source_rows(items: &[GitRepository], prefix: &str) -> Vec<Row> {
         .iter()
         .map(|r| {
             let st = r.status.clone().unwrap_or_default();
-            let (ready, message) = ready_of(&st.conditions);
-            Row {
-                namespace: r.namespace().unwrap_or_default(),
-                name: format!("{prefix}{}", r.name_any()),
-                revision: st.artifact.map(|a| a.revision).unwrap_or_default(),
-                suspended: r.spec.suspend == Some(true),
-                ready,
-                message,
-            }
+            row_of(
+                &r.metadata,
+                prefix,
+                &st.conditions,
+                st.artifact.map(|a| a.revision),
+                r.spec.suspend,
+            )
         })
         .collect()
 }
@@ -219,15 +234,13 @@ pub fn helm_repository_rows(items: &[HelmRepository], prefix: &str) -> Vec<Row> 
         .iter()
         .map(|r| {
             let st = r.status.clone().unwrap_or_default();
-            let (ready, message) = ready_of(&st.conditions);
-            Row {
-                namespace: r.namespace().unwrap_or_default(),
-                name: format!("{prefix}{}", r.name_any()),
-                revision: st.artifact.map(|a| a.revision).unwrap_or_default(),
-                suspended: r.spec.suspend == Some(true),
-                ready,
-                message,
-            }
+            row_of(
+                &r.metadata,
+                prefix,
+                &st.conditions,
+                st.artifact.map(|a| a.revision),
+                r.spec.suspend,
+            )
         })
         .collect()
 }
@@ -238,15 +251,13 @@ pub fn helm_chart_rows(items: &[HelmChart], prefix: &str) -> Vec<Row> {
         .iter()
         .map(|c| {
             let st = c.status.clone().unwrap_or_default();
-            let (ready, message) = ready_of(&st.conditions);
-            Row {
-                namespace: c.namespace().unwrap_or_default(),
-                name: format!("{prefix}{}", c.name_any()),
-                revision: st.artifact.map(|a| a.revision).unwrap_or_default(),
-                suspended: c.spec.suspend == Some(true),
-                ready,
-                message,
-            }
+            row_of(
+                &c.metadata,
+                prefix,
+                &st.conditions,
+                st.artifact.map(|a| a.revision),
+                c.spec.suspend,
+            )
         })
         .collect()
 }
@@ -257,20 +268,12 @@ pub fn helm_release_rows(items: &[HelmRelease], prefix: &str) -> Vec<Row> {
         .iter()
         .map(|h| {
             let st = h.status.clone().unwrap_or_default();
-            let (ready, message) = ready_of(&st.conditions);
-            Row {
-                namespace: h.namespace().unwrap_or_default(),
-                name: format!("{prefix}{}", h.name_any()),
-                revision: st
-                    .history
-                    .first()
-                    .map(|s| s.chart_version.clone())
-                    .or(st.last_attempted_revision)
-                    .unwrap_or_default(),
-                suspended: h.spec.suspend == Some(true),
-                ready,
-                message,
-            }
+            let revision = st
+                .history
+                .first()
+                .map(|s| s.chart_version.clone())
+                .or(st.last_attempted_revision);
+            row_of(&h.metadata, prefix, &st.conditions, revision, h.spec.suspend)
         })
         .collect()
 }

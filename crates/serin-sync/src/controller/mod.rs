@@ -268,22 +268,14 @@ async fn reconcile_source(
     guard: Arc<DeserializeGuard<GitRepository>>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    match &guard.0 {
-        Ok(repo) => {
-            let started = std::time::Instant::now();
-            let labels = metrics::ObjectLabels::new(
-                "GitRepository",
-                &repo.name_any(),
-                &repo.namespace().unwrap_or_default(),
-            );
-            let suspended = repo.spec.suspend == Some(true);
-            let result = source::reconcile(Arc::new(repo.clone()), ctx.clone()).await;
-            ctx.metrics
-                .observe(&labels, started.elapsed().as_secs_f64(), suspended);
-            result
-        }
-        Err(invalid) => report_invalid::<GitRepository>(&ctx, invalid, source::COMPONENT).await,
-    }
+    reconcile_guarded(
+        guard,
+        ctx,
+        source::COMPONENT,
+        |r: &GitRepository| r.spec.suspend == Some(true),
+        source::reconcile,
+    )
+    .await
 }
 
 /// Reconciles a Kustomization that deserialized; reports one that did not.
@@ -291,26 +283,18 @@ async fn reconcile_kustomization(
     guard: Arc<DeserializeGuard<Kustomization>>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    match &guard.0 {
-        Ok(ks) => {
-            let started = std::time::Instant::now();
-            let labels = metrics::ObjectLabels::new(
-                "Kustomization",
-                &ks.name_any(),
-                &ks.namespace().unwrap_or_default(),
-            );
-            let suspended = ks.spec.suspend == Some(true);
-            let result = kustomization::reconcile(Arc::new(ks.clone()), ctx.clone()).await;
-            ctx.metrics
-                .observe(&labels, started.elapsed().as_secs_f64(), suspended);
-            result
-        }
-        Err(invalid) => report_invalid::<Kustomization>(&ctx, invalid, kustomization::COMPONENT).await,
-    }
+    reconcile_guarded(
+        guard,
+        ctx,
+        kustomization::COMPONENT,
+        |k: &Kustomization| k.spec.suspend == Some(true),
+        kustomization::reconcile,
+    )
+    .await
 }
 
-/// Reconciles a Helm object that deserialized (timing it for Flux's metrics); reports one that
-/// did not.
+/// Reconciles an object that deserialized (timing it for Flux's metrics); reports one that did
+/// not.
 async fn reconcile_guarded<K, F>(
     guard: Arc<DeserializeGuard<K>>,
     ctx: Arc<Context>,
