@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use serin_sync::cli::{Cli, Command, crd, get, install, local, objects, run, tree};
+use serin_sync::cli::{Cli, Command, crd, get, install, local, objects, post_render, run, tree};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         Command::Delete(a) => run_cli(1, async move { objects::delete(&a).await.map(|()| 0) }),
         Command::Tree(a) => run_cli(1, async move { tree::run(&a).await.map(|()| 0) }),
         Command::Install(a) => run_cli(1, async move { install::run(&a).await.map(|()| 0) }),
+        Command::PostRender(a) => run_cli(1, async move { post_render::run(&a).await.map(|()| 0) }),
     }
 }
 

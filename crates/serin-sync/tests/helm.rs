@@ -337,3 +337,314 @@ async fn a_helm_release_installs_upgrades_remediates_and_uninstalls() {
         "helm history after deletion"
     );
 }
+
+/// The events recorded on the HelmRelease `apps/NAME` with this reason: their messages.
+async fn events(client: &kube::Client, name: &str, reason: &str) -> Vec<String> {
+    use k8s_openapi::api::core::v1::Event;
+    let api: Api<Event> = Api::namespaced(client.clone(), "apps");
+    api.list(&Default::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.involved_object.kind.as_deref() == Some("HelmRelease")
+                && e.involved_object.name.as_deref() == Some(name)
+                && e.reason.as_deref() == Some(reason)
+        })
+        .filter_map(|e| e.message)
+        .collect()
+}
+
+async fn deployment(client: &kube::Client, name: &str) -> k8s_openapi::api::apps::v1::Deployment {
+    Api::namespaced(client.clone(), "apps")
+        .get(name)
+        .await
+        .expect("Deployment")
+}
+
+fn image_of(d: &k8s_openapi::api::apps::v1::Deployment) -> String {
+    d.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers.first())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default()
+}
+
+fn replicas_of(d: &k8s_openapi::api::apps::v1::Deployment) -> Option<i32> {
+    d.spec.as_ref().and_then(|s| s.replicas)
+}
+
+/// Asks for a reconcile of the HelmRelease `apps/canary-demo` and waits until it was handled.
+async fn reconcile_now(tb: &Testbed, client: &kube::Client, token: &str) -> HelmRelease {
+    kubectl(
+        tb,
+        &[
+            "annotate",
+            "--overwrite",
+            "-n",
+            "apps",
+            "helmrelease",
+            "canary-demo",
+            &format!("reconcile.fluxcd.io/requestedAt={token}"),
+        ],
+    );
+    eventually(Duration::from_secs(60), "the reconcile handled", || async {
+        let hr: HelmRelease = Api::namespaced(client.clone(), "apps")
+            .get("canary-demo")
+            .await
+            .expect("HelmRelease");
+        (hr.status.as_ref()?.last_handled_reconcile_at.as_deref() == Some(token)).then_some(hr)
+    })
+    .await
+}
+
+const CANARY_RELEASE: &str = r#"
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata:
+  name: canary-demo
+  namespace: apps
+spec:
+  interval: 1h
+  releaseName: demo
+  chart:
+    spec:
+      chart: demo
+      sourceRef:
+        kind: HelmRepository
+        name: charts
+  install:
+    timeout: 60s
+  upgrade:
+    timeout: 60s
+  driftDetection:
+    mode: enabled
+  postRenderers:
+    - kustomize:
+        images:
+          - name: ghcr.io/stefanprodan/podinfo
+            newTag: 6.0.4
+        patches:
+          - target:
+              kind: Deployment
+            patch: |
+              apiVersion: apps/v1
+              kind: Deployment
+              metadata:
+                name: any
+                labels:
+                  team: web
+  values:
+    replicas: 2
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_helm_release_post_renders_keeps_serins_share_and_corrects_drift() {
+    let tb = Testbed::start().await.expect("test bed");
+    if tb.kind() == serin_testbed::ClusterKind::Emulator {
+        eprintln!(
+            "skipped on the API emulator: helm --wait needs ReplicaSets (FIDELITY.md row 5); run it with SERIN_TESTBED_CLUSTER=real"
+        );
+        return;
+    }
+    let repo = tempfile::tempdir().expect("tempdir");
+    let (url, _server) = serve(repo.path().to_path_buf()).await;
+    publish(repo.path(), "0.1.0", "ghcr.io/stefanprodan/podinfo:6.0.1", &url);
+    install_crds(&tb).await;
+    let client = tb.client();
+    create_namespace(&client, "apps").await;
+    // A Canary targets the chart's Deployment, and serin made the ConfigMap the chart renders.
+    kubectl_apply(
+        &tb,
+        "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata:\n  name: demo\n  namespace: apps\nspec:\n  targetRef:\n    apiVersion: apps/v1\n    kind: Deployment\n    name: demo\n  service:\n    port: 9898\n  analysis:\n    interval: 1m\n    threshold: 5\n    maxWeight: 50\n    stepWeight: 10\n",
+    );
+    let canary_uid = kubectl(
+        &tb,
+        &[
+            "get",
+            "-n",
+            "apps",
+            "canary",
+            "demo",
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ],
+    );
+    kubectl_apply(
+        &tb,
+        &format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: demo-message\n  namespace: apps\n  ownerReferences:\n    - apiVersion: flagger.app/v1beta1\n      kind: Canary\n      name: demo\n      uid: {}\n      controller: true\ndata:\n  message: serin's\n",
+            canary_uid.trim()
+        ),
+    );
+    let _controllers = start_controllers(&tb);
+    kubectl_apply(
+        &tb,
+        &format!(
+            "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata:\n  name: charts\n  namespace: apps\nspec:\n  interval: 1m\n  url: {url}\n"
+        ),
+    );
+    kubectl_apply(&tb, CANARY_RELEASE);
+
+    // Released through the post-renderer; Ready waits for the Canary.
+    let hr = eventually(
+        Duration::from_secs(120),
+        "the release waiting for its Canary",
+        || async {
+            let hr: HelmRelease = Api::namespaced(client.clone(), "apps")
+                .get("canary-demo")
+                .await
+                .expect("HelmRelease");
+            condition(&hr, "Ready")
+                .filter(|(s, _, _)| s == "Unknown")
+                .map(|_| hr)
+        },
+    )
+    .await;
+    let (_, reason, message) = condition(&hr, "Ready").expect("Ready");
+    assert_eq!(
+        (reason.as_str(), message.as_str()),
+        ("Progressing", "Canary 'apps/demo': Canary not yet initialized")
+    );
+    let deploy = deployment(&client, "demo").await;
+    assert_eq!(
+        image_of(&deploy),
+        "ghcr.io/stefanprodan/podinfo:6.0.4",
+        "images post-renderer"
+    );
+    assert_eq!(
+        deploy
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .get("team")
+            .map(String::as_str),
+        Some("web"),
+        "patch post-renderer"
+    );
+    assert_eq!(replicas_of(&deployment(&client, "demo").await), Some(2));
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "apps");
+    let serins = configmaps.get("demo-message").await.expect("ConfigMap");
+    assert_eq!(
+        serins.data.unwrap_or_default().get("message").map(String::as_str),
+        Some("serin's"),
+        "the object serin made is left out of the release"
+    );
+    assert!(
+        !helm(&[
+            "get",
+            "manifest",
+            "demo",
+            "-n",
+            "apps",
+            "--kubeconfig",
+            tb.kubeconfig().to_str().expect("utf8")
+        ])
+        .contains("kind: ConfigMap"),
+        "the release does not hold serin's ConfigMap"
+    );
+
+    // serin initializes the Canary and scales the target to zero: Ready, and no drift.
+    kubectl(&tb, &["scale", "-n", "apps", "deployment/demo", "--replicas=0"]);
+    mark_canary(&client, "apps", "demo", "Initialized").await;
+    let hr = reconcile_now(&tb, &client, "1").await;
+    assert_eq!(condition(&hr, "Ready").map(|c| c.0).as_deref(), Some("True"));
+    assert_eq!(
+        replicas_of(&deployment(&client, "demo").await),
+        Some(0),
+        "serin's replicas kept"
+    );
+    assert!(events(&client, "canary-demo", "DriftCorrected").await.is_empty());
+
+    // A hand edit of the image is drift: corrected, the replicas still serin's.
+    kubectl(
+        &tb,
+        &[
+            "set",
+            "image",
+            "-n",
+            "apps",
+            "deployment/demo",
+            "web=ghcr.io/stefanprodan/podinfo:6.0.9",
+        ],
+    );
+    reconcile_now(&tb, &client, "2").await;
+    let deploy = deployment(&client, "demo").await;
+    assert_eq!(
+        image_of(&deploy),
+        "ghcr.io/stefanprodan/podinfo:6.0.4",
+        "drift corrected"
+    );
+    assert_eq!(replicas_of(&deploy), Some(0));
+    assert_eq!(
+        events(&client, "canary-demo", "DriftCorrected").await,
+        ["Cluster state of release apps/demo.v1 has been corrected:\nDeployment/apps/demo configured"]
+    );
+
+    // An upgrade keeps serin's replicas too.
+    kubectl(
+        &tb,
+        &[
+            "patch",
+            "-n",
+            "apps",
+            "helmrelease",
+            "canary-demo",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"values":{"replicas":3,"message":"v2"}}}"#,
+        ],
+    );
+    eventually(Duration::from_secs(120), "the upgrade", || async {
+        let hr: HelmRelease = Api::namespaced(client.clone(), "apps")
+            .get("canary-demo")
+            .await
+            .expect("HelmRelease");
+        condition(&hr, "Released").filter(|(_, r, m)| r == "UpgradeSucceeded" && m.contains("demo.v2"))
+    })
+    .await;
+    assert_eq!(
+        replicas_of(&deployment(&client, "demo").await),
+        Some(0),
+        "serin's replicas kept on upgrade"
+    );
+
+    // warn: drift is only reported.
+    kubectl(
+        &tb,
+        &[
+            "patch",
+            "-n",
+            "apps",
+            "helmrelease",
+            "canary-demo",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"driftDetection":{"mode":"warn"}}}"#,
+        ],
+    );
+    kubectl(
+        &tb,
+        &[
+            "set",
+            "image",
+            "-n",
+            "apps",
+            "deployment/demo",
+            "web=ghcr.io/stefanprodan/podinfo:6.0.9",
+        ],
+    );
+    reconcile_now(&tb, &client, "3").await;
+    eventually(Duration::from_secs(30), "the drift reported", || async {
+        let found = events(&client, "canary-demo", "DriftDetected").await;
+        (found == ["Cluster state of release apps/demo.v2 has drifted from the desired state:\nDeployment/apps/demo configured"]).then_some(())
+    })
+    .await;
+    assert_eq!(
+        image_of(&deployment(&client, "demo").await),
+        "ghcr.io/stefanprodan/podinfo:6.0.9",
+        "warn leaves the drift"
+    );
+}

@@ -119,6 +119,16 @@ pub struct ApplyOptions {
     pub stage_timeout: Duration,
     /// How often waits poll.
     pub poll_interval: Duration,
+    /// The field manager of the applies (default [`FIELD_MANAGER`]).
+    pub field_manager: Option<&'static str>,
+    /// Leave other managers' managedFields and kubectl's annotations as they are (no takeover).
+    pub keep_managed_fields: bool,
+}
+
+impl ApplyOptions {
+    fn manager(&self) -> &'static str {
+        self.field_manager.unwrap_or(FIELD_MANAGER)
+    }
 }
 
 /// An apply error with the change set so far.
@@ -150,22 +160,43 @@ impl ResourceManager {
         }
     }
 
-    /// The API of an object's kind, or the error Flux reports when the kind is unknown.
-    async fn api(&mut self, id: &ObjectId) -> Result<(Api<DynamicObject>, bool), String> {
+    /// The resource of an object's kind, `None` when the API server does not serve it.
+    async fn discover(&mut self, id: &ObjectId) -> Option<(ApiResource, ApiCapabilities)> {
         let key = (id.group.clone(), id.version.clone(), id.kind.clone());
         if !self.resources.contains_key(&key) {
             let gvk = GroupVersionKind::gvk(&id.group, &id.version, &id.kind);
-            let found = discovery::pinned_kind(&self.client, &gvk).await.map_err(|_| {
-                format!(
-                    "{} dry-run failed: no matches for kind \"{}\" in version \"{}\"",
-                    id.subject(),
-                    id.kind,
-                    id.api_version()
-                )
-            })?;
+            let found = discovery::pinned_kind(&self.client, &gvk).await.ok()?;
             self.resources.insert(key.clone(), found);
         }
-        let (resource, caps) = &self.resources[&key];
+        self.resources.get(&key).cloned()
+    }
+
+    /// Whether the object's kind is namespaced (`None`: the kind is not served).
+    pub async fn is_namespaced(&mut self, id: &ObjectId) -> Option<bool> {
+        self.discover(id)
+            .await
+            .map(|(_, caps)| caps.scope == Scope::Namespaced)
+    }
+
+    /// Reads an object, `None` when it or its kind does not exist.
+    pub async fn live(&mut self, id: &ObjectId) -> Result<Option<Value>, String> {
+        if self.discover(id).await.is_none() {
+            return Ok(None);
+        }
+        self.get(id).await
+    }
+
+    /// The API of an object's kind, or the error Flux reports when the kind is unknown.
+    async fn api(&mut self, id: &ObjectId) -> Result<(Api<DynamicObject>, bool), String> {
+        let (resource, caps) = self.discover(id).await.ok_or_else(|| {
+            format!(
+                "{} dry-run failed: no matches for kind \"{}\" in version \"{}\"",
+                id.subject(),
+                id.kind,
+                id.api_version()
+            )
+        })?;
+        let (resource, caps) = (&resource, &caps);
         let namespaced = caps.scope == Scope::Namespaced;
         let api = if namespaced {
             if id.namespace.is_empty() {
@@ -231,7 +262,8 @@ impl ResourceManager {
         Ok(())
     }
 
-    async fn apply_one(&mut self, desired: Value, options: &ApplyOptions) -> Result<Change, String> {
+    /// Applies one object when it is new or drifted (skipping what the exclusion rules skip).
+    pub async fn apply_one(&mut self, desired: Value, options: &ApplyOptions) -> Result<Change, String> {
         let (id, api, desired, action) = match self.plan(desired, options).await? {
             Planned::Done(change) => return Ok(change),
             Planned::Apply {
@@ -265,7 +297,7 @@ impl ResourceManager {
                 (id, api, desired, action)
             }
         };
-        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let params = PatchParams::apply(options.manager()).force();
         api.patch(&id.name, &params, &Patch::Apply(&desired))
             .await
             .map_err(|e| format!("{} apply failed: {}", id.subject(), api_message(&e)))?;
@@ -360,7 +392,7 @@ impl ResourceManager {
                 }
             }
         }
-        let dry_params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
+        let dry_params = PatchParams::apply(options.manager()).force().dry_run();
         let mut live = live;
         let dry_run = match api.patch(&id.name, &dry_params, &Patch::Apply(&desired)).await {
             Ok(o) => to_value(o),
@@ -386,7 +418,7 @@ impl ResourceManager {
             let merge =
                 objects::has_meta(&desired, SSA_KEY, "Merge") || objects::has_meta(l, SSA_KEY, "Merge");
             let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-            if merge {
+            if merge || options.keep_managed_fields {
                 None
             } else {
                 takeover::cleanup_patch(l, &now)

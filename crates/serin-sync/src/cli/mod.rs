@@ -7,6 +7,7 @@ pub mod get;
 pub mod install;
 pub mod local;
 pub mod objects;
+pub mod post_render;
 pub mod run;
 pub mod tree;
 
@@ -47,6 +48,9 @@ pub enum Command {
     Tree(tree::TreeArgs),
     /// Install the CRDs, a GitRepository and the root Kustomization `flux-system`.
     Install(install::InstallArgs),
+    /// Helm's post-renderer for HelmReleases (run by helm, not by hand).
+    #[command(hide = true)]
+    PostRender(post_render::PostRenderArgs),
 }
 
 /// Flags every cluster command has.

@@ -117,6 +117,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                 program: args.helm_program.clone(),
                 kubeconfig: Some(helm_kubeconfig),
             },
+            // serin-sync itself is Helm's post-renderer.
+            post_renderer: std::env::current_exe().ok(),
             ..Default::default()
         },
         metrics,

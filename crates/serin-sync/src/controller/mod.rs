@@ -64,6 +64,9 @@ pub struct Config {
     pub test_hooks: bool,
     /// The `helm` program HelmReleases are released with, and its kubeconfig.
     pub helm: crate::helm::Helm,
+    /// The serin-sync program Helm runs as its post-renderer (postRenderers, serin's objects
+    /// and replicas); none: charts are released as rendered.
+    pub post_renderer: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -82,6 +85,7 @@ impl Default for Config {
                 program: "helm".into(),
                 kubeconfig: None,
             },
+            post_renderer: None,
         }
     }
 }
@@ -109,15 +113,20 @@ impl std::fmt::Debug for Context {
 impl Context {
     /// The client to apply a Kustomization with: impersonating its `serviceAccountName`.
     pub fn client_for(&self, ks: &Kustomization) -> Result<Client, String> {
-        let (Some(sa), Some(config)) = (ks.spec.service_account_name.as_ref(), self.kube_config.as_ref())
-        else {
+        self.client_as(
+            &ks.namespace().unwrap_or_default(),
+            ks.spec.service_account_name.as_deref(),
+        )
+    }
+
+    /// The client impersonating the service account `namespace/sa` (serin-sync's own without
+    /// one, or without a configuration to start from).
+    pub fn client_as(&self, namespace: &str, sa: Option<&str>) -> Result<Client, String> {
+        let (Some(sa), Some(config)) = (sa, self.kube_config.as_ref()) else {
             return Ok(self.client.clone());
         };
         let mut config = config.clone();
-        config.auth_info.impersonate = Some(format!(
-            "system:serviceaccount:{}:{sa}",
-            ks.namespace().unwrap_or_default()
-        ));
+        config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:{sa}"));
         Client::try_from(config).map_err(|e| format!("failed to build the impersonating client: {e}"))
     }
 }

@@ -10,6 +10,8 @@ use std::{
 
 use serde::Deserialize;
 
+pub mod post_render;
+
 /// How serin-sync runs `helm`.
 #[derive(Clone, Debug)]
 pub struct Helm {

@@ -187,6 +187,7 @@ pub fn start_controllers_with(tb: &Testbed, kube_config: Option<kube::Config>) -
                 program: serin_testbed::helm_program(),
                 kubeconfig: Some(tb.kubeconfig().to_path_buf()),
             },
+            post_renderer: Some(env!("CARGO_BIN_EXE_serin-sync").into()),
         },
         metrics: metrics.clone(),
         backoffs: Default::default(),

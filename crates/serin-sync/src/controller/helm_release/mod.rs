@@ -5,6 +5,7 @@
 //! (`Ready`, `Released`, `Remediated`, `Stalled`), `status.history` and Flux's events. Deleting a
 //! HelmRelease uninstalls its release and deletes the HelmChart it made. Does I/O.
 
+pub mod cluster;
 pub mod plan;
 
 use std::{sync::Arc, time::Duration};
@@ -41,9 +42,10 @@ pub const RELEASED: &str = "Released";
 pub const REMEDIATED: &str = "Remediated";
 
 /// Where a HelmRelease's release lives.
-struct Target {
-    release: String,
-    namespace: String,
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub release: String,
+    pub namespace: String,
 }
 
 fn target(hr: &HelmRelease) -> Target {
@@ -262,7 +264,13 @@ pub async fn reconcile(hr: Arc<HelmRelease>, ctx: Arc<Context>) -> Result<Action
         }
         None => None,
     };
-    let step = plan::plan(&hr.spec, latest.as_ref(), &desired, failures);
+    let mut step = plan::plan(&hr.spec, latest.as_ref(), &desired, failures);
+    // A change of the post-renderers re-renders the release.
+    let post_renderers_digest = post_renderers_digest(&hr.spec);
+    if step == Step::InSync && st.observed_post_renderers_digest != post_renderers_digest {
+        step = Step::Upgrade;
+    }
+    let in_sync = step == Step::InSync;
     let chart_text = format!("{chart_name_text}@{}", desired.chart_version);
     let release_ref = |version: Option<i64>| match version {
         Some(v) => format!("{}/{}.v{v}", t.namespace, t.release),
@@ -300,9 +308,10 @@ pub async fn reconcile(hr: Arc<HelmRelease>, ctx: Arc<Context>) -> Result<Action
                 tracing::warn!(error = %e, "writing the values failed");
                 e
             });
-            let result = match &values_file {
-                Ok(file) => {
-                    let release = release_options(
+            let post_render_plan = write_post_render_plan(&ctx, &hr.spec, &t.namespace);
+            let result = match (&values_file, &post_render_plan) {
+                (Ok(file), Ok(plan_file)) => {
+                    let mut release = release_options(
                         &hr.spec,
                         &t,
                         &chart_path,
@@ -310,13 +319,21 @@ pub async fn reconcile(hr: Arc<HelmRelease>, ctx: Arc<Context>) -> Result<Action
                         install,
                         impersonate.clone(),
                     );
-                    if install {
+                    release.post_renderer = post_renderer(&ctx, plan_file.path());
+                    if release.post_renderer.is_none() && !hr.spec.post_renderers.is_empty() {
+                        Err(crate::helm::HelmError(
+                            "spec.postRenderers: serin-sync does not know its own program to post-render with".into(),
+                        ))
+                    } else if install {
                         helm.install(&release).await
                     } else {
                         helm.upgrade(&release).await
                     }
                 }
-                Err(e) => Err(crate::helm::HelmError(format!("writing the values: {e}"))),
+                (Err(e), _) => Err(crate::helm::HelmError(format!("writing the values: {e}"))),
+                (_, Err(e)) => Err(crate::helm::HelmError(format!(
+                    "writing the post-renderer's plan: {e}"
+                ))),
             };
             let (succeeded_reason, failed_reason) = if install {
                 ("InstallSucceeded", "InstallFailed")
@@ -339,6 +356,7 @@ pub async fn reconcile(hr: Arc<HelmRelease>, ctx: Arc<Context>) -> Result<Action
                         .remove(REMEDIATED);
                     st.install_failures = None;
                     st.upgrade_failures = None;
+                    st.observed_post_renderers_digest = post_renderers_digest.clone();
                     events::record(
                         &ctx.client,
                         &reference,
@@ -521,10 +539,185 @@ pub async fn reconcile(hr: Arc<HelmRelease>, ctx: Arc<Context>) -> Result<Action
     if let Some(message) = progress_message {
         tracing::debug!(helmrelease = %format!("{ns}/{name}"), "{message}");
     }
+    let released = status::condition(&st.conditions, status::READY).is_some_and(|c| c.status == "True");
+    if released && let Some(after) = follow_release(&ctx, &hr, &t, &mut st, in_sync).await {
+        requeue = requeue.min(after);
+    }
     st.observed_generation = generation;
     st.storage_namespace = Some(t.namespace.clone());
     patch_status(&api, &name, &st).await?;
     Ok(Action::requeue(requeue))
+}
+
+/// After a release in its desired state: drift (detected, reported or corrected, when the
+/// release was in sync) and the health of its Canaries, which Ready then follows. The retry
+/// delay when something is still to come.
+async fn follow_release(
+    ctx: &Context,
+    hr: &HelmRelease,
+    t: &Target,
+    st: &mut HelmReleaseStatus,
+    in_sync: bool,
+) -> Option<Duration> {
+    let ns = hr.namespace().unwrap_or_default();
+    let client = match ctx.client_as(&ns, hr.spec.service_account_name.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot check the release's objects");
+            return Some(ctx.config.retry_cap);
+        }
+    };
+    let mut resources = crate::apply::manager::ResourceManager::new(client.clone());
+    let impersonate = impersonation(hr);
+    let objects = match cluster::release_objects(&ctx.config.helm, &mut resources, t, impersonate.as_deref())
+        .await
+    {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(error = %e, release = %format!("{}/{}", t.namespace, t.release), "cannot check the release's objects");
+            return Some(ctx.config.retry_cap);
+        }
+    };
+    let reference = hr.object_ref(&());
+    let version = st.history.first().map(|h| h.version).unwrap_or(1);
+    let release = format!("{}/{}.v{version}", t.namespace, t.release);
+    let mode = cluster::drift_mode(&hr.spec);
+    let mut retry = None;
+    if in_sync && mode != cluster::DriftMode::Disabled {
+        let targets = super::kustomization::canary_targets(&client).await;
+        let options = cluster::drift_options(&hr.spec, targets);
+        match cluster::drifted(&mut resources, &objects, &options).await {
+            Ok(drifted) if drifted.is_empty() => {}
+            Ok(drifted) if mode == cluster::DriftMode::Warn => {
+                let changes: Vec<_> = drifted.iter().map(|(_, c)| c.clone()).collect();
+                let message = format!(
+                    "Cluster state of release {release} has drifted from the desired state:\n{}",
+                    cluster::summary(&changes)
+                );
+                events::record(
+                    &ctx.client,
+                    &reference,
+                    COMPONENT,
+                    true,
+                    "DriftDetected",
+                    &message,
+                )
+                .await;
+            }
+            Ok(drifted) => match cluster::correct(&mut resources, drifted, &options).await {
+                Ok(done) => {
+                    let message = format!(
+                        "Cluster state of release {release} has been corrected:\n{}",
+                        cluster::summary(&done)
+                    );
+                    events::record(
+                        &ctx.client,
+                        &reference,
+                        COMPONENT,
+                        false,
+                        "DriftCorrected",
+                        &message,
+                    )
+                    .await;
+                }
+                Err((e, done)) => {
+                    let mut message =
+                        format!("Failed to partially correct cluster state of release {release}: {e}");
+                    if !done.is_empty() {
+                        message.push_str(&format!("\n{}", cluster::summary(&done)));
+                    }
+                    events::record(
+                        &ctx.client,
+                        &reference,
+                        COMPONENT,
+                        true,
+                        "DriftCorrectionFailed",
+                        &message,
+                    )
+                    .await;
+                    retry = Some(ctx.config.retry_cap);
+                }
+            },
+            Err(e) => {
+                let message = format!("Failed to detect drift of release {release}: {e}");
+                events::record(
+                    &ctx.client,
+                    &reference,
+                    COMPONENT,
+                    true,
+                    "DriftDetectionFailed",
+                    &message,
+                )
+                .await;
+                retry = Some(ctx.config.retry_cap);
+            }
+        }
+    }
+    let generation = hr.meta().generation;
+    let mut progress = Progress::new(&mut st.conditions, generation, jiff::Timestamp::now());
+    match cluster::canary_health(&client, &mut resources, &objects).await {
+        cluster::CanaryHealth::Healthy => retry,
+        cluster::CanaryHealth::Progressing(message) => {
+            progress.set(status::READY, ConditionStatus::Unknown, "Progressing", &message);
+            Some(ctx.config.health_interval)
+        }
+        cluster::CanaryHealth::Failed(message) => {
+            progress.set(
+                status::READY,
+                ConditionStatus::False,
+                "HealthCheckFailed",
+                &message,
+            );
+            Some(ctx.config.health_interval)
+        }
+    }
+}
+
+/// The digest of `spec.postRenderers` (none without post-renderers).
+fn post_renderers_digest(spec: &HelmReleaseSpec) -> Option<String> {
+    (!spec.post_renderers.is_empty())
+        .then(|| plan::digest(&serde_json::to_value(&spec.post_renderers).unwrap_or_default()))
+}
+
+/// The post-renderer's plan, in a file it is given.
+fn write_post_render_plan(
+    ctx: &Context,
+    spec: &HelmReleaseSpec,
+    namespace: &str,
+) -> std::io::Result<tempfile::NamedTempFile> {
+    let plan = crate::helm::post_render::Plan {
+        namespace: namespace.to_owned(),
+        kustomize: spec
+            .post_renderers
+            .iter()
+            .filter_map(|p| p.kustomize.clone())
+            .collect(),
+    };
+    let dir = ctx.config.storage_dir.join("tmp");
+    std::fs::create_dir_all(&dir)?;
+    let mut file = tempfile::Builder::new()
+        .prefix("post-render-")
+        .suffix(".json")
+        .tempfile_in(dir)?;
+    use std::io::Write;
+    file.write_all(serde_json::to_string(&plan).unwrap_or_default().as_bytes())?;
+    Ok(file)
+}
+
+/// `--post-renderer serin-sync --post-renderer-args post-render ...`, when serin-sync knows
+/// its program.
+fn post_renderer(ctx: &Context, plan: &std::path::Path) -> Option<(std::path::PathBuf, Vec<String>)> {
+    let program = ctx.config.post_renderer.clone()?;
+    let mut args = vec![
+        "post-render".to_owned(),
+        "--plan".to_owned(),
+        plan.display().to_string(),
+    ];
+    if let Some(kubeconfig) = &ctx.config.helm.kubeconfig {
+        args.push("--kubeconfig".into());
+        args.push(kubeconfig.display().to_string());
+    }
+    Some((program, args))
 }
 
 enum ReadyFrom {
@@ -684,19 +877,8 @@ pub fn unsupported_field(hr: &HelmRelease) -> Option<String> {
                 .unwrap_or_default()
         ));
     }
-    if !spec.post_renderers.is_empty() {
-        return named("spec.postRenderers");
-    }
     if spec.common_metadata.is_some() {
         return named("spec.commonMetadata");
-    }
-    if spec
-        .drift_detection
-        .as_ref()
-        .and_then(|d| d.mode.as_deref())
-        .is_some_and(|m| m != "disabled")
-    {
-        return named("spec.driftDetection");
     }
     if spec.test.as_ref().and_then(|t| t.enable) == Some(true) {
         return named("spec.test");

@@ -276,6 +276,7 @@ impl Run<'_> {
             canary_targets: targets,
             stage_timeout: self.ctx.config.stage_timeout,
             poll_interval: self.ctx.config.poll_interval,
+            ..ApplyOptions::default()
         };
         let desired = desired_objects(self.ks, built.objects.clone());
         match rm.apply_all_staged(desired, &options).await {
