@@ -12,4 +12,5 @@ pub mod cli;
 pub mod controller;
 pub mod helm;
 pub mod inputs;
+pub mod notify;
 pub mod source;

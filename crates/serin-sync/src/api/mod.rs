@@ -1,10 +1,12 @@
 //! Flux's resource types, read unchanged: `source.toolkit.fluxcd.io/v1` GitRepository,
 //! HelmRepository and HelmChart, `kustomize.toolkit.fluxcd.io/v1` Kustomization and
-//! `helm.toolkit.fluxcd.io/v2` HelmRelease, and the CRDs serin-sync installs. No I/O.
+//! `helm.toolkit.fluxcd.io/v2` HelmRelease, `notification.toolkit.fluxcd.io` Provider, Alert and
+//! Receiver, and the CRDs serin-sync installs. No I/O.
 
 pub mod git_repository;
 pub mod helm;
 pub mod kustomization;
+pub mod notification;
 pub mod schema;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{CustomResourceDefinition, JSON};
@@ -15,6 +17,7 @@ use serde::{Deserialize, Serialize};
 pub use git_repository::{Artifact, GitRepository, GitRepositoryRef, GitRepositorySpec, GitRepositoryStatus};
 pub use helm::{HelmChart, HelmRelease, HelmRepository};
 pub use kustomization::{Kustomization, KustomizationSpec, KustomizationStatus, ResourceRef};
+pub use notification::{Alert, Provider, Receiver};
 
 /// The finalizer Flux puts on its objects.
 pub const FINALIZER: &str = "finalizers.fluxcd.io";
@@ -35,6 +38,9 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         HelmRepository::crd(),
         HelmChart::crd(),
         HelmRelease::crd(),
+        Provider::crd(),
+        Alert::crd(),
+        Receiver::crd(),
     ]
     .into_iter()
     .map(|crd| with_status_default(serin_runtime::crd::complete(crd)))

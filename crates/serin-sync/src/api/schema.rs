@@ -79,3 +79,29 @@ pub fn remediation_strategy(_: &mut SchemaGenerator) -> Schema {
 pub fn crds_policy(_: &mut SchemaGenerator) -> Schema {
     json_schema!({ "type": "string", "enum": ["Skip", "Create", "CreateReplace"], "nullable": true })
 }
+
+/// A notification Provider's type (every type Flux accepts; serin-sync sends to the ones
+/// docs/sync.md lists).
+pub fn provider_type(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "string", "enum": [
+        "slack", "discord", "msteams", "rocket", "generic", "generic-hmac", "github", "gitlab",
+        "gitea", "giteapullrequestcomment", "bitbucketserver", "bitbucket", "azuredevops",
+        "googlechat", "googlepubsub", "webex", "sentry", "azureeventhub", "telegram", "lark",
+        "matrix", "opsgenie", "alertmanager", "grafana", "githubdispatch",
+        "githubpullrequestcomment", "gitlabmergerequestcomment", "pagerduty", "datadog", "nats",
+        "zulip", "otel", "zoom", "incident.io"
+    ] })
+}
+
+/// A Receiver's type (every type Flux accepts).
+pub fn receiver_type(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "string", "enum": [
+        "generic", "generic-hmac", "generic-oidc", "github", "gitlab", "bitbucket", "harbor",
+        "dockerhub", "quay", "gcr", "nexus", "acr", "cdevents"
+    ] })
+}
+
+/// An Alert's severity.
+pub fn event_severity(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "string", "enum": ["info", "error"], "nullable": true })
+}

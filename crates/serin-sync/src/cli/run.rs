@@ -38,6 +38,9 @@ pub struct RunArgs {
     /// The `helm` program HelmReleases are released with.
     #[arg(long, env = "HELM_PROGRAM", default_value = "helm")]
     pub helm_program: PathBuf,
+    /// Where the Receivers' webhooks are served (`off`: not served).
+    #[arg(long, env = "RECEIVER_ADDR", default_value = "0.0.0.0:9292", value_parser = parse_receiver_addr)]
+    pub receiver_addr: ReceiverAddr,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     #[command(flatten)]
@@ -117,6 +120,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                 program: args.helm_program.clone(),
                 kubeconfig: Some(helm_kubeconfig),
             },
+            receiver_addr: args.receiver_addr.0,
             // serin-sync itself is Helm's post-renderer.
             post_renderer: std::env::current_exe().ok(),
             ..Default::default()
@@ -138,4 +142,17 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         return Err(RunError::LostLeadership);
     }
     Ok(())
+}
+
+/// `--receiver-addr`: an address, or none (`off`).
+#[derive(Clone, Copy, Debug)]
+pub struct ReceiverAddr(pub Option<std::net::SocketAddr>);
+
+fn parse_receiver_addr(s: &str) -> Result<ReceiverAddr, String> {
+    if s == "off" {
+        return Ok(ReceiverAddr(None));
+    }
+    s.parse()
+        .map(|a| ReceiverAddr(Some(a)))
+        .map_err(|e| format!("--receiver-addr {s:?}: {e} (an address such as 0.0.0.0:9292, or off)"))
 }

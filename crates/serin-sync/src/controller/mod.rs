@@ -37,7 +37,7 @@ use kube::{
 };
 
 use crate::api::{
-    GitRepository, HelmChart, HelmRelease, HelmRepository, Kustomization, REQUESTED_AT_ANNOTATION,
+    GitRepository, HelmChart, HelmRelease, HelmRepository, Kustomization, REQUESTED_AT_ANNOTATION, Receiver,
 };
 use status::{ConditionStatus, Progress};
 
@@ -67,6 +67,8 @@ pub struct Config {
     /// The serin-sync program Helm runs as its post-renderer (postRenderers, serin's objects
     /// and replicas); none: charts are released as rendered.
     pub post_renderer: Option<PathBuf>,
+    /// Where the Receivers' webhooks are served; none: not served.
+    pub receiver_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for Config {
@@ -86,6 +88,7 @@ impl Default for Config {
                 kubeconfig: None,
             },
             post_renderer: None,
+            receiver_addr: None,
         }
     }
 }
@@ -597,8 +600,9 @@ pub async fn run(
             }
         });
     let helm = run_helm(&ctx, &client, ns.as_deref(), shutdown.clone());
+    let notifications = run_notifications(&ctx, &client, ns.as_deref(), shutdown.clone());
     ready();
-    futures::join!(sources, kustomizations, helm);
+    futures::join!(sources, kustomizations, helm, notifications);
 }
 
 /// The Helm controllers: HelmRepositories, HelmCharts (on their own spec and their sources'
@@ -744,4 +748,66 @@ where
             }
         });
     futures::join!(repositories, charts, releases);
+}
+
+/// Notifications: the Receiver reconciler, the Receivers' webhook server (when
+/// `receiver_addr` is set) and the Alerts' dispatcher.
+async fn run_notifications<S>(ctx: &Arc<Context>, client: &Client, ns: Option<&str>, shutdown: S)
+where
+    S: std::future::Future<Output = ()> + Clone + Send + Sync + 'static,
+{
+    use serin_runtime::scope::api;
+    let wc = watcher::Config::default();
+    let limits = kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency);
+    let (receiver_store, receiver_writer) = reflector::store();
+    let receiver_stream = reflector::reflector(
+        receiver_writer,
+        watcher(api::<DeserializeGuard<Receiver>>(client, ns), wc),
+    )
+    .default_backoff()
+    .applied_objects()
+    .predicate_filter(spec_or_request, Default::default());
+    let receivers = Controller::for_stream(receiver_stream, receiver_store.clone())
+        .with_config(limits)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            |obj, ctx| with_backoff_reset(obj, ctx, reconcile_receiver),
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "Receiver reconcile did not complete");
+            }
+        });
+    let server = {
+        let (addr, client, shutdown) = (ctx.config.receiver_addr, client.clone(), shutdown.clone());
+        async move {
+            let Some(addr) = addr else { return };
+            tokio::select! {
+                () = shutdown => {}
+                served = crate::notify::receiver::serve(addr, client, receiver_store) => {
+                    if let Err(e) = served {
+                        tracing::error!(error = %e, address = %addr, "the Receivers' webhook server stopped");
+                    }
+                }
+            }
+        }
+    };
+    let dispatcher = crate::notify::dispatch::run(client.clone(), ns.map(str::to_owned), shutdown);
+    futures::join!(receivers, server, dispatcher);
+}
+
+async fn reconcile_receiver(
+    guard: Arc<DeserializeGuard<Receiver>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    reconcile_guarded(
+        guard,
+        ctx,
+        crate::notify::receiver::COMPONENT,
+        |r: &Receiver| r.spec.suspend == Some(true),
+        crate::notify::receiver::reconcile,
+    )
+    .await
 }

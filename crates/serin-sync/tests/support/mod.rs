@@ -130,6 +130,8 @@ pub struct Controllers {
     pub metrics: controller::metrics::Metrics,
     registry: prometheus_client::registry::Registry,
     task: tokio::task::JoinHandle<()>,
+    /// Where the Receivers' webhooks are served (`http://127.0.0.1:<port>`).
+    pub receiver_url: String,
 }
 
 impl Controllers {
@@ -170,6 +172,10 @@ pub fn start_controllers_with(tb: &Testbed, kube_config: Option<kube::Config>) -
     let storage = tempfile::tempdir().expect("tempdir");
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = controller::metrics::Metrics::register(&mut registry);
+    // A free port for the webhook server (reserved by binding, then handed over).
+    let receiver_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
     let ctx = Arc::new(controller::Context {
         client: tb.client(),
         kube_config,
@@ -188,6 +194,7 @@ pub fn start_controllers_with(tb: &Testbed, kube_config: Option<kube::Config>) -
                 kubeconfig: Some(tb.kubeconfig().to_path_buf()),
             },
             post_renderer: Some(env!("CARGO_BIN_EXE_serin-sync").into()),
+            receiver_addr: Some(receiver_addr),
         },
         metrics: metrics.clone(),
         backoffs: Default::default(),
@@ -198,6 +205,7 @@ pub fn start_controllers_with(tb: &Testbed, kube_config: Option<kube::Config>) -
         metrics,
         registry,
         task,
+        receiver_url: format!("http://{receiver_addr}"),
     }
 }
 
