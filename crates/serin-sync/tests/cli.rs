@@ -12,15 +12,6 @@ use support::*;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-async fn cli(tb: &Testbed, args: &[&str]) -> Output {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_serin-sync"));
-    cmd.args(args)
-        .arg("--kubeconfig")
-        .arg(tb.kubeconfig())
-        .env_remove("KUBECONFIG");
-    cmd.output().await.expect("serin-sync runs")
-}
-
 /// Replaces the commit hashes of `shas` with placeholders.
 fn normalize(text: &str, shas: &[&str]) -> String {
     let mut out = text.to_owned();

@@ -611,6 +611,44 @@ async fn a_helm_release_post_renders_keeps_serins_share_and_corrects_drift() {
         "serin's replicas kept on upgrade"
     );
 
+    // The CLI: reconcile with its sources, the tree of what the release installed, suspend
+    // and resume.
+    let out = cli(
+        &tb,
+        &[
+            "reconcile",
+            "helmrelease",
+            "canary-demo",
+            "--with-source",
+            "-n",
+            "apps",
+        ],
+    )
+    .await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    for line in [
+        "► annotating HelmRepository charts in apps namespace",
+        "► annotating HelmChart apps-canary-demo in apps namespace",
+        "► annotating HelmRelease canary-demo in apps namespace",
+        "✔ applied revision 0.1.0",
+    ] {
+        assert!(err.contains(line), "{line:?} in\n{err}");
+    }
+    let out = cli(&tb, &["tree", "helmrelease", "canary-demo", "-n", "apps"]).await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "HelmRelease/apps/canary-demo\n└── Deployment/apps/demo\n",
+        "the release holds the Deployment, not serin's ConfigMap"
+    );
+    let out = cli(&tb, &["suspend", "helmrelease", "canary-demo", "-n", "apps"]).await;
+    assert!(out.status.success());
+    let suspended = cli(&tb, &["get", "helmreleases", "-n", "apps"]).await;
+    assert!(String::from_utf8_lossy(&suspended.stdout).contains("canary-demo\t0.1.0   \tTrue     \t"));
+    let out = cli(&tb, &["resume", "helmrelease", "canary-demo", "-n", "apps"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("✔ applied revision 0.1.0"));
+
     // warn: drift is only reported.
     kubectl(
         &tb,

@@ -273,4 +273,24 @@ async fn alerts_reach_slack_and_receivers_ask_for_reconciles() {
     )
     .await;
     eprintln!("receiver call to handled reconcile: {:?}", called.elapsed());
+
+    // The CLI's tables.
+    let out = cli(&tb, &["get", "receivers"]).await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "NAME    \tSUSPENDED\tREADY\tMESSAGE{pad}\t\ngit-push\tFalse    \tTrue \tReceiver initialized for path: {path}\t\n",
+            pad = " ".repeat("Receiver initialized for path: ".len() + path.len() - "MESSAGE".len())
+        )
+    );
+    let out = cli(&tb, &["get", "alerts"]).await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "NAME      \tSUSPENDED\tREADY\tMESSAGE       \t\neverything\tFalse    \tTrue \tAlert is Ready\t\n"
+    );
+    let out = cli(&tb, &["get", "alert-providers", "-A"]).await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "NAMESPACE  \tNAME \tREADY\tMESSAGE          \t\nflux-system\tslack\tTrue \tProvider is Ready\t\n"
+    );
 }

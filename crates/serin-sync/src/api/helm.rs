@@ -522,6 +522,9 @@ pub struct HelmReleaseStatus {
     pub last_attempted_release_action: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_post_renderers_digest: Option<String>,
+    /// The objects of the release's manifest (hooks excluded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<super::kustomization::ResourceInventory>,
 }
 
 /// A release revision, as Helm stored it.

@@ -1,6 +1,7 @@
-//! `serin-sync get kustomizations|helmreleases|sources git|helm|chart|all`: Flux's tables (NAME REVISION SUSPENDED READY
-//! MESSAGE, NAMESPACE first with `-A`), hashes shortened to 8 characters, optionally only the
-//! objects a `--status-selector type=status` matches. Does I/O.
+//! `serin-sync get kustomizations|helmreleases|sources git|helm|chart|all|alerts|alert-providers|receivers`:
+//! Flux's tables (NAME REVISION SUSPENDED READY MESSAGE, NAMESPACE first with `-A`; alerts and
+//! receivers without REVISION, alert providers without SUSPENDED too), hashes shortened to 8
+//! characters, optionally only the objects a `--status-selector type=status` matches. Does I/O.
 
 use clap::{Args, Subcommand};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -8,7 +9,7 @@ use kube::{Api, api::ListParams};
 
 use super::ClusterArgs;
 use crate::{
-    api::{GitRepository, HelmChart, HelmRelease, HelmRepository, Kustomization},
+    api::{Alert, GitRepository, HelmChart, HelmRelease, HelmRepository, Kustomization, Provider, Receiver},
     controller::status,
     source::revision::shorten_hashes,
 };
@@ -44,6 +45,15 @@ pub enum GetWhat {
     },
     /// Every source and Kustomization.
     All,
+    /// Alerts (optionally one by name).
+    #[command(alias = "alert")]
+    Alerts { name: Option<String> },
+    /// Alert providers (optionally one by name).
+    #[command(name = "alert-providers", alias = "alert-provider")]
+    AlertProviders { name: Option<String> },
+    /// Receivers (optionally one by name).
+    #[command(alias = "receiver")]
+    Receivers { name: Option<String> },
 }
 
 #[derive(Subcommand, Debug)]
@@ -132,22 +142,41 @@ pub struct Row {
 /// Renders rows as Flux's table writer does: cells padded to the column width, each followed by
 /// a tab.
 pub fn render(rows: &[Row], all_namespaces: bool) -> String {
+    render_columns(rows, all_namespaces, true, true)
+}
+
+/// [`render`] with or without the REVISION and SUSPENDED columns; without REVISION, messages
+/// keep their hashes (a Receiver's path is its message).
+pub fn render_columns(rows: &[Row], all_namespaces: bool, revision: bool, suspended: bool) -> String {
+    let shorten = |text: &str| {
+        if revision {
+            shorten_hashes(text)
+        } else {
+            text.to_owned()
+        }
+    };
     let mut table: Vec<Vec<String>> = Vec::new();
-    let mut header: Vec<String> = ["NAME", "REVISION", "SUSPENDED", "READY", "MESSAGE"]
-        .map(String::from)
-        .to_vec();
+    let keep = [true, revision, suspended, true, true];
+    let pick = |cells: [String; 5]| -> Vec<String> {
+        cells
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(c, k)| k.then_some(c))
+            .collect()
+    };
+    let mut header = pick(["NAME", "REVISION", "SUSPENDED", "READY", "MESSAGE"].map(String::from));
     if all_namespaces {
         header.insert(0, "NAMESPACE".into());
     }
     table.push(header);
     for r in rows {
-        let mut cells = vec![
+        let mut cells = pick([
             r.name.clone(),
             shorten_hashes(&r.revision),
             if r.suspended { "True" } else { "False" }.to_owned(),
             r.ready.clone(),
-            shorten_hashes(&r.message),
-        ];
+            shorten(&r.message),
+        ]);
         if all_namespaces {
             cells.insert(0, r.namespace.clone());
         }
@@ -274,6 +303,71 @@ pub fn helm_release_rows(items: &[HelmRelease], prefix: &str) -> Vec<Row> {
                 .map(|s| s.chart_version.clone())
                 .or(st.last_attempted_revision);
             row_of(&h.metadata, prefix, &st.conditions, revision, h.spec.suspend)
+        })
+        .collect()
+}
+
+/// Rows of Receivers.
+pub fn receiver_rows(items: &[Receiver]) -> Vec<Row> {
+    items
+        .iter()
+        .map(|r| {
+            let st = r.status.clone().unwrap_or_default();
+            row_of(&r.metadata, "", &st.conditions, None, r.spec.suspend)
+        })
+        .collect()
+}
+
+/// Rows of Providers (they have no status: Ready says whether serin-sync sends to the type).
+pub fn provider_rows(items: &[Provider]) -> Vec<Row> {
+    items
+        .iter()
+        .map(|p| {
+            let supported = crate::notify::SUPPORTED_PROVIDERS.contains(&p.spec.type_.as_str());
+            let (ready, message) = if supported {
+                ("True", "Provider is Ready".to_owned())
+            } else {
+                (
+                    "False",
+                    format!("spec.type {:?} is not supported by serin-sync", p.spec.type_),
+                )
+            };
+            Row {
+                namespace: p.metadata.namespace.clone().unwrap_or_default(),
+                name: p.metadata.name.clone().unwrap_or_default(),
+                revision: String::new(),
+                suspended: p.spec.suspend == Some(true),
+                ready: ready.into(),
+                message,
+            }
+        })
+        .collect()
+}
+
+/// Rows of Alerts (no status: Ready says whether their Provider exists, of the `providers`).
+pub fn alert_rows(items: &[Alert], providers: &[Provider]) -> Vec<Row> {
+    items
+        .iter()
+        .map(|a| {
+            let ns = a.metadata.namespace.clone().unwrap_or_default();
+            let provider = &a.spec.provider_ref.name;
+            let found = providers.iter().any(|p| {
+                p.metadata.namespace.as_deref() == Some(ns.as_str())
+                    && p.metadata.name.as_deref() == Some(provider)
+            });
+            let (ready, message) = if found {
+                ("True", "Alert is Ready".to_owned())
+            } else {
+                ("False", format!("Provider '{ns}/{provider}' not found"))
+            };
+            Row {
+                namespace: ns,
+                name: a.metadata.name.clone().unwrap_or_default(),
+                revision: String::new(),
+                suspended: a.spec.suspend == Some(true),
+                ready: ready.into(),
+                message,
+            }
         })
         .collect()
 }
@@ -422,6 +516,55 @@ pub async fn run(args: &GetArgs) -> anyhow::Result<()> {
                 ));
             }
             print!("{}", tables.join("\n"));
+        }
+        GetWhat::Alerts { name } => {
+            let items = list(
+                serin_runtime::scope::api::<Alert>(&client, scope),
+                name.as_deref(),
+            )
+            .await?;
+            if items.is_empty() {
+                empty("Alert");
+            } else {
+                let providers = list(serin_runtime::scope::api::<Provider>(&client, scope), None).await?;
+                print!(
+                    "{}",
+                    render_columns(&alert_rows(&items, &providers), args.all_namespaces, false, true)
+                );
+            }
+        }
+        GetWhat::AlertProviders { name } => {
+            let items = list(
+                serin_runtime::scope::api::<Provider>(&client, scope),
+                name.as_deref(),
+            )
+            .await?;
+            if items.is_empty() {
+                empty("Provider");
+            } else {
+                print!(
+                    "{}",
+                    render_columns(&provider_rows(&items), args.all_namespaces, false, false)
+                );
+            }
+        }
+        GetWhat::Receivers { name } => {
+            let items = list(
+                serin_runtime::scope::api::<Receiver>(&client, scope),
+                name.as_deref(),
+            )
+            .await?;
+            if items.is_empty() {
+                empty("Receiver");
+            } else {
+                let items = select(items, selector, |r: &Receiver| {
+                    r.status.as_ref().map_or(&[], |s| &s.conditions)
+                });
+                print!(
+                    "{}",
+                    render_columns(&receiver_rows(&items), args.all_namespaces, false, true)
+                );
+            }
         }
     }
     Ok(())

@@ -26,25 +26,26 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Print the GitRepository and Kustomization CRDs (or write them into a directory).
+    /// Print the CRDs serin-sync reads (or write them into a directory).
     Crd(crd::CrdArgs),
-    /// Run the GitRepository and Kustomization controllers.
+    /// Run the controllers (sources, Kustomizations, HelmReleases, notifications).
     Run(run::RunArgs),
-    /// Show Kustomizations and sources.
+    /// Show Kustomizations, HelmReleases, sources, alerts, alert providers and receivers.
     Get(get::GetArgs),
     /// Ask for an immediate reconcile and wait for it.
     Reconcile(objects::ReconcileArgs),
-    /// Stop reconciling a Kustomization.
+    /// Stop reconciling a Kustomization or HelmRelease.
     Suspend(objects::SuspendArgs),
-    /// Resume a suspended Kustomization and wait for it.
+    /// Resume a suspended Kustomization or HelmRelease and wait for it.
     Resume(objects::SuspendArgs),
-    /// Delete a Kustomization (its objects are garbage-collected per its deletionPolicy).
+    /// Delete a Kustomization (its objects are garbage-collected per its deletionPolicy) or a
+    /// HelmRelease (its release is uninstalled).
     Delete(objects::DeleteArgs),
     /// Print the YAML a Kustomization would apply from a local directory.
     Build(local::LocalArgs),
     /// Compare what a Kustomization would apply from a local directory with the cluster.
     Diff(local::LocalArgs),
-    /// Show the objects a Kustomization applied, nested Kustomizations expanded.
+    /// Show the objects a Kustomization applied or a HelmRelease installed, nested ones expanded.
     Tree(tree::TreeArgs),
     /// Install the CRDs, a GitRepository and the root Kustomization `flux-system`.
     Install(install::InstallArgs),

@@ -36,6 +36,14 @@ pub enum ReconcileWhat {
         #[arg(long)]
         with_source: bool,
     },
+    /// A HelmRelease.
+    #[command(alias = "hr")]
+    Helmrelease {
+        name: String,
+        /// Reconcile its chart's source and its HelmChart first.
+        #[arg(long)]
+        with_source: bool,
+    },
     /// A source.
     Source {
         #[command(subcommand)]
@@ -47,6 +55,10 @@ pub enum ReconcileWhat {
 pub enum ReconcileSource {
     /// A GitRepository.
     Git { name: String },
+    /// A HelmRepository.
+    Helm { name: String },
+    /// A HelmChart.
+    Chart { name: String },
 }
 
 #[derive(Args, Debug)]
@@ -62,6 +74,19 @@ pub enum KustomizationName {
     /// A Kustomization.
     #[command(alias = "ks")]
     Kustomization { name: String },
+    /// A HelmRelease.
+    #[command(alias = "hr")]
+    Helmrelease { name: String },
+}
+
+impl KustomizationName {
+    /// The kind (Flux's lower-case word for messages) and the name.
+    fn parts(&self) -> (&'static str, &str) {
+        match self {
+            Self::Kustomization { name } => ("kustomization", name),
+            Self::Helmrelease { name } => ("helmrelease", name),
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -180,13 +205,131 @@ async fn wait_kustomization(
     }
 }
 
+/// The API of a kind the CLI reconciles by annotation (any of serin-sync's).
+fn dynamic_api(client: &kube::Client, ns: &str, kind: &str) -> Api<kube::api::DynamicObject> {
+    use kube::api::ApiResource;
+    let resource = match kind {
+        "HelmRepository" => ApiResource::erase::<crate::api::HelmRepository>(&()),
+        "HelmChart" => ApiResource::erase::<crate::api::HelmChart>(&()),
+        "HelmRelease" => ApiResource::erase::<crate::api::HelmRelease>(&()),
+        "Kustomization" => ApiResource::erase::<Kustomization>(&()),
+        _ => ApiResource::erase::<GitRepository>(&()),
+    };
+    Api::namespaced_with(client.clone(), ns, &resource)
+}
+
+/// Asks `kind` `ns/name` to reconcile and waits until it handled the request and settled
+/// (Ready True or False); returns its status.
+async fn reconcile_and_wait(
+    cluster: &ClusterArgs,
+    kind: &str,
+    ns: &str,
+    name: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let client = cluster.client().await?;
+    let api = dynamic_api(&client, ns, kind);
+    let object = api
+        .get(name)
+        .await
+        .map_err(|e| CliError(crate::controller::api_message(&e)))?;
+    if object.data["spec"]["suspend"] == true {
+        return Err(CliError("resource is suspended".into()).into());
+    }
+    let token = annotate(&api, kind, name, ns).await?;
+    say::waiting(&format!("waiting for {kind} reconciliation"));
+    let deadline = tokio::time::Instant::now() + cluster.timeout;
+    loop {
+        let o = api.get(name).await?;
+        let st = &o.data["status"];
+        let handled = st["lastHandledReconcileAt"].as_str() == Some(token.as_str());
+        let ready = st["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+            .cloned();
+        let current = st["observedGeneration"].as_i64() == o.metadata.generation;
+        if let Some(ready) = ready.filter(|r| handled && current && r["status"] != "Unknown") {
+            if ready["status"] == "True" {
+                return Ok(st.clone());
+            }
+            return Err(CliError(format!(
+                "{kind} reconciliation failed: {}",
+                ready["message"].as_str().unwrap_or_default()
+            ))
+            .into());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(CliError(format!("timeout waiting for {kind} {ns}/{name} reconciliation")).into());
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// `reconcile helmrelease NAME [--with-source]`: the chart's source, then its HelmChart, then
+/// the HelmRelease, each waited for.
+async fn reconcile_helm_release(cluster: &ClusterArgs, name: &str, with_source: bool) -> anyhow::Result<()> {
+    let client = cluster.client().await?;
+    let ns = &cluster.namespace;
+    let api: Api<crate::api::HelmRelease> = Api::namespaced(client, ns);
+    let hr = api
+        .get(name)
+        .await
+        .map_err(|e| CliError(crate::controller::api_message(&e)))?;
+    if hr.spec.suspend == Some(true) {
+        return Err(CliError("resource is suspended".into()).into());
+    }
+    if with_source {
+        if let Some(template) = &hr.spec.chart {
+            let source = &template.spec.source_ref;
+            let source_ns = source.namespace.clone().unwrap_or_else(|| ns.clone());
+            let st = reconcile_and_wait(cluster, &source.kind, &source_ns, &source.name).await?;
+            if let Some(rev) = st["artifact"]["revision"].as_str() {
+                say::success(&format!("fetched revision {rev}"));
+            }
+            let chart = format!("{ns}-{name}");
+            reconcile_and_wait(cluster, "HelmChart", &source_ns, &chart).await?;
+        } else if let Some(r) = hr.spec.chart_ref.as_ref().filter(|r| r.kind == "HelmChart") {
+            let chart_ns = r.namespace.clone().unwrap_or_else(|| ns.clone());
+            reconcile_and_wait(cluster, "HelmChart", &chart_ns, &r.name).await?;
+        }
+    }
+    let st = reconcile_and_wait(cluster, "HelmRelease", ns, name).await?;
+    let revision = st["history"][0]["chartVersion"]
+        .as_str()
+        .or(st["lastAttemptedRevision"].as_str())
+        .unwrap_or_default();
+    say::success(&format!("applied revision {revision}"));
+    Ok(())
+}
+
 /// `reconcile`.
 pub async fn reconcile(args: &ReconcileArgs) -> anyhow::Result<()> {
+    let ns = args.cluster.namespace.clone();
     match &args.what {
         ReconcileWhat::Source {
             kind: ReconcileSource::Git { name },
         } => {
             reconcile_source(&args.cluster, name).await?;
+        }
+        ReconcileWhat::Source {
+            kind: ReconcileSource::Helm { name },
+        } => {
+            let st = reconcile_and_wait(&args.cluster, "HelmRepository", &ns, name).await?;
+            say::success(&format!(
+                "fetched revision {}",
+                st["artifact"]["revision"].as_str().unwrap_or_default()
+            ));
+        }
+        ReconcileWhat::Source {
+            kind: ReconcileSource::Chart { name },
+        } => {
+            let st = reconcile_and_wait(&args.cluster, "HelmChart", &ns, name).await?;
+            say::success(&format!(
+                "fetched revision {}",
+                st["artifact"]["revision"].as_str().unwrap_or_default()
+            ));
+        }
+        ReconcileWhat::Helmrelease { name, with_source } => {
+            reconcile_helm_release(&args.cluster, name, *with_source).await?;
         }
         ReconcileWhat::Kustomization { name, with_source } => {
             let client = args.cluster.client().await?;
@@ -215,13 +358,21 @@ pub async fn reconcile(args: &ReconcileArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn set_suspend(args: &SuspendArgs, suspend: bool) -> anyhow::Result<(Api<Kustomization>, String)> {
-    let KustomizationName::Kustomization { name } = &args.what;
+async fn set_suspend(args: &SuspendArgs, suspend: bool) -> anyhow::Result<()> {
+    let (kind, name) = args.what.parts();
     let client = args.cluster.client().await?;
     let ns = &args.cluster.namespace;
-    let api: Api<Kustomization> = Api::namespaced(client, ns);
+    let api = dynamic_api(
+        &client,
+        ns,
+        if kind == "helmrelease" {
+            "HelmRelease"
+        } else {
+            "Kustomization"
+        },
+    );
     say::action(&format!(
-        "{} kustomization {name} in {ns} namespace",
+        "{} {kind} {name} in {ns} namespace",
         if suspend { "suspending" } else { "resuming" }
     ));
     let body = serde_json::json!({"spec": {"suspend": suspend}});
@@ -229,20 +380,28 @@ async fn set_suspend(args: &SuspendArgs, suspend: bool) -> anyhow::Result<(Api<K
         .await
         .map_err(|e| CliError(crate::controller::api_message(&e)))?;
     say::success(&format!(
-        "kustomization {}",
+        "{kind} {}",
         if suspend { "suspended" } else { "resumed" }
     ));
-    Ok((api, name.clone()))
+    Ok(())
 }
 
-/// `suspend kustomization NAME`.
+/// `suspend kustomization|helmrelease NAME`.
 pub async fn suspend(args: &SuspendArgs) -> anyhow::Result<()> {
-    set_suspend(args, true).await.map(|_| ())
+    set_suspend(args, true).await
 }
 
-/// `resume kustomization NAME`: resumes, then waits for the reconcile the resume triggers.
+/// `resume kustomization|helmrelease NAME`: resumes, then waits for the reconcile the resume
+/// triggers.
 pub async fn resume(args: &SuspendArgs) -> anyhow::Result<()> {
-    let (api, name) = set_suspend(args, false).await?;
+    set_suspend(args, false).await?;
+    if let KustomizationName::Helmrelease { name } = &args.what {
+        return resume_helm_release(&args.cluster, name).await;
+    }
+    let (_, name) = args.what.parts();
+    let name = name.to_owned();
+    let client = args.cluster.client().await?;
+    let api: Api<Kustomization> = Api::namespaced(client, &args.cluster.namespace);
     say::waiting("waiting for Kustomization reconciliation");
     // Resuming changes the generation; the controller marks the new one observed when done.
     let deadline = tokio::time::Instant::now() + args.cluster.timeout;
@@ -266,22 +425,67 @@ pub async fn resume(args: &SuspendArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `delete kustomization NAME`.
+/// Waits until a resumed HelmRelease observed its new generation and settled.
+async fn resume_helm_release(cluster: &ClusterArgs, name: &str) -> anyhow::Result<()> {
+    let client = cluster.client().await?;
+    let api: Api<crate::api::HelmRelease> = Api::namespaced(client, &cluster.namespace);
+    say::waiting("waiting for HelmRelease reconciliation");
+    let deadline = tokio::time::Instant::now() + cluster.timeout;
+    loop {
+        let hr = api.get(name).await?;
+        let st = hr.status.clone().unwrap_or_default();
+        let ready = status::condition(&st.conditions, status::READY);
+        if st.observed_generation == hr.meta().generation
+            && let Some(ready) = ready.filter(|r| r.status != "Unknown")
+        {
+            if ready.status != "True" {
+                return Err(CliError(format!("HelmRelease reconciliation failed: {}", ready.message)).into());
+            }
+            let revision = st
+                .history
+                .first()
+                .map(|h| h.chart_version.clone())
+                .or(st.last_attempted_revision)
+                .unwrap_or_default();
+            say::success(&format!("HelmRelease {name} reconciliation completed"));
+            say::success(&format!("applied revision {revision}"));
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(CliError(format!("timeout waiting for HelmRelease {name} reconciliation")).into());
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// `delete kustomization|helmrelease NAME` (a HelmRelease's release is uninstalled).
 pub async fn delete(args: &DeleteArgs) -> anyhow::Result<()> {
     use std::io::{BufRead, IsTerminal, Write};
-    let KustomizationName::Kustomization { name } = &args.what;
+    let (kind, name) = args.what.parts();
     let client = args.cluster.client().await?;
     let ns = &args.cluster.namespace;
-    let api: Api<Kustomization> = Api::namespaced(client, ns);
-    let ks = api
+    let api = dynamic_api(
+        &client,
+        ns,
+        if kind == "helmrelease" {
+            "HelmRelease"
+        } else {
+            "Kustomization"
+        },
+    );
+    let object = api
         .get(name)
         .await
         .map_err(|e| CliError(crate::controller::api_message(&e)))?;
     if !args.silent && std::io::stdin().is_terminal() {
-        let prune = ks.spec.prune && ks.spec.deletion_policy.as_deref() != Some("Orphan");
+        let spec = &object.data["spec"];
+        let managed = match kind {
+            "kustomization" => spec["prune"] == true && spec["deletionPolicy"] != "Orphan",
+            _ => true,
+        };
         eprint!(
-            "Are you sure you want to delete this kustomization{}? [y/N] ",
-            if prune { " and its managed objects" } else { "" }
+            "Are you sure you want to delete this {kind}{}? [y/N] ",
+            if managed { " and its managed objects" } else { "" }
         );
         let _ = std::io::stderr().flush();
         let mut answer = String::new();
@@ -290,10 +494,10 @@ pub async fn delete(args: &DeleteArgs) -> anyhow::Result<()> {
             return Err(CliError("aborting".into()).into());
         }
     }
-    say::action(&format!("deleting kustomization {name} in {ns} namespace"));
+    say::action(&format!("deleting {kind} {name} in {ns} namespace"));
     api.delete(name, &DeleteParams::default())
         .await
         .map_err(|e| CliError(crate::controller::api_message(&e)))?;
-    say::success("kustomization deleted");
+    say::success(&format!("{kind} deleted"));
     Ok(())
 }

@@ -1,11 +1,15 @@
-//! `serin-sync tree kustomization NAME`: the objects in a Kustomization's inventory as a tree,
-//! nested Kustomizations expanded. Does I/O.
+//! `serin-sync tree kustomization|helmrelease NAME`: the objects in a Kustomization's or a
+//! HelmRelease's inventory (what its release installed) as a tree, nested Kustomizations and
+//! HelmReleases expanded. Does I/O.
 
 use clap::{Args, Subcommand};
 use kube::{Api, Client};
 
 use super::{CliError, ClusterArgs};
-use crate::{api::Kustomization, apply::order::ObjectId};
+use crate::{
+    api::{HelmRelease, Kustomization, helm::HELM_GROUP},
+    apply::order::ObjectId,
+};
 
 #[derive(Args, Debug)]
 pub struct TreeArgs {
@@ -23,6 +27,9 @@ pub enum TreeWhat {
     /// A Kustomization.
     #[command(alias = "ks")]
     Kustomization { name: String },
+    /// A HelmRelease.
+    #[command(alias = "hr")]
+    Helmrelease { name: String },
 }
 
 /// A node: an object and, for Kustomizations, what they applied.
@@ -59,25 +66,44 @@ fn is_kustomization(id: &ObjectId) -> bool {
     id.kind == "Kustomization" && id.group == crate::api::kustomization::GROUP
 }
 
+fn is_helm_release(id: &ObjectId) -> bool {
+    id.kind == "HelmRelease" && id.group == HELM_GROUP
+}
+
+/// The inventory of a Kustomization or HelmRelease (none for other objects).
+async fn inventory_of(
+    client: &Client,
+    id: &ObjectId,
+) -> anyhow::Result<Option<Vec<crate::api::ResourceRef>>> {
+    let entries = if is_kustomization(id) {
+        let api: Api<Kustomization> = Api::namespaced(client.clone(), &id.namespace);
+        api.get_opt(&id.name)
+            .await?
+            .map(|k| k.status.and_then(|s| s.inventory))
+    } else if is_helm_release(id) {
+        let api: Api<HelmRelease> = Api::namespaced(client.clone(), &id.namespace);
+        api.get_opt(&id.name)
+            .await?
+            .map(|h| h.status.and_then(|s| s.inventory))
+    } else {
+        None
+    };
+    Ok(entries.map(|i| i.map(|i| i.entries).unwrap_or_default()))
+}
+
 async fn expand(client: &Client, id: ObjectId, compact: bool, depth: usize) -> anyhow::Result<Node> {
     let mut children = Vec::new();
-    if is_kustomization(&id) && depth < 16 {
-        let api: Api<Kustomization> = Api::namespaced(client.clone(), &id.namespace);
-        if let Some(ks) = api.get_opt(&id.name).await? {
-            let entries = ks
-                .status
-                .and_then(|s| s.inventory)
-                .map(|i| i.entries)
-                .unwrap_or_default();
-            for entry in entries {
-                let Some(child) = ObjectId::from_inventory(&entry) else {
-                    continue;
-                };
-                if compact && !child.group.ends_with(".toolkit.fluxcd.io") {
-                    continue;
-                }
-                children.push(Box::pin(expand(client, child, compact, depth + 1)).await?);
+    if depth < 16
+        && let Some(entries) = inventory_of(client, &id).await?
+    {
+        for entry in entries {
+            let Some(child) = ObjectId::from_inventory(&entry) else {
+                continue;
+            };
+            if compact && !child.group.ends_with(".toolkit.fluxcd.io") {
+                continue;
             }
+            children.push(Box::pin(expand(client, child, compact, depth + 1)).await?);
         }
     }
     children.sort_by(|a, b| crate::apply::order::reconcile_order(&a.id, &b.id));
@@ -86,20 +112,22 @@ async fn expand(client: &Client, id: ObjectId, compact: bool, depth: usize) -> a
 
 /// Prints the tree.
 pub async fn run(args: &TreeArgs) -> anyhow::Result<()> {
-    let TreeWhat::Kustomization { name } = &args.what;
     let client = args.cluster.client().await?;
     let ns = &args.cluster.namespace;
-    let api: Api<Kustomization> = Api::namespaced(client.clone(), ns);
-    if api.get_opt(name).await?.is_none() {
-        return Err(CliError(format!("Kustomization {ns}/{name} not found")).into());
-    }
+    let (group, version, kind, name) = match &args.what {
+        TreeWhat::Kustomization { name } => (crate::api::kustomization::GROUP, "v1", "Kustomization", name),
+        TreeWhat::Helmrelease { name } => (HELM_GROUP, "v2", "HelmRelease", name),
+    };
     let root = ObjectId {
-        group: crate::api::kustomization::GROUP.into(),
-        version: "v1".into(),
-        kind: "Kustomization".into(),
+        group: group.into(),
+        version: version.into(),
+        kind: kind.into(),
         namespace: ns.clone(),
         name: name.clone(),
     };
+    if inventory_of(&client, &root).await?.is_none() {
+        return Err(CliError(format!("{kind} {ns}/{name} not found")).into());
+    }
     let tree = expand(&client, root, args.compact, 0).await?;
     print!("{}", render(&tree));
     Ok(())

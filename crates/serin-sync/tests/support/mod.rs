@@ -453,3 +453,13 @@ pub fn kubectl(tb: &Testbed, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Runs the serin-sync program against the test bed.
+pub async fn cli(tb: &Testbed, args: &[&str]) -> std::process::Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_serin-sync"));
+    cmd.args(args)
+        .arg("--kubeconfig")
+        .arg(tb.kubeconfig())
+        .env_remove("KUBECONFIG");
+    cmd.output().await.expect("serin-sync runs")
+}

@@ -578,6 +578,10 @@ async fn follow_release(
             return Some(ctx.config.retry_cap);
         }
     };
+    let ids: Vec<_> = objects.iter().map(crate::apply::order::ObjectId::of).collect();
+    st.inventory = Some(crate::api::kustomization::ResourceInventory {
+        entries: crate::apply::order::inventory(&ids),
+    });
     let reference = hr.object_ref(&());
     let version = st.history.first().map(|h| h.version).unwrap_or(1);
     let release = format!("{}/{}.v{version}", t.namespace, t.release);
