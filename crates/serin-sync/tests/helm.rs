@@ -6,31 +6,13 @@
 
 mod support;
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+use std::{path::Path, process::Command, time::Duration};
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{Api, api::DeleteParams};
 use serin_sync::api::{HelmChart, HelmRelease};
 use serin_testbed::Testbed;
 use support::*;
-
-fn helm(args: &[&str]) -> String {
-    let out = Command::new(serin_testbed::helm_program())
-        .args(args)
-        .output()
-        .expect("helm runs");
-    assert!(
-        out.status.success(),
-        "helm {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Packages the fixture chart as `version` into `repo` (with `image`), and indexes the repository.
 fn publish(repo: &Path, version: &str, image: &str, url: &str) {
@@ -48,33 +30,7 @@ fn publish(repo: &Path, version: &str, image: &str, url: &str) {
         let text = std::fs::read_to_string(fixture.join(file)).expect("fixture");
         std::fs::write(&dest, text.replace("ghcr.io/stefanprodan/podinfo:6.0.1", image)).expect("write");
     }
-    helm(&[
-        "package",
-        chart.to_str().expect("utf8"),
-        "--version",
-        version,
-        "--destination",
-        repo.to_str().expect("utf8"),
-    ]);
-    helm(&["repo", "index", repo.to_str().expect("utf8"), "--url", url]);
-}
-
-async fn serve(root: PathBuf) -> (String, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://127.0.0.1:{}", listener.local_addr().expect("addr").port());
-    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
-        let root = root.clone();
-        async move {
-            match std::fs::read(root.join(uri.path().trim_start_matches('/'))) {
-                Ok(bytes) => (axum::http::StatusCode::OK, bytes),
-                Err(_) => (axum::http::StatusCode::NOT_FOUND, Vec::new()),
-            }
-        }
-    });
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (url, task)
+    publish_chart(&chart, repo, url, Some(version));
 }
 
 const RELEASE: &str = r#"
@@ -173,7 +129,7 @@ async fn a_helm_release_installs_upgrades_remediates_and_uninstalls() {
         return;
     }
     let repo = tempfile::tempdir().expect("tempdir");
-    let (url, _server) = serve(repo.path().to_path_buf()).await;
+    let (url, _server) = serve_dir(repo.path().to_path_buf()).await;
     publish(repo.path(), "0.1.0", "ghcr.io/stefanprodan/podinfo:6.0.1", &url);
     install_crds(&tb).await;
     let client = tb.client();
@@ -450,7 +406,7 @@ async fn a_helm_release_post_renders_keeps_serins_share_and_corrects_drift() {
         return;
     }
     let repo = tempfile::tempdir().expect("tempdir");
-    let (url, _server) = serve(repo.path().to_path_buf()).await;
+    let (url, _server) = serve_dir(repo.path().to_path_buf()).await;
     publish(repo.path(), "0.1.0", "ghcr.io/stefanprodan/podinfo:6.0.1", &url);
     install_crds(&tb).await;
     let client = tb.client();

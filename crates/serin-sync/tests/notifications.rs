@@ -5,57 +5,19 @@
 
 mod support;
 
-use std::{
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Event, ObjectReference};
 use kube::{
     Api,
     api::{ObjectMeta, PostParams},
 };
-use serde_json::Value;
 use serin_sync::{
     api::{GitRepository, Receiver},
     notify,
 };
 use serin_testbed::Testbed;
 use support::*;
-
-/// A Slack-compatible webhook that keeps what it is sent.
-async fn slack_sink() -> (String, Arc<Mutex<Vec<Value>>>, tokio::task::JoinHandle<()>) {
-    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let keep = received.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!(
-        "http://127.0.0.1:{}/services/T0/B0/secret",
-        listener.local_addr().expect("addr").port()
-    );
-    let app = axum::Router::new().route(
-        "/services/T0/B0/secret",
-        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
-            let keep = keep.clone();
-            async move {
-                keep.lock().expect("lock").push(body);
-                "ok"
-            }
-        }),
-    );
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (url, received, task)
-}
-
-fn attachment_by(received: &Mutex<Vec<Value>>, author: &str) -> Option<Value> {
-    received
-        .lock()
-        .expect("lock")
-        .iter()
-        .find(|m| m["attachments"][0]["author_name"] == author)
-        .cloned()
-}
 
 const NOTIFICATIONS: &str = r#"
 apiVersion: v1

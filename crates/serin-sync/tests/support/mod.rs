@@ -463,3 +463,94 @@ pub async fn cli(tb: &Testbed, args: &[&str]) -> std::process::Output {
         .env_remove("KUBECONFIG");
     cmd.output().await.expect("serin-sync runs")
 }
+
+/// Runs the helm program of the test bed; its standard output.
+pub fn helm(args: &[&str]) -> String {
+    let out = Command::new(serin_testbed::helm_program())
+        .args(args)
+        .output()
+        .expect("helm runs");
+    assert!(
+        out.status.success(),
+        "helm {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Packages the chart in `chart` (as `version`, else its own) into the chart repository `repo`
+/// and indexes the repository for `url`, with the real helm program.
+pub fn publish_chart(chart: &Path, repo: &Path, url: &str, version: Option<&str>) {
+    let mut args = vec![
+        "package",
+        chart.to_str().expect("utf8"),
+        "--destination",
+        repo.to_str().expect("utf8"),
+    ];
+    if let Some(v) = version {
+        args.extend(["--version", v]);
+    }
+    helm(&args);
+    helm(&["repo", "index", repo.to_str().expect("utf8"), "--url", url]);
+}
+
+/// Serves the files under `root` over http: the URL and the server's task.
+pub async fn serve_dir(root: PathBuf) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://127.0.0.1:{}", listener.local_addr().expect("addr").port());
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let root = root.clone();
+        async move {
+            match std::fs::read(root.join(uri.path().trim_start_matches('/'))) {
+                Ok(bytes) => (axum::http::StatusCode::OK, bytes),
+                Err(_) => (axum::http::StatusCode::NOT_FOUND, Vec::new()),
+            }
+        }
+    });
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, task)
+}
+
+/// A Slack-compatible webhook that keeps what it is sent.
+pub async fn slack_sink() -> (
+    String,
+    Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let received: Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let keep = received.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!(
+        "http://127.0.0.1:{}/services/T0/B0/secret",
+        listener.local_addr().expect("addr").port()
+    );
+    let app = axum::Router::new().route(
+        "/services/T0/B0/secret",
+        axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+            let keep = keep.clone();
+            async move {
+                keep.lock().expect("lock").push(body);
+                "ok"
+            }
+        }),
+    );
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, received, task)
+}
+
+pub fn attachment_by(
+    received: &std::sync::Mutex<Vec<serde_json::Value>>,
+    author: &str,
+) -> Option<serde_json::Value> {
+    received
+        .lock()
+        .expect("lock")
+        .iter()
+        .find(|m| m["attachments"][0]["author_name"] == author)
+        .cloned()
+}

@@ -835,7 +835,8 @@ async fn not_ready(
             &ctx.client,
             &hr.object_ref(&()),
             COMPONENT,
-            reason != "DependencyNotReady",
+            // Waiting on a dependency or the chart is progress, not an error.
+            !matches!(reason, "DependencyNotReady" | "SourceNotReady"),
             reason,
             message,
         )
