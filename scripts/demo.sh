@@ -4,6 +4,7 @@
 # primary untouched); `--real` runs it on the real control plane (etcd, kube-apiserver,
 # kube-controller-manager, kube-scheduler and kwok, built once by `make cluster`) instead of the
 # API emulator. Prints every change of phase, weight and failed checks with the latest event.
+# `--gitops` runs the example monorepo through serin-sync instead (scripts/demo-gitops.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +14,8 @@ for arg in "$@"; do
   case "$arg" in
     --bad) bad=true ;;
     --real) cluster=real ;;
-    *) echo "usage: scripts/demo.sh [--bad] [--real]" >&2; exit 2 ;;
+    --gitops) exec scripts/demo-gitops.sh ;;
+    *) echo "usage: scripts/demo.sh [--bad] [--real] [--gitops]" >&2; exit 2 ;;
   esac
 done
 
