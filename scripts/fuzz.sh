@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 targets=(canary metric_template alert_provider template_query duration prometheus_response
   sync_kustomization sync_git_repository sync_kustomization_file sync_kustomize_output source_ignore
-  sync_helm_release sync_helm_index emulator_requests)
+  sync_helm_release sync_helm_index sync_notification emulator_requests)
 if [ -n "${FUZZ_TARGETS:-}" ]; then
   read -r -a targets <<<"$FUZZ_TARGETS"
 fi
@@ -29,11 +29,12 @@ kinds = {
     "Canary": "canary", "MetricTemplate": "metric_template", "AlertProvider": "alert_provider",
     "Kustomization": "sync_kustomization", "GitRepository": "sync_git_repository",
     "HelmRelease": "sync_helm_release",
+    "Provider": "sync_notification", "Alert": "sync_notification", "Receiver": "sync_notification",
 }
 seeds = {t: [] for t in [
     "canary", "metric_template", "alert_provider", "template_query", "duration", "prometheus_response",
     "sync_kustomization", "sync_git_repository", "sync_kustomization_file", "sync_kustomize_output",
-    "source_ignore", "emulator_requests", "sync_helm_release", "sync_helm_index",
+    "source_ignore", "emulator_requests", "sync_helm_release", "sync_helm_index", "sync_notification",
 ]}
 for root in ["examples", "tests/e2e/fixtures"]:
     for path in pathlib.Path(root).rglob("*.y*ml"):

@@ -145,6 +145,74 @@ pub fn helm_release_document(text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A notification document: a Provider (its request for an event), an Alert (whether it takes
+/// an event, and the event it sends) or a Receiver (a call checked against it). `Err` names the
+/// field or position.
+pub fn notification_document(text: &str) -> Result<(), String> {
+    use std::collections::BTreeMap;
+
+    use crate::{
+        api::{Alert, Provider, Receiver},
+        notify,
+    };
+    let kind: serde_json::Value = serin_runtime::yaml::from_str(text)?;
+    let event = notify::Event {
+        involved_object: notify::InvolvedObject {
+            kind: "HelmRelease".into(),
+            namespace: "apps".into(),
+            name: "demo".into(),
+            ..Default::default()
+        },
+        severity: "error".into(),
+        message: "Helm upgrade failed".into(),
+        reason: "UpgradeFailed".into(),
+        reporting_controller: "helm-controller".into(),
+        ..Default::default()
+    };
+    match kind["kind"].as_str() {
+        Some("Alert") => {
+            let alert: Alert = serin_runtime::yaml::from_str(text)?;
+            let labels = BTreeMap::from([("team".to_owned(), "web".to_owned())]);
+            let _ = notify::alert_rejects(&alert, &event, Some(&labels));
+            let _ = notify::for_alert(&alert, &event);
+        }
+        Some("Provider") => {
+            let provider: Provider = serin_runtime::yaml::from_str(text)?;
+            let address = provider
+                .spec
+                .address
+                .clone()
+                .unwrap_or_else(|| "http://hooks".into());
+            notify::request(&provider.spec, &address, Some("token"), &BTreeMap::new(), &event)
+                .map_err(|e| format!("spec.type: {e}"))?;
+        }
+        Some("Receiver") => {
+            let receiver: Receiver = serin_runtime::yaml::from_str(text)?;
+            let headers = BTreeMap::from([
+                (
+                    "x-signature".to_owned(),
+                    format!("sha256={}", notify::hmac_sha256("token", text.as_bytes())),
+                ),
+                ("x-github-event".to_owned(), "push".to_owned()),
+            ]);
+            let _ = notify::verify(
+                &receiver.spec.type_,
+                &receiver.spec.events,
+                "token",
+                &headers,
+                text.as_bytes(),
+            );
+            let _ = notify::webhook_path(
+                "token",
+                receiver.metadata.name.as_deref().unwrap_or_default(),
+                "apps",
+            );
+        }
+        _ => return Err("`kind`: Provider, Alert or Receiver".into()),
+    }
+    Ok(())
+}
+
 /// A Helm repository index: parsed, and for each of its charts the version `range` selects.
 pub fn helm_index(text: &str, range: &str) -> Result<Vec<String>, String> {
     let index = crate::source::helm_index::Index::parse(text.as_bytes())?;

@@ -1,7 +1,8 @@
 //! The property pass over serin-sync's untrusted inputs (`serin_sync::inputs`, the entry points
 //! `make fuzz` feeds to libFuzzer): Kustomization and GitRepository documents and kustomization
 //! files from the project's GitOps example, mutated; kustomize output through `postBuild`
-//! substitution; `.sourceignore` patterns. Thousands of generated inputs: none may panic, and
+//! substitution; `.sourceignore` patterns; HelmReleases and Helm indexes; Providers, Alerts and
+//! Receivers. Thousands of generated inputs: none may panic, and
 //! every rejection names its field, file or position.
 
 use std::{collections::BTreeMap, path::Path};
@@ -29,6 +30,8 @@ const INTERESTING: &[&str] = &[
 /// A HelmRelease using most of what serin-sync reads.
 const HELM_RELEASE: &str = "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: demo\n  namespace: apps\nspec:\n  interval: 5m\n  timeout: 2m\n  targetNamespace: apps\n  chart:\n    spec:\n      chart: demo\n      version: '>=1.0.0 <2.0.0'\n      sourceRef:\n        kind: HelmRepository\n        name: charts\n  install:\n    remediation:\n      retries: 3\n  upgrade:\n    remediation:\n      retries: 2\n      strategy: rollback\n  valuesFrom:\n  - kind: ConfigMap\n    name: demo-values\n    targetPath: image.tag\n  values:\n    replicas: 2\n";
 
+/// A GitHub Receiver.
+const RECEIVER: &str = "apiVersion: notification.toolkit.fluxcd.io/v1\nkind: Receiver\nmetadata:\n  name: github\n  namespace: flux-system\nspec:\n  type: github\n  events: [ping, push]\n  secretRef:\n    name: webhook-token\n  resources:\n  - kind: GitRepository\n    name: flux-system\n  - apiVersion: helm.toolkit.fluxcd.io/v2\n    kind: HelmRelease\n    name: '*'\n    matchLabels:\n      team: web\n";
 /// A Helm repository index with two charts.
 const HELM_INDEX: &str = "apiVersion: v1\nentries:\n  demo:\n  - name: demo\n    version: 1.2.3\n    urls: [demo-1.2.3.tgz]\n  - name: demo\n    version: 2.0.0-rc.1\n    urls: [demo-2.0.0-rc.1.tgz]\n  web:\n  - name: web\n    version: 0.1.0\n    urls: [https://example.com/web-0.1.0.tgz]\n";
 
@@ -175,6 +178,15 @@ fn no_input_panics_and_every_rejection_names_its_place() {
         1500,
         |rng| mutate_one(rng, &releases, INTERESTING),
         |text| rejection(inputs::helm_release_document(text)),
+    );
+    let mut notifications = documents("Alert");
+    notifications.extend(documents("Provider"));
+    notifications.push(RECEIVER.to_owned());
+    total += pass(
+        "Provider, Alert and Receiver",
+        1500,
+        |rng| mutate_one(rng, &notifications, INTERESTING),
+        |text| rejection(inputs::notification_document(text)),
     );
     let indexes = vec![HELM_INDEX.to_owned()];
     total += pass(
