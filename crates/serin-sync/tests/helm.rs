@@ -377,6 +377,9 @@ spec:
     timeout: 60s
   driftDetection:
     mode: enabled
+  commonMetadata:
+    labels:
+      owner: platform
   postRenderers:
     - kustomize:
         images:
@@ -470,15 +473,16 @@ async fn a_helm_release_post_renders_keeps_serins_share_and_corrects_drift() {
         "ghcr.io/stefanprodan/podinfo:6.0.4",
         "images post-renderer"
     );
+    let labels = deploy.metadata.labels.unwrap_or_default();
     assert_eq!(
-        deploy
-            .metadata
-            .labels
-            .unwrap_or_default()
-            .get("team")
-            .map(String::as_str),
+        labels.get("team").map(String::as_str),
         Some("web"),
         "patch post-renderer"
+    );
+    assert_eq!(
+        labels.get("owner").map(String::as_str),
+        Some("platform"),
+        "commonMetadata"
     );
     assert_eq!(replicas_of(&deployment(&client, "demo").await), Some(2));
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "apps");

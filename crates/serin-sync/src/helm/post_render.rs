@@ -1,6 +1,7 @@
 //! serin-sync as Helm's post-renderer (`helm install|upgrade --post-renderer serin-sync
 //! --post-renderer-args post-render ...`): the HelmRelease's `postRenderers` (kustomize patches
-//! and images, in order), then serin's share of the objects: an object serin generated (a
+//! and images, in order), its `commonMetadata` (labels and annotations on every object), then
+//! serin's share of the objects: an object serin generated (a
 //! Canary owns the live one) is dropped from the release, and a Deployment that a Canary
 //! targets keeps its live `spec.replicas` (serin scales it), as a Kustomization does.
 //! [`adjust`] is pure; [`render`] does I/O (kustomize, the API).
@@ -11,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{
-    api::helm::KustomizePostRenderer,
+    api::{helm::KustomizePostRenderer, kustomization::CommonMetadata},
     apply::{
         manager::{CanaryTargets, REPLICAS_POINTER, ResourceManager, owned_by_canary},
         order::ObjectId,
@@ -28,6 +29,9 @@ pub struct Plan {
     /// `spec.postRenderers[*].kustomize`, in order.
     #[serde(default)]
     pub kustomize: Vec<KustomizePostRenderer>,
+    /// `spec.commonMetadata`.
+    #[serde(default)]
+    pub common_metadata: Option<CommonMetadata>,
 }
 
 /// What the cluster holds of one rendered object.
@@ -82,7 +86,16 @@ pub async fn render(plan: &Plan, input: &str, client: kube::Client, work: &Path)
             .await
             .map_err(|e| format!("spec.postRenderers[{n}].kustomize: {e}"))?;
     }
-    let objects = objects::read_objects(&text)?;
+    let mut objects = objects::read_objects(&text)?;
+    let labelled = plan
+        .common_metadata
+        .as_ref()
+        .is_some_and(|m| !m.labels.is_empty() || !m.annotations.is_empty());
+    if let Some(metadata) = plan.common_metadata.as_ref().filter(|_| labelled) {
+        for object in &mut objects {
+            objects::set_metadata(object, &metadata.labels, &metadata.annotations);
+        }
+    }
     let targets = crate::controller::kustomization::canary_targets(&client).await;
     if let CanaryTargets::Unknown(why) = &targets {
         return Err(format!(
@@ -109,6 +122,7 @@ pub async fn render(plan: &Plan, input: &str, client: kube::Client, work: &Path)
     }
     match adjust(&objects, &live) {
         Some(adjusted) => to_yaml(&adjusted),
+        None if labelled => to_yaml(&objects),
         None => Ok(text),
     }
 }

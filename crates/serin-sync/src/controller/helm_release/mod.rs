@@ -320,9 +320,9 @@ pub async fn reconcile(hr: Arc<HelmRelease>, ctx: Arc<Context>) -> Result<Action
                         impersonate.clone(),
                     );
                     release.post_renderer = post_renderer(&ctx, plan_file.path());
-                    if release.post_renderer.is_none() && !hr.spec.post_renderers.is_empty() {
+                    if release.post_renderer.is_none() && post_renderers_digest.is_some() {
                         Err(crate::helm::HelmError(
-                            "spec.postRenderers: serin-sync does not know its own program to post-render with".into(),
+                            "spec.postRenderers, spec.commonMetadata: serin-sync does not know its own program to post-render with".into(),
                         ))
                     } else if install {
                         helm.install(&release).await
@@ -677,10 +677,19 @@ async fn follow_release(
     }
 }
 
-/// The digest of `spec.postRenderers` (none without post-renderers).
+/// The digest of what the post-renderer applies: `spec.postRenderers` and `spec.commonMetadata`
+/// (none without either).
 fn post_renderers_digest(spec: &HelmReleaseSpec) -> Option<String> {
-    (!spec.post_renderers.is_empty())
-        .then(|| plan::digest(&serde_json::to_value(&spec.post_renderers).unwrap_or_default()))
+    match (spec.post_renderers.is_empty(), &spec.common_metadata) {
+        (true, None) => None,
+        (_, None) => Some(plan::digest(
+            &serde_json::to_value(&spec.post_renderers).unwrap_or_default(),
+        )),
+        (_, Some(metadata)) => Some(plan::digest(&json!({
+            "postRenderers": spec.post_renderers,
+            "commonMetadata": metadata,
+        }))),
+    }
 }
 
 /// The post-renderer's plan, in a file it is given.
@@ -696,6 +705,7 @@ fn write_post_render_plan(
             .iter()
             .filter_map(|p| p.kustomize.clone())
             .collect(),
+        common_metadata: spec.common_metadata.clone(),
     };
     let dir = ctx.config.storage_dir.join("tmp");
     std::fs::create_dir_all(&dir)?;
@@ -881,9 +891,6 @@ pub fn unsupported_field(hr: &HelmRelease) -> Option<String> {
                 .map(|c| c.spec.source_ref.kind.clone())
                 .unwrap_or_default()
         ));
-    }
-    if spec.common_metadata.is_some() {
-        return named("spec.commonMetadata");
     }
     if spec.test.as_ref().and_then(|t| t.enable) == Some(true) {
         return named("spec.test");
