@@ -467,6 +467,11 @@ async fn a_helm_release_post_renders_keeps_serins_share_and_corrects_drift() {
         (reason.as_str(), message.as_str()),
         ("Progressing", "Canary 'apps/demo': Canary not yet initialized")
     );
+    assert_eq!(
+        condition(&hr, "Reconciling").map(|c| (c.0, c.1)),
+        Some(("True".to_owned(), "Progressing".to_owned())),
+        "a Kustomization's health check waits too"
+    );
     let deploy = deployment(&client, "demo").await;
     assert_eq!(
         image_of(&deploy),

@@ -661,17 +661,32 @@ async fn follow_release(
     let mut progress = Progress::new(&mut st.conditions, generation, jiff::Timestamp::now());
     match cluster::canary_health(&client, &mut resources, &objects).await {
         cluster::CanaryHealth::Healthy => retry,
+        // Reconciling and Stalled make kstatus (a Kustomization's health check) see the same.
         cluster::CanaryHealth::Progressing(message) => {
-            progress.set(status::READY, ConditionStatus::Unknown, "Progressing", &message);
+            progress
+                .set(status::READY, ConditionStatus::Unknown, "Progressing", &message)
+                .set(
+                    status::RECONCILING,
+                    ConditionStatus::True,
+                    "Progressing",
+                    &message,
+                );
             Some(ctx.config.health_interval)
         }
         cluster::CanaryHealth::Failed(message) => {
-            progress.set(
-                status::READY,
-                ConditionStatus::False,
-                "HealthCheckFailed",
-                &message,
-            );
+            progress
+                .set(
+                    status::READY,
+                    ConditionStatus::False,
+                    "HealthCheckFailed",
+                    &message,
+                )
+                .set(
+                    status::STALLED,
+                    ConditionStatus::True,
+                    "HealthCheckFailed",
+                    &message,
+                );
             Some(ctx.config.health_interval)
         }
     }
