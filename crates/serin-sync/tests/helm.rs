@@ -33,6 +33,36 @@ fn publish(repo: &Path, version: &str, image: &str, url: &str) {
     publish_chart(&chart, repo, url, Some(version));
 }
 
+/// The real control plane with serin-sync's CRDs, the namespace `apps`, and a chart repository
+/// holding the fixture chart 0.1.0; `None` (the test skipped) on the API emulator.
+struct Bed {
+    tb: Testbed,
+    repo: tempfile::TempDir,
+    url: String,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+async fn bed() -> Option<Bed> {
+    let tb = Testbed::start().await.expect("test bed");
+    if tb.kind() == serin_testbed::ClusterKind::Emulator {
+        eprintln!(
+            "skipped on the API emulator: helm --wait needs ReplicaSets (FIDELITY.md row 5); run it with SERIN_TESTBED_CLUSTER=real"
+        );
+        return None;
+    }
+    let repo = tempfile::tempdir().expect("tempdir");
+    let (url, _server) = serve_dir(repo.path().to_path_buf()).await;
+    publish(repo.path(), "0.1.0", "ghcr.io/stefanprodan/podinfo:6.0.1", &url);
+    install_crds(&tb).await;
+    create_namespace(&tb.client(), "apps").await;
+    Some(Bed {
+        tb,
+        repo,
+        url,
+        _server,
+    })
+}
+
 const RELEASE: &str = r#"
 apiVersion: helm.toolkit.fluxcd.io/v2
 kind: HelmRelease
@@ -121,19 +151,16 @@ fn status_history(hr: &HelmRelease) -> Vec<(i64, String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_helm_release_installs_upgrades_remediates_and_uninstalls() {
-    let tb = Testbed::start().await.expect("test bed");
-    if tb.kind() == serin_testbed::ClusterKind::Emulator {
-        eprintln!(
-            "skipped on the API emulator: helm --wait needs ReplicaSets (FIDELITY.md row 5); run it with SERIN_TESTBED_CLUSTER=real"
-        );
+    let Some(Bed {
+        tb,
+        repo,
+        url,
+        _server,
+    }) = bed().await
+    else {
         return;
-    }
-    let repo = tempfile::tempdir().expect("tempdir");
-    let (url, _server) = serve_dir(repo.path().to_path_buf()).await;
-    publish(repo.path(), "0.1.0", "ghcr.io/stefanprodan/podinfo:6.0.1", &url);
-    install_crds(&tb).await;
+    };
     let client = tb.client();
-    create_namespace(&client, "apps").await;
     let _controllers = start_controllers(&tb);
     kubectl_apply(
         &tb,
@@ -401,19 +428,16 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_helm_release_post_renders_keeps_serins_share_and_corrects_drift() {
-    let tb = Testbed::start().await.expect("test bed");
-    if tb.kind() == serin_testbed::ClusterKind::Emulator {
-        eprintln!(
-            "skipped on the API emulator: helm --wait needs ReplicaSets (FIDELITY.md row 5); run it with SERIN_TESTBED_CLUSTER=real"
-        );
+    let Some(Bed {
+        tb,
+        repo: _repo,
+        url,
+        _server,
+    }) = bed().await
+    else {
         return;
-    }
-    let repo = tempfile::tempdir().expect("tempdir");
-    let (url, _server) = serve_dir(repo.path().to_path_buf()).await;
-    publish(repo.path(), "0.1.0", "ghcr.io/stefanprodan/podinfo:6.0.1", &url);
-    install_crds(&tb).await;
+    };
     let client = tb.client();
-    create_namespace(&client, "apps").await;
     // A Canary targets the chart's Deployment, and serin made the ConfigMap the chart renders.
     kubectl_apply(
         &tb,

@@ -61,6 +61,17 @@ pub enum ReconcileSource {
     Chart { name: String },
 }
 
+impl ReconcileSource {
+    /// The kind and the name.
+    fn parts(&self) -> (&'static str, &str) {
+        match self {
+            Self::Git { name } => ("GitRepository", name),
+            Self::Helm { name } => ("HelmRepository", name),
+            Self::Chart { name } => ("HelmChart", name),
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct SuspendArgs {
     #[command(subcommand)]
@@ -310,19 +321,9 @@ pub async fn reconcile(args: &ReconcileArgs) -> anyhow::Result<()> {
         } => {
             reconcile_source(&args.cluster, name).await?;
         }
-        ReconcileWhat::Source {
-            kind: ReconcileSource::Helm { name },
-        } => {
-            let st = reconcile_and_wait(&args.cluster, "HelmRepository", &ns, name).await?;
-            say::success(&format!(
-                "fetched revision {}",
-                st["artifact"]["revision"].as_str().unwrap_or_default()
-            ));
-        }
-        ReconcileWhat::Source {
-            kind: ReconcileSource::Chart { name },
-        } => {
-            let st = reconcile_and_wait(&args.cluster, "HelmChart", &ns, name).await?;
+        ReconcileWhat::Source { kind } => {
+            let (kind, name) = kind.parts();
+            let st = reconcile_and_wait(&args.cluster, kind, &ns, name).await?;
             say::success(&format!(
                 "fetched revision {}",
                 st["artifact"]["revision"].as_str().unwrap_or_default()
