@@ -24,6 +24,7 @@ fn publish(repo: &Path, version: &str, image: &str, url: &str) {
         "values.yaml",
         "templates/configmap.yaml",
         "templates/deployment.yaml",
+        "templates/tests/test.yaml",
     ] {
         let dest = chart.join(file);
         std::fs::create_dir_all(dest.parent().expect("parent")).expect("dir");
@@ -674,4 +675,133 @@ async fn a_helm_release_post_renders_keeps_serins_share_and_corrects_drift() {
         "ghcr.io/stefanprodan/podinfo:6.0.9",
         "warn leaves the drift"
     );
+}
+
+const TESTED_RELEASE: &str = r#"
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata:
+  name: tested
+  namespace: apps
+spec:
+  interval: 1h
+  chart:
+    spec:
+      chart: demo
+      sourceRef:
+        kind: HelmRepository
+        name: charts
+  install:
+    timeout: 60s
+  upgrade:
+    timeout: 60s
+    remediation:
+      retries: 1
+  test:
+    enable: true
+    timeout: 60s
+  values:
+    replicas: 1
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_helm_release_runs_its_tests_and_remediates_a_failing_one() {
+    let Some(Bed {
+        tb,
+        repo: _repo,
+        url,
+        _server,
+    }) = bed().await
+    else {
+        return;
+    };
+    let client = tb.client();
+    let _controllers = start_controllers(&tb);
+    kubectl_apply(
+        &tb,
+        &format!(
+            "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata:\n  name: charts\n  namespace: apps\nspec:\n  interval: 1m\n  url: {url}\n"
+        ),
+    );
+    kubectl_apply(&tb, TESTED_RELEASE);
+    let get = || async {
+        Api::<HelmRelease>::namespaced(client.clone(), "apps")
+            .get("tested")
+            .await
+            .expect("HelmRelease")
+    };
+
+    // Installed and tested: Ready copies TestSuccess.
+    let hr = eventually(Duration::from_secs(120), "the release tested", || async {
+        let hr = get().await;
+        condition(&hr, "TestSuccess").is_some().then_some(hr)
+    })
+    .await;
+    assert_eq!(
+        condition(&hr, "TestSuccess"),
+        Some((
+            "True".into(),
+            "TestSucceeded".into(),
+            "Helm test succeeded for release apps/tested.v1 with chart demo@0.1.0: 1 test hooks completed successfully".into()
+        ))
+    );
+    assert_eq!(
+        condition(&hr, "Ready").map(|c| (c.0, c.1)),
+        Some(("True".into(), "TestSucceeded".into()))
+    );
+
+    // Tests that fail: each upgrade is rolled back, then the release stalls.
+    kubectl(
+        &tb,
+        &[
+            "patch",
+            "-n",
+            "apps",
+            "helmrelease",
+            "tested",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"values":{"failTests":true}}}"#,
+        ],
+    );
+    let hr = eventually(
+        Duration::from_secs(240),
+        "the failing tests remediated",
+        || async {
+            let hr = get().await;
+            condition(&hr, "Stalled").filter(|c| c.0 == "True").map(|_| hr)
+        },
+    )
+    .await;
+    assert_eq!(
+        condition(&hr, "Stalled").map(|c| (c.1, c.2)),
+        Some((
+            "RetriesExceeded".into(),
+            "Failed to upgrade after 2 attempt(s)".into()
+        ))
+    );
+    let (status, reason, message) = condition(&hr, "TestSuccess").expect("TestSuccess");
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "TestFailed"));
+    assert!(
+        message.starts_with("Helm test failed for release apps/tested.v"),
+        "{message}"
+    );
+    assert_eq!(
+        condition(&hr, "Remediated").map(|c| c.1).as_deref(),
+        Some("RollbackSucceeded")
+    );
+    assert_eq!(condition(&hr, "Ready").map(|c| c.0).as_deref(), Some("False"));
+    // The release runs the first revision's values again.
+    let values = helm(&[
+        "get",
+        "values",
+        "tested",
+        "-n",
+        "apps",
+        "-o",
+        "json",
+        "--kubeconfig",
+        tb.kubeconfig().to_str().expect("utf8"),
+    ]);
+    assert!(!values.contains("failTests"), "rolled back: {values}");
 }

@@ -550,5 +550,18 @@ pub struct ReleaseSnapshot {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub test_hooks: Option<BTreeMap<String, serde_json::Value>>,
+    pub test_hooks: Option<BTreeMap<String, TestHookStatus>>,
+}
+
+/// The outcome of a test hook of a release revision.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TestHookStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_started: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_completed: Option<String>,
+    /// `Succeeded` or `Failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
 }

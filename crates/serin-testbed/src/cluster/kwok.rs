@@ -5,7 +5,9 @@
 //! waits in ErrImagePull, then ImagePullBackOff. PersistentVolumeClaims of the default
 //! StorageClass [`STORAGE_CLASS`] are provisioned and bound at once, so StatefulSets with volume
 //! claim templates become ready. A pod template annotated `testbed.serin.dev/ready-after: 3s`
-//! becomes Ready that long after its Pods are created. The fake nodes take 100,000 Pods each
+//! becomes Ready that long after its Pods are created. A run-to-completion Pod (`restartPolicy`
+//! Never or OnFailure: a Helm test, a Job's) completes a second after it runs, or fails with exit
+//! code 1 when annotated `testbed.serin.dev/fail: "true"`. The fake nodes take 100,000 Pods each
 //! (a kubelet's default is 110): the benchmarks run thousands of Deployments on one node, and
 //! the emulator has no capacity limit either. Pure: text only.
 
@@ -32,6 +34,8 @@ const UNPULLABLE: &str = r#".spec.containers.[].image | test("^[^/]*[.]invalid(:
 const NEVER_READY: &str = r#".metadata.annotations["testbed.serin.dev/never-ready"]"#;
 /// A gojq expression for the readiness delay (a Go duration; none when absent).
 const READY_AFTER: &str = r#".metadata.annotations["testbed.serin.dev/ready-after"]"#;
+/// A gojq expression true for a run-to-completion Pod that is to fail (exit code 1).
+const FAILS: &str = r#".metadata.annotations["testbed.serin.dev/fail"]"#;
 
 /// The Stage documents, for kwok's `--config`.
 pub fn stages() -> String {
@@ -116,6 +120,94 @@ spec:
             reason: ImagePullBackOff
             message: {{{{ printf "Back-off pulling image %q" .image | Quote }}}}
       {{{{ end }}}}
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: pod-complete
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: .metadata.deletionTimestamp
+      operator: DoesNotExist
+    - key: .status.phase
+      operator: In
+      values: [Running]
+    - key: .spec.restartPolicy
+      operator: In
+      values: [Never, OnFailure]
+    - key: '{FAILS}'
+      operator: NotIn
+      values: ["true"]
+  delay:
+    durationMilliseconds: 1000
+  next:
+    statusTemplate: |
+      {{{{ $now := Now }}}}
+      conditions:
+      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "False", reason: PodCompleted, type: Ready}}
+      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "False", reason: PodCompleted, type: ContainersReady}}
+      containerStatuses:
+      {{{{ range .spec.containers }}}}
+      - image: {{{{ .image | Quote }}}}
+        name: {{{{ .name | Quote }}}}
+        ready: false
+        started: false
+        restartCount: 0
+        state:
+          terminated:
+            exitCode: 0
+            reason: Completed
+            finishedAt: {{{{ $now | Quote }}}}
+      {{{{ end }}}}
+      phase: Succeeded
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: pod-fail
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: .metadata.deletionTimestamp
+      operator: DoesNotExist
+    - key: .status.phase
+      operator: In
+      values: [Running]
+    - key: .spec.restartPolicy
+      operator: In
+      values: [Never, OnFailure]
+    - key: '{FAILS}'
+      operator: In
+      values: ["true"]
+  delay:
+    durationMilliseconds: 1000
+  next:
+    statusTemplate: |
+      {{{{ $now := Now }}}}
+      conditions:
+      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "False", reason: PodCompleted, type: Ready}}
+      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "False", reason: PodCompleted, type: ContainersReady}}
+      containerStatuses:
+      {{{{ range .spec.containers }}}}
+      - image: {{{{ .image | Quote }}}}
+        name: {{{{ .name | Quote }}}}
+        ready: false
+        started: false
+        restartCount: 0
+        state:
+          terminated:
+            exitCode: 1
+            reason: Error
+            finishedAt: {{{{ $now | Quote }}}}
+      {{{{ end }}}}
+      phase: Failed
 ---
 apiVersion: kwok.x-k8s.io/v1alpha1
 kind: Stage
@@ -340,6 +432,8 @@ mod tests {
                 "pod-never-ready",
                 "pod-image-pull-error",
                 "pod-image-pull-backoff",
+                "pod-complete",
+                "pod-fail",
                 "pod-delete",
                 "claim-provision",
                 "volume-bind"

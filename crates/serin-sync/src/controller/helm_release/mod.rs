@@ -40,6 +40,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 /// Condition types of a HelmRelease.
 pub const RELEASED: &str = "Released";
 pub const REMEDIATED: &str = "Remediated";
+pub const TEST_SUCCESS: &str = "TestSuccess";
 
 /// Where a HelmRelease's release lives.
 #[derive(Clone, Debug)]
@@ -254,9 +255,20 @@ pub async fn reconcile(hr: Arc<HelmRelease>, ctx: Arc<Context>) -> Result<Action
                 .skip(1)
                 .find(|r| r.status == "superseded" || r.status == "deployed")
                 .map(|r| r.revision);
+            let tests_failed = tests_count(&hr.spec, rev.revision == 1)
+                && st
+                    .history
+                    .iter()
+                    .find(|h| h.version == rev.revision)
+                    .and_then(|h| h.test_hooks.as_ref())
+                    .is_some_and(|hooks| hooks.values().any(|h| h.phase.as_deref() == Some("Failed")));
             Some(Latest {
                 revision: rev.revision,
-                status: rev.status.clone(),
+                status: if tests_failed {
+                    "failed".to_owned()
+                } else {
+                    rev.status.clone()
+                },
                 chart_version: rev.chart_name_version().1,
                 config_digest,
                 previous_deployed,
@@ -278,6 +290,8 @@ pub async fn reconcile(hr: Arc<HelmRelease>, ctx: Arc<Context>) -> Result<Action
     };
     let mut requeue = super::jitter(interval);
     let mut progress_message = None;
+    // The revision Helm's tests ran on in this reconcile, and whether they passed.
+    let mut tested: Option<(i64, bool)> = None;
     match step {
         Step::InSync => {}
         Step::Stall(message) => {
@@ -366,6 +380,22 @@ pub async fn reconcile(hr: Arc<HelmRelease>, ctx: Arc<Context>) -> Result<Action
                         &message,
                     )
                     .await;
+                    // Helm's tests, when enabled: a failure that counts is a failure of the
+                    // action (remediated as one).
+                    tested = match version {
+                        Some(v) => {
+                            run_tests(&ctx, &hr, &t, &mut st, v, &chart_text, impersonate.as_deref()).await
+                        }
+                        None => None,
+                    };
+                    if tested.as_ref().is_some_and(|(_, passed)| !passed) && tests_count(&hr.spec, install) {
+                        if install {
+                            st.install_failures = Some(failures.install + 1);
+                        } else {
+                            st.upgrade_failures = Some(failures.upgrade + 1);
+                        }
+                        requeue = Duration::from_secs(1);
+                    }
                 }
                 Err(err) => {
                     let message = format!(
@@ -518,11 +548,32 @@ pub async fn reconcile(hr: Arc<HelmRelease>, ctx: Arc<Context>) -> Result<Action
         }
     }
     refresh_history(&ctx, &hr, &t, &mut st, impersonate.as_deref()).await;
-    // Ready: a remediation forces it False; else the release's outcome.
+    if let Some((version, passed)) = tested
+        && let Some(snapshot) = st.history.iter_mut().find(|h| h.version == version)
+    {
+        let phase = if passed { "Succeeded" } else { "Failed" };
+        let now = jiff::Timestamp::now().to_string();
+        snapshot.test_hooks = Some(std::collections::BTreeMap::from([(
+            "helm test".to_owned(),
+            crate::api::helm::TestHookStatus {
+                last_started: None,
+                last_completed: Some(now),
+                phase: Some(phase.to_owned()),
+            },
+        )]));
+    }
+    // Ready: a remediation forces it False; then failed tests that count; else the release's
+    // outcome.
     let now = jiff::Timestamp::now();
     let mut progress = Progress::new(&mut st.conditions, generation, now);
     progress.remove(status::RECONCILING);
-    let conditions_snapshot = progress_conditions(&st, &t, &chart_text, &desired);
+    let conditions_snapshot = progress_conditions(
+        &st,
+        &t,
+        &chart_text,
+        &desired,
+        tests_count(&hr.spec, st.history.first().is_none_or(|h| h.version == 1)),
+    );
     let mut progress = Progress::new(&mut st.conditions, generation, now);
     match conditions_snapshot {
         ReadyFrom::Remediated(reason, message) => {
@@ -692,6 +743,76 @@ async fn follow_release(
     }
 }
 
+/// Whether failed Helm tests count as a failure of the release (`test.enable` without
+/// `test.ignoreFailures` nor the action's `remediation.ignoreTestFailures`).
+fn tests_count(spec: &HelmReleaseSpec, install: bool) -> bool {
+    let Some(test) = spec.test.as_ref().filter(|t| t.enable == Some(true)) else {
+        return false;
+    };
+    let remediation = if install {
+        spec.install.as_ref().and_then(|i| i.remediation.as_ref())
+    } else {
+        spec.upgrade.as_ref().and_then(|u| u.remediation.as_ref())
+    };
+    test.ignore_failures != Some(true) && remediation.and_then(|r| r.ignore_test_failures) != Some(true)
+}
+
+/// Runs Helm's tests of release revision `version` when `test.enable`: `TestSuccess` and an
+/// event with Flux's texts; whether they passed (`None` when tests are off).
+async fn run_tests(
+    ctx: &Context,
+    hr: &HelmRelease,
+    t: &Target,
+    st: &mut HelmReleaseStatus,
+    version: i64,
+    chart: &str,
+    impersonate: Option<&str>,
+) -> Option<(i64, bool)> {
+    let generation = hr.meta().generation;
+    let Some(test) = hr.spec.test.as_ref().filter(|t| t.enable == Some(true)) else {
+        status::remove_condition(&mut st.conditions, TEST_SUCCESS);
+        return None;
+    };
+    let timeout = test
+        .timeout
+        .as_deref()
+        .and_then(|t| status::parse_duration(t).ok())
+        .unwrap_or_else(|| spec_timeout(&hr.spec));
+    let release = format!("{}/{}.v{version}", t.namespace, t.release);
+    let reference = hr.object_ref(&());
+    let outcome = ctx
+        .config
+        .helm
+        .test(&t.release, &t.namespace, timeout, impersonate)
+        .await;
+    let (passed, reason, message) = match outcome {
+        Ok(hooks) => (
+            true,
+            "TestSucceeded",
+            format!(
+                "Helm test succeeded for release {release} with chart {chart}: {hooks} test hooks completed successfully"
+            ),
+        ),
+        Err(e) => (
+            false,
+            "TestFailed",
+            format!("Helm test failed for release {release} with chart {chart}: {e}"),
+        ),
+    };
+    Progress::new(&mut st.conditions, generation, jiff::Timestamp::now()).set(
+        TEST_SUCCESS,
+        if passed {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        },
+        reason,
+        &message,
+    );
+    events::record(&ctx.client, &reference, COMPONENT, !passed, reason, &message).await;
+    Some((version, passed))
+}
+
 /// The digest of what the post-renderer applies: `spec.postRenderers` and `spec.commonMetadata`
 /// (none without either).
 fn post_renderers_digest(spec: &HelmReleaseSpec) -> Option<String> {
@@ -756,11 +877,22 @@ enum ReadyFrom {
 
 /// Where Ready comes from: a remediation of the current attempt, else the release's outcome
 /// (a release in sync that no condition describes yet reads as installed).
-fn progress_conditions(st: &HelmReleaseStatus, t: &Target, chart: &str, desired: &Desired) -> ReadyFrom {
-    if let Some(r) = status::condition(&st.conditions, REMEDIATED)
-        .filter(|_| status::condition(&st.conditions, RELEASED).is_some_and(|c| c.status != "True"))
-    {
+fn progress_conditions(
+    st: &HelmReleaseStatus,
+    t: &Target,
+    chart: &str,
+    desired: &Desired,
+    tests_count: bool,
+) -> ReadyFrom {
+    let tests_failed =
+        tests_count && status::condition(&st.conditions, TEST_SUCCESS).is_some_and(|c| c.status == "False");
+    if let Some(r) = status::condition(&st.conditions, REMEDIATED).filter(|_| {
+        tests_failed || status::condition(&st.conditions, RELEASED).is_some_and(|c| c.status != "True")
+    }) {
         return ReadyFrom::Remediated(r.reason.clone(), r.message.clone());
+    }
+    if let Some(c) = status::condition(&st.conditions, TEST_SUCCESS).filter(|_| tests_count) {
+        return ReadyFrom::Released(c.status == "True", c.reason.clone(), c.message.clone());
     }
     match status::condition(&st.conditions, RELEASED) {
         Some(c) => ReadyFrom::Released(c.status == "True", c.reason.clone(), c.message.clone()),
@@ -803,10 +935,9 @@ async fn refresh_history(
     let mut snapshots = Vec::new();
     for rev in history.iter().rev().take(keep) {
         let (chart_name, chart_version) = rev.chart_name_version();
-        let known = st
-            .history
-            .iter()
-            .find(|h| h.version == rev.revision)
+        let previous = st.history.iter().find(|h| h.version == rev.revision);
+        let test_hooks = previous.and_then(|h| h.test_hooks.clone());
+        let known = previous
             .map(|h| h.config_digest.clone())
             .filter(|d| !d.is_empty());
         let config_digest = match known {
@@ -832,7 +963,7 @@ async fn refresh_history(
             first_deployed: None,
             last_deployed: Some(rev.updated.clone()).filter(|u| !u.is_empty()),
             deleted: None,
-            test_hooks: None,
+            test_hooks,
         });
     }
     st.history = snapshots;
@@ -907,8 +1038,13 @@ pub fn unsupported_field(hr: &HelmRelease) -> Option<String> {
                 .unwrap_or_default()
         ));
     }
-    if spec.test.as_ref().and_then(|t| t.enable) == Some(true) {
-        return named("spec.test");
+    if spec
+        .test
+        .as_ref()
+        .and_then(|t| t.filters.as_ref())
+        .is_some_and(|f| f.as_array().is_some_and(|a| !a.is_empty()))
+    {
+        return named("spec.test.filters");
     }
     if spec.install.as_ref().is_some_and(|i| i.strategy.is_some())
         || spec.upgrade.as_ref().is_some_and(|u| u.strategy.is_some())
