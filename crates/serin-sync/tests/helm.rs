@@ -35,7 +35,8 @@ fn publish(repo: &Path, version: &str, image: &str, url: &str) {
 }
 
 /// The real control plane with serin-sync's CRDs, the namespace `apps`, and a chart repository
-/// holding the fixture chart 0.1.0; `None` (the test skipped) on the API emulator.
+/// holding the fixture chart 0.1.0 (the HelmRepository `apps/charts`); `None` (the test
+/// skipped) on the API emulator.
 struct Bed {
     tb: Testbed,
     repo: tempfile::TempDir,
@@ -56,6 +57,12 @@ async fn bed() -> Option<Bed> {
     publish(repo.path(), "0.1.0", "ghcr.io/stefanprodan/podinfo:6.0.1", &url);
     install_crds(&tb).await;
     create_namespace(&tb.client(), "apps").await;
+    kubectl_apply(
+        &tb,
+        &format!(
+            "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata:\n  name: charts\n  namespace: apps\nspec:\n  interval: 1m\n  url: {url}\n"
+        ),
+    );
     Some(Bed {
         tb,
         repo,
@@ -165,9 +172,7 @@ async fn a_helm_release_installs_upgrades_remediates_and_uninstalls() {
     let _controllers = start_controllers(&tb);
     kubectl_apply(
         &tb,
-        &format!(
-            "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata:\n  name: charts\n  namespace: apps\nspec:\n  interval: 1m\n  url: {url}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: demo-values\n  namespace: apps\ndata:\n  values.yaml: |\n    message: from the ConfigMap\n"
-        ),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: demo-values\n  namespace: apps\ndata:\n  values.yaml: |\n    message: from the ConfigMap\n",
     );
     kubectl_apply(&tb, RELEASE);
 
@@ -432,7 +437,7 @@ async fn a_helm_release_post_renders_keeps_serins_share_and_corrects_drift() {
     let Some(Bed {
         tb,
         repo: _repo,
-        url,
+        url: _,
         _server,
     }) = bed().await
     else {
@@ -464,12 +469,6 @@ async fn a_helm_release_post_renders_keeps_serins_share_and_corrects_drift() {
         ),
     );
     let _controllers = start_controllers(&tb);
-    kubectl_apply(
-        &tb,
-        &format!(
-            "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata:\n  name: charts\n  namespace: apps\nspec:\n  interval: 1m\n  url: {url}\n"
-        ),
-    );
     kubectl_apply(&tb, CANARY_RELEASE);
 
     // Released through the post-renderer; Ready waits for the Canary.
@@ -709,7 +708,7 @@ async fn a_helm_release_runs_its_tests_and_remediates_a_failing_one() {
     let Some(Bed {
         tb,
         repo: _repo,
-        url,
+        url: _,
         _server,
     }) = bed().await
     else {
@@ -717,12 +716,6 @@ async fn a_helm_release_runs_its_tests_and_remediates_a_failing_one() {
     };
     let client = tb.client();
     let _controllers = start_controllers(&tb);
-    kubectl_apply(
-        &tb,
-        &format!(
-            "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata:\n  name: charts\n  namespace: apps\nspec:\n  interval: 1m\n  url: {url}\n"
-        ),
-    );
     kubectl_apply(&tb, TESTED_RELEASE);
     let get = || async {
         Api::<HelmRelease>::namespaced(client.clone(), "apps")

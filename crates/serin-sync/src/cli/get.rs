@@ -405,169 +405,177 @@ pub async fn run(args: &GetArgs) -> anyhow::Result<()> {
     let client = args.cluster.client().await?;
     let ns = &args.cluster.namespace;
     let scope = (!args.all_namespaces).then_some(ns.as_str());
-    let ks_api = || -> Api<Kustomization> { serin_runtime::scope::api(&client, scope) };
-    let git_api = || -> Api<GitRepository> { serin_runtime::scope::api(&client, scope) };
-    let helm_repo_api = || -> Api<HelmRepository> { serin_runtime::scope::api(&client, scope) };
-    let chart_api = || -> Api<HelmChart> { serin_runtime::scope::api(&client, scope) };
-    let hr_api = || -> Api<HelmRelease> { serin_runtime::scope::api(&client, scope) };
-    let empty = |what: &str| {
-        if args.all_namespaces {
-            eprintln!("✗ no {what} objects found in any namespace");
-        } else {
-            eprintln!("✗ no {what} objects found in {ns} namespace");
-        }
+    let all = args.all_namespaces;
+    let lister = Lister {
+        client: &client,
+        scope,
+        selector,
+        all_namespaces: all,
+    };
+    let show = |table: Option<String>, what: &str| match table {
+        // As Flux: objects exist, so the table is printed, if need be with no row.
+        Some(table) => print!("{table}"),
+        None if all => eprintln!("✗ no {what} objects found in any namespace"),
+        None => eprintln!("✗ no {what} objects found in {ns} namespace"),
     };
     match &args.what {
-        GetWhat::Kustomizations { name } => {
-            let items = list(ks_api(), name.as_deref()).await?;
-            if items.is_empty() {
-                empty("Kustomization");
-            } else {
-                // As Flux: objects exist, so the table is printed, if need be with no row.
-                let items = select(items, selector, kustomization_conditions);
-                print!("{}", render(&kustomization_rows(&items, ""), args.all_namespaces));
-            }
-        }
+        GetWhat::Kustomizations { name } => show(
+            lister
+                .table(
+                    name.as_deref(),
+                    FLUX,
+                    |k: &Kustomization| kustomization_conditions(k),
+                    |items| kustomization_rows(items, ""),
+                )
+                .await?,
+            "Kustomization",
+        ),
         GetWhat::Sources {
             kind: SourceKind::Git { name },
-        } => {
-            let items = list(git_api(), name.as_deref()).await?;
-            if items.is_empty() {
-                empty("GitRepository");
-            } else {
-                let items = select(items, selector, source_conditions);
-                print!("{}", render(&source_rows(&items, ""), args.all_namespaces));
-            }
-        }
-        GetWhat::Helmreleases { name } => {
-            let items = list(hr_api(), name.as_deref()).await?;
-            if items.is_empty() {
-                empty("HelmRelease");
-            } else {
-                let items = select(items, selector, helm_release_conditions);
-                print!("{}", render(&helm_release_rows(&items, ""), args.all_namespaces));
-            }
-        }
+        } => show(
+            lister
+                .table(name.as_deref(), FLUX, source_conditions, |items| {
+                    source_rows(items, "")
+                })
+                .await?,
+            "GitRepository",
+        ),
+        GetWhat::Helmreleases { name } => show(
+            lister
+                .table(name.as_deref(), FLUX, helm_release_conditions, |items| {
+                    helm_release_rows(items, "")
+                })
+                .await?,
+            "HelmRelease",
+        ),
         GetWhat::Sources {
             kind: SourceKind::Helm { name },
-        } => {
-            let items = list(helm_repo_api(), name.as_deref()).await?;
-            if items.is_empty() {
-                empty("HelmRepository");
-            } else {
-                let items = select(items, selector, helm_repository_conditions);
-                print!(
-                    "{}",
-                    render(&helm_repository_rows(&items, ""), args.all_namespaces)
-                );
-            }
-        }
+        } => show(
+            lister
+                .table(name.as_deref(), FLUX, helm_repository_conditions, |items| {
+                    helm_repository_rows(items, "")
+                })
+                .await?,
+            "HelmRepository",
+        ),
         GetWhat::Sources {
             kind: SourceKind::Chart { name },
-        } => {
-            let items = list(chart_api(), name.as_deref()).await?;
-            if items.is_empty() {
-                empty("HelmChart");
-            } else {
-                let items = select(items, selector, helm_chart_conditions);
-                print!("{}", render(&helm_chart_rows(&items, ""), args.all_namespaces));
-            }
-        }
+        } => show(
+            lister
+                .table(name.as_deref(), FLUX, helm_chart_conditions, |items| {
+                    helm_chart_rows(items, "")
+                })
+                .await?,
+            "HelmChart",
+        ),
         GetWhat::All => {
-            let repos = list(git_api(), None).await?;
-            let helm_repos = list(helm_repo_api(), None).await?;
-            let charts = list(chart_api(), None).await?;
-            let ks = list(ks_api(), None).await?;
-            let releases = list(hr_api(), None).await?;
-            let mut tables = Vec::new();
-            if !repos.is_empty() {
-                let repos = select(repos, selector, source_conditions);
-                tables.push(render(
-                    &source_rows(&repos, "gitrepository/"),
-                    args.all_namespaces,
-                ));
-            }
-            if !helm_repos.is_empty() {
-                let helm_repos = select(helm_repos, selector, helm_repository_conditions);
-                tables.push(render(
-                    &helm_repository_rows(&helm_repos, "helmrepository/"),
-                    args.all_namespaces,
-                ));
-            }
-            if !charts.is_empty() {
-                let charts = select(charts, selector, helm_chart_conditions);
-                tables.push(render(
-                    &helm_chart_rows(&charts, "helmchart/"),
-                    args.all_namespaces,
-                ));
-            }
-            if !ks.is_empty() {
-                let ks = select(ks, selector, kustomization_conditions);
-                tables.push(render(
-                    &kustomization_rows(&ks, "kustomization/"),
-                    args.all_namespaces,
-                ));
-            }
-            if !releases.is_empty() {
-                let releases = select(releases, selector, helm_release_conditions);
-                tables.push(render(
-                    &helm_release_rows(&releases, "helmrelease/"),
-                    args.all_namespaces,
-                ));
-            }
-            print!("{}", tables.join("\n"));
+            let tables = [
+                lister
+                    .table(None, FLUX, source_conditions, |items| {
+                        source_rows(items, "gitrepository/")
+                    })
+                    .await?,
+                lister
+                    .table(None, FLUX, helm_repository_conditions, |items| {
+                        helm_repository_rows(items, "helmrepository/")
+                    })
+                    .await?,
+                lister
+                    .table(None, FLUX, helm_chart_conditions, |items| {
+                        helm_chart_rows(items, "helmchart/")
+                    })
+                    .await?,
+                lister
+                    .table(None, FLUX, kustomization_conditions, |items| {
+                        kustomization_rows(items, "kustomization/")
+                    })
+                    .await?,
+                lister
+                    .table(None, FLUX, helm_release_conditions, |items| {
+                        helm_release_rows(items, "helmrelease/")
+                    })
+                    .await?,
+            ];
+            print!("{}", tables.into_iter().flatten().collect::<Vec<_>>().join("\n"));
         }
         GetWhat::Alerts { name } => {
-            let items = list(
-                serin_runtime::scope::api::<Alert>(&client, scope),
-                name.as_deref(),
-            )
-            .await?;
-            if items.is_empty() {
-                empty("Alert");
-            } else {
-                let providers = list(serin_runtime::scope::api::<Provider>(&client, scope), None).await?;
-                print!(
-                    "{}",
-                    render_columns(&alert_rows(&items, &providers), args.all_namespaces, false, true)
-                );
-            }
+            let providers = list(serin_runtime::scope::api::<Provider>(&client, scope), None).await?;
+            show(
+                lister
+                    .table(name.as_deref(), SUSPENDED_ONLY, no_conditions, |items| {
+                        alert_rows(items, &providers)
+                    })
+                    .await?,
+                "Alert",
+            );
         }
-        GetWhat::AlertProviders { name } => {
-            let items = list(
-                serin_runtime::scope::api::<Provider>(&client, scope),
-                name.as_deref(),
-            )
-            .await?;
-            if items.is_empty() {
-                empty("Provider");
-            } else {
-                print!(
-                    "{}",
-                    render_columns(&provider_rows(&items), args.all_namespaces, false, false)
-                );
-            }
-        }
-        GetWhat::Receivers { name } => {
-            let items = list(
-                serin_runtime::scope::api::<Receiver>(&client, scope),
-                name.as_deref(),
-            )
-            .await?;
-            if items.is_empty() {
-                empty("Receiver");
-            } else {
-                let items = select(items, selector, |r: &Receiver| {
-                    r.status.as_ref().map_or(&[], |s| &s.conditions)
-                });
-                print!(
-                    "{}",
-                    render_columns(&receiver_rows(&items), args.all_namespaces, false, true)
-                );
-            }
-        }
+        GetWhat::AlertProviders { name } => show(
+            lister
+                .table(name.as_deref(), (false, false), no_conditions, provider_rows)
+                .await?,
+            "Provider",
+        ),
+        GetWhat::Receivers { name } => show(
+            lister
+                .table(
+                    name.as_deref(),
+                    SUSPENDED_ONLY,
+                    |r: &Receiver| r.status.as_ref().map_or(&[], |s| &s.conditions),
+                    receiver_rows,
+                )
+                .await?,
+            "Receiver",
+        ),
     }
     Ok(())
+}
+
+/// The columns of Flux's sources, Kustomizations and HelmReleases (REVISION and SUSPENDED).
+const FLUX: (bool, bool) = (true, true);
+/// The columns of alerts and receivers (SUSPENDED, no REVISION).
+const SUSPENDED_ONLY: (bool, bool) = (false, true);
+
+/// Alerts and Providers have no status.
+fn no_conditions<K>(_: &K) -> &[Condition] {
+    &[]
+}
+
+/// Where and what `get` lists.
+struct Lister<'a> {
+    client: &'a kube::Client,
+    scope: Option<&'a str>,
+    selector: Option<&'a StatusSelector>,
+    all_namespaces: bool,
+}
+
+impl Lister<'_> {
+    /// One kind's table (`columns`: REVISION, SUSPENDED), `None` when no such object exists.
+    async fn table<K>(
+        &self,
+        name: Option<&str>,
+        columns: (bool, bool),
+        conditions: impl Fn(&K) -> &[Condition],
+        rows: impl Fn(&[K]) -> Vec<Row>,
+    ) -> anyhow::Result<Option<String>>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        let items = list(serin_runtime::scope::api::<K>(self.client, self.scope), name).await?;
+        if items.is_empty() {
+            return Ok(None);
+        }
+        let items = select(items, self.selector, conditions);
+        Ok(Some(render_columns(
+            &rows(&items),
+            self.all_namespaces,
+            columns.0,
+            columns.1,
+        )))
+    }
 }
 
 #[cfg(test)]

@@ -120,95 +120,7 @@ spec:
             reason: ImagePullBackOff
             message: {{{{ printf "Back-off pulling image %q" .image | Quote }}}}
       {{{{ end }}}}
----
-apiVersion: kwok.x-k8s.io/v1alpha1
-kind: Stage
-metadata:
-  name: pod-complete
-spec:
-  resourceRef:
-    apiGroup: v1
-    kind: Pod
-  selector:
-    matchExpressions:
-    - key: .metadata.deletionTimestamp
-      operator: DoesNotExist
-    - key: .status.phase
-      operator: In
-      values: [Running]
-    - key: .spec.restartPolicy
-      operator: In
-      values: [Never, OnFailure]
-    - key: '{FAILS}'
-      operator: NotIn
-      values: ["true"]
-  delay:
-    durationMilliseconds: 1000
-  next:
-    statusTemplate: |
-      {{{{ $now := Now }}}}
-      conditions:
-      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "False", reason: PodCompleted, type: Ready}}
-      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "False", reason: PodCompleted, type: ContainersReady}}
-      containerStatuses:
-      {{{{ range .spec.containers }}}}
-      - image: {{{{ .image | Quote }}}}
-        name: {{{{ .name | Quote }}}}
-        ready: false
-        started: false
-        restartCount: 0
-        state:
-          terminated:
-            exitCode: 0
-            reason: Completed
-            finishedAt: {{{{ $now | Quote }}}}
-      {{{{ end }}}}
-      phase: Succeeded
----
-apiVersion: kwok.x-k8s.io/v1alpha1
-kind: Stage
-metadata:
-  name: pod-fail
-spec:
-  resourceRef:
-    apiGroup: v1
-    kind: Pod
-  selector:
-    matchExpressions:
-    - key: .metadata.deletionTimestamp
-      operator: DoesNotExist
-    - key: .status.phase
-      operator: In
-      values: [Running]
-    - key: .spec.restartPolicy
-      operator: In
-      values: [Never, OnFailure]
-    - key: '{FAILS}'
-      operator: In
-      values: ["true"]
-  delay:
-    durationMilliseconds: 1000
-  next:
-    statusTemplate: |
-      {{{{ $now := Now }}}}
-      conditions:
-      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "False", reason: PodCompleted, type: Ready}}
-      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "False", reason: PodCompleted, type: ContainersReady}}
-      containerStatuses:
-      {{{{ range .spec.containers }}}}
-      - image: {{{{ .image | Quote }}}}
-        name: {{{{ .name | Quote }}}}
-        ready: false
-        started: false
-        restartCount: 0
-        state:
-          terminated:
-            exitCode: 1
-            reason: Error
-            finishedAt: {{{{ $now | Quote }}}}
-      {{{{ end }}}}
-      phase: Failed
----
+{complete}{fail}---
 apiVersion: kwok.x-k8s.io/v1alpha1
 kind: Stage
 metadata:
@@ -297,6 +209,8 @@ spec:
       template: |
         phase: Bound
 "#,
+        complete = completion_stage("pod-complete", "NotIn", "Succeeded", 0, "Completed"),
+        fail = completion_stage("pod-fail", "In", "Failed", 1, "Error"),
         ready = pod_stage(
             "pod-ready",
             &[(NEVER_READY, "NotIn", "true"), (UNPULLABLE, "NotIn", "true"),],
@@ -319,6 +233,59 @@ spec:
 }
 
 const WAITING_REASON: &str = ".status.containerStatuses.[].state.waiting.reason";
+
+/// A Stage for running, undeleted run-to-completion Pods (`restartPolicy` Never or OnFailure)
+/// whose `testbed.serin.dev/fail` annotation is (`In`) or is not (`NotIn`) "true": a second
+/// later their containers have exited with `exit_code` and the Pod is in `phase`.
+fn completion_stage(name: &str, fails: &str, phase: &str, exit_code: u8, reason: &str) -> String {
+    format!(
+        r#"---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: {name}
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: .metadata.deletionTimestamp
+      operator: DoesNotExist
+    - key: .status.phase
+      operator: In
+      values: [Running]
+    - key: .spec.restartPolicy
+      operator: In
+      values: [Never, OnFailure]
+    - key: '{FAILS}'
+      operator: {fails}
+      values: ["true"]
+  delay:
+    durationMilliseconds: 1000
+  next:
+    statusTemplate: |
+      {{{{ $now := Now }}}}
+      conditions:
+      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "False", reason: PodCompleted, type: Ready}}
+      - {{lastTransitionTime: {{{{ $now | Quote }}}}, status: "False", reason: PodCompleted, type: ContainersReady}}
+      containerStatuses:
+      {{{{ range .spec.containers }}}}
+      - image: {{{{ .image | Quote }}}}
+        name: {{{{ .name | Quote }}}}
+        ready: false
+        started: false
+        restartCount: 0
+        state:
+          terminated:
+            exitCode: {exit_code}
+            reason: {reason}
+            finishedAt: {{{{ $now | Quote }}}}
+      {{{{ end }}}}
+      phase: {phase}
+"#
+    )
+}
 
 /// What a pod stage writes: readiness, each container's state, the phase.
 struct PodState {
