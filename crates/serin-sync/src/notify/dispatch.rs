@@ -1,7 +1,8 @@
 //! Sends events to the Alerts' Providers: every Kubernetes Event recorded since serin-sync
 //! started (its second; on its own objects, on serin's Canaries, on anything an Alert selects) is matched
-//! against the Alerts and posted to each matching Alert's Provider. The same object, reason and
-//! message within five minutes is sent once (Flux's duplicate rule). A send that fails is logged;
+//! against the Alerts and posted to each matching Alert's Provider, once per occurrence (a
+//! watch that lists again does not send an Event twice). The same object, reason and message
+//! within five minutes is sent once (Flux's duplicate rule). A send that fails is logged;
 //! it never holds up the others. Does I/O.
 
 use std::{
@@ -59,6 +60,7 @@ where
         }
     };
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let handled: Arc<Mutex<HashMap<String, (i32, Instant)>>> = Arc::default();
     let events = watcher(
         serin_runtime::scope::api::<KubeEvent>(&client, ns),
         watcher::Config::default(),
@@ -66,9 +68,20 @@ where
     .default_backoff()
     .applied_objects()
     .for_each(|e| {
-        let (client, alerts, http, sent) = (client.clone(), alerts.clone(), http.clone(), sent.clone());
+        let (client, alerts, http, sent, handled) = (
+            client.clone(),
+            alerts.clone(),
+            http.clone(),
+            sent.clone(),
+            handled.clone(),
+        );
         async move {
             let Ok(e) = e else { return };
+            // A watch that lists again (after a disconnect) replays every Event: only a new one,
+            // or one whose count rose, is an occurrence.
+            if !new_occurrence(&handled, &e) {
+                return;
+            }
             let Some(event) = Event::from_kube(&e) else { return };
             let recent = event
                 .timestamp
@@ -88,6 +101,27 @@ where
     tokio::select! {
         () = shutdown => {}
         _ = futures::future::join(alert_stream, events) => {}
+    }
+}
+
+/// How long an Event's count is remembered (the API server keeps Events an hour).
+const HANDLED_TTL: Duration = Duration::from_secs(2 * 3600);
+
+/// Whether the Event is new, or repeats (its count rose), since it was last handled; records it.
+fn new_occurrence(handled: &Mutex<HashMap<String, (i32, Instant)>>, e: &KubeEvent) -> bool {
+    let Some(uid) = e.metadata.uid.clone() else {
+        return true;
+    };
+    let count = e.series.as_ref().and_then(|s| s.count).or(e.count).unwrap_or(1);
+    let now = Instant::now();
+    let mut handled = handled.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    handled.retain(|_, (_, at)| now.duration_since(*at) < HANDLED_TTL);
+    match handled.get(&uid) {
+        Some((seen, _)) if *seen >= count => false,
+        _ => {
+            handled.insert(uid, (count, now));
+            true
+        }
     }
 }
 
@@ -222,5 +256,41 @@ fn redact(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(u) => format!("{}://{}/…", u.scheme(), u.host_str().unwrap_or_default()),
         Err(_) => "the provider's address".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listed_again_event_is_not_a_new_occurrence() {
+        let handled = Mutex::default();
+        let mut e = KubeEvent::default();
+        e.metadata.uid = Some("u1".into());
+        e.count = Some(1);
+        assert!(new_occurrence(&handled, &e), "first seen");
+        assert!(!new_occurrence(&handled, &e), "the same Event listed again");
+        e.count = Some(2);
+        assert!(new_occurrence(&handled, &e), "it repeated");
+        let mut other = e.clone();
+        other.metadata.uid = Some("u2".into());
+        assert!(new_occurrence(&handled, &other));
+    }
+
+    #[test]
+    fn a_repeat_within_the_window_is_sent_once() {
+        let sent = Mutex::default();
+        let event = Event {
+            message: "applied".into(),
+            ..Default::default()
+        };
+        assert!(first_in_window(&sent, &event));
+        assert!(!first_in_window(&sent, &event));
+        let other = Event {
+            message: "failed".into(),
+            ..Default::default()
+        };
+        assert!(first_in_window(&sent, &other));
     }
 }
